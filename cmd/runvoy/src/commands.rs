@@ -1,0 +1,449 @@
+//! One function per subcommand; each returns the process exit code.
+
+use std::future::Future;
+use std::io::{self, BufRead, Write};
+use std::time::Duration;
+
+use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
+use clap::CommandFactory;
+use runvoy_client::config::{Config, ConfigError, Overrides};
+use runvoy_client::proto::{Execution, RunRequest};
+use runvoy_client::{Client, ClientError, KillOutcome, ListQuery};
+
+use crate::ui::{LogSink, Ui};
+use crate::util::{build_env, format_secs, format_time, join_command, truncate};
+use crate::{Cli, Cmd, ListArgs, LogsArgs, Output, RunArgs, stream};
+
+/// Runs the parsed command line.
+pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
+    let overrides = Overrides {
+        api_url: cli.api_url,
+        api_key: cli.api_key,
+    };
+    match cli.cmd {
+        Cmd::Version => version(&overrides, ui).await,
+        Cmd::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "runvoy", &mut io::stdout());
+            Ok(0)
+        }
+        Cmd::Configure => configure(&overrides, ui),
+        Cmd::Run(a) => run(&client(&overrides)?, a, ui).await,
+        Cmd::Logs(a) => logs(&client(&overrides)?, a, ui).await,
+        Cmd::Status { id, output } => status(&client(&overrides)?, &id, output, ui).await,
+        Cmd::Kill { id } => kill(&client(&overrides)?, &id, ui).await,
+        Cmd::List(a) => list(&client(&overrides)?, a, ui).await,
+    }
+}
+
+fn client(o: &Overrides) -> anyhow::Result<Client> {
+    let cfg = Config::load_with(o)?;
+    Ok(Client::from_config(&cfg)?)
+}
+
+/// Retries transient failures a few times (about 4 s in all). `resend_safe_only` is for
+/// non-idempotent requests, which are repeated only when the server surely did nothing.
+async fn retry<T, F, Fut>(ui: Ui, resend_safe_only: bool, f: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(300))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(4);
+    f.retry(policy)
+        .when(|e: &ClientError| {
+            if resend_safe_only {
+                e.is_safe_to_resend()
+            } else {
+                e.is_retryable()
+            }
+        })
+        .notify(|e: &ClientError, d: Duration| {
+            ui.info(&format!(
+                "{e}; retrying in {}",
+                format_secs(d.as_secs_f64())
+            ));
+        })
+        .await
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
+    let local = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let env = build_env(local, &a.env, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let req = RunRequest {
+        command: join_command(&a.command),
+        image: a.image,
+        env,
+        timeout: a.timeout.filter(|t| *t > 0),
+    };
+    let resp = retry(ui, true, || client.run(&req))
+        .await
+        .context("cannot start the command")?;
+    if a.detach {
+        match a.output {
+            Output::Text => println!("{}", resp.execution_id),
+            Output::Json => print_json(&resp)?,
+        }
+        return Ok(0);
+    }
+    let sigint = stream::interrupts()?;
+    ui.info(&format!("execution {} started", resp.execution_id));
+    let spinner = ui.spinner("waiting for the execution to start…");
+    let follower = client
+        .follow_logs(&resp.execution_id, 0)
+        .with_websocket_url(resp.websocket_url);
+    stream::follow(client, follower, ui, sigint, spinner).await
+}
+
+async fn logs(client: &Client, a: LogsArgs, ui: Ui) -> anyhow::Result<i32> {
+    if a.follow {
+        let sigint = stream::interrupts()?;
+        let follower = client.follow_logs(&a.id, 0);
+        return stream::follow(client, follower, ui, sigint, None).await;
+    }
+    let mut sink = LogSink::new(!a.quiet);
+    let mut after = 0;
+    loop {
+        let page = retry(ui, false, || client.logs_page(&a.id, after, Some(1000)))
+            .await
+            .with_context(|| format!("cannot get the logs of {}", a.id))?;
+        for ev in &page.events {
+            sink.write(ev).context("cannot write output")?;
+            after = after.max(ev.seq);
+        }
+        if !page.has_more || page.events.is_empty() {
+            sink.flush().context("cannot write output")?;
+            if !page.status.is_terminal() {
+                ui.info(&format!(
+                    "execution {} is {}; follow it with `runvoy logs -f {}`",
+                    a.id, page.status, a.id
+                ));
+            }
+            return Ok(0);
+        }
+    }
+}
+
+async fn status(client: &Client, id: &str, output: Output, ui: Ui) -> anyhow::Result<i32> {
+    let e = retry(ui, false, || client.get_execution(id))
+        .await
+        .with_context(|| format!("cannot get execution {id}"))?;
+    match output {
+        Output::Json => print_json(&e)?,
+        Output::Text => print!("{}", status_text(&e)),
+    }
+    Ok(0)
+}
+
+/// `key: value` lines, in a fixed order, absent values omitted.
+fn status_text(e: &Execution) -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("execution_id", e.execution_id.clone()),
+        ("status", e.status.to_string()),
+        ("command", e.command.clone()),
+        ("image_id", e.image_id.clone()),
+    ];
+    if let Some(c) = e.exit_code {
+        rows.push(("exit_code", c.to_string()));
+    }
+    rows.push(("started_at", e.started_at.clone()));
+    if let Some(c) = &e.completed_at {
+        rows.push(("completed_at", c.clone()));
+    }
+    if let Some(d) = e.duration_seconds {
+        rows.push(("duration", format_secs(d)));
+    }
+    if let Some(t) = e.timeout_seconds {
+        rows.push(("timeout_seconds", t.to_string()));
+    }
+    rows.push(("timed_out", e.timed_out.to_string()));
+    if let Some(r) = &e.failure_reason {
+        rows.push(("failure_reason", r.clone()));
+    }
+    rows.push(("logs_complete", e.logs_complete.to_string()));
+    if let Some(l) = e.log_lines {
+        rows.push(("log_lines", l.to_string()));
+    }
+    rows.push(("created_by", e.created_by.clone()));
+    rows.push(("compute_platform", e.compute_platform.clone()));
+    let mut s = String::new();
+    for (k, v) in rows {
+        s.push_str(&format!("{:<17} {v}\n", format!("{k}:")));
+    }
+    s
+}
+
+async fn kill(client: &Client, id: &str, ui: Ui) -> anyhow::Result<i32> {
+    let outcome = retry(ui, false, || client.kill(id))
+        .await
+        .with_context(|| format!("cannot kill execution {id}"))?;
+    match outcome {
+        KillOutcome::Started(k) => println!("{}: {}", k.execution_id, k.message),
+        KillOutcome::AlreadyTerminal => println!("{id}: already finished"),
+    }
+    Ok(0)
+}
+
+async fn list(client: &Client, a: ListArgs, ui: Ui) -> anyhow::Result<i32> {
+    let q = ListQuery {
+        limit: Some(a.limit),
+        status: a.status,
+        cursor: None,
+    };
+    let page = retry(ui, false, || client.list_executions(&q))
+        .await
+        .context("cannot list executions")?;
+    match a.output {
+        Output::Json => print_json(&page)?,
+        Output::Text if page.executions.is_empty() => ui.info("no executions"),
+        Output::Text => print!(
+            "{}",
+            list_table(&page.executions, time::OffsetDateTime::now_utc())
+        ),
+    }
+    Ok(0)
+}
+
+/// The `list` table; `now` gives running executions their elapsed time.
+fn list_table(execs: &[Execution], now: time::OffsetDateTime) -> String {
+    let header = ["ID", "STATUS", "EXIT", "STARTED", "DURATION", "COMMAND"];
+    let rows: Vec<[String; 6]> = execs
+        .iter()
+        .map(|e| {
+            let duration = e.duration_seconds.or_else(|| {
+                if e.status.is_terminal() {
+                    return None;
+                }
+                let start = time::OffsetDateTime::parse(
+                    &e.started_at,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()?;
+                Some((now - start).as_seconds_f64().max(0.0))
+            });
+            [
+                e.execution_id.clone(),
+                e.status.to_string(),
+                e.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                format_time(&e.started_at),
+                duration.map(format_secs).unwrap_or_else(|| "-".into()),
+                truncate(&e.command, 50),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut s = String::new();
+    let mut push_row = |cells: &[String]| {
+        let last = cells.len() - 1;
+        for (i, c) in cells.iter().enumerate() {
+            if i == last {
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
+            }
+        }
+        s.push('\n');
+    };
+    push_row(&header.map(String::from));
+    for r in &rows {
+        push_row(r);
+    }
+    s
+}
+
+async fn version(o: &Overrides, ui: Ui) -> anyhow::Result<i32> {
+    println!("runvoy {}", env!("CARGO_PKG_VERSION"));
+    let server = async {
+        let client = client(o)?;
+        let h = client.health().await?;
+        anyhow::Ok((client.api_url().to_string(), h))
+    };
+    match server.await {
+        Ok((url, h)) => {
+            let url = url.trim_end_matches('/').trim_end_matches("/api/v1");
+            println!("server {} (backend {}) at {url}", h.version, h.backend);
+        }
+        Err(e) => {
+            let e = e.context("cannot get the server version");
+            let (msg, code) = crate::describe(&e);
+            ui.error(&msg, code);
+        }
+    }
+    Ok(0)
+}
+
+fn configure(o: &Overrides, ui: Ui) -> anyhow::Result<i32> {
+    let path = Config::default_path().ok_or(ConfigError::NoPath)?;
+    // A broken file is replaced rather than blocking the command meant to fix it.
+    let existing = Config::read_optional(&path)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let mut stdin = io::stdin().lock();
+    let url = match &o.api_url {
+        Some(u) => u.trim().to_string(),
+        None => prompt(
+            &mut stdin,
+            "API URL",
+            &existing.api_endpoint,
+            &existing.api_endpoint,
+        )?,
+    };
+    Client::new(&url, "validation")?;
+    let key = match &o.api_key {
+        Some(k) => k.trim().to_string(),
+        None => prompt(
+            &mut stdin,
+            "API key",
+            &mask(&existing.api_key),
+            &existing.api_key,
+        )?,
+    };
+    if key.is_empty() {
+        anyhow::bail!("an API key is required");
+    }
+    let cfg = Config {
+        api_endpoint: url,
+        api_key: key,
+        web_url: existing.web_url,
+    };
+    cfg.write(&path)?;
+    ui.success(&format!("configuration written to {}", path.display()));
+    Ok(0)
+}
+
+/// Asks on stderr and reads a line; an empty answer keeps `current`.
+fn prompt(
+    input: &mut impl BufRead,
+    label: &str,
+    shown: &str,
+    current: &str,
+) -> anyhow::Result<String> {
+    let mut e = io::stderr().lock();
+    if shown.is_empty() {
+        write!(e, "{label}: ")?;
+    } else {
+        write!(e, "{label} [{shown}]: ")?;
+    }
+    e.flush()?;
+    let mut line = String::new();
+    let n = input
+        .read_line(&mut line)
+        .context("cannot read the answer")?;
+    if n == 0 {
+        writeln!(e)?;
+    }
+    let answer = line.trim();
+    if answer.is_empty() {
+        if current.is_empty() {
+            anyhow::bail!("{label} is required");
+        }
+        return Ok(current.to_string());
+    }
+    Ok(answer.to_string())
+}
+
+/// Shows only the end of a secret.
+fn mask(key: &str) -> String {
+    if key.is_empty() {
+        return String::new();
+    }
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runvoy_client::proto::Status;
+
+    fn exec(id: &str, status: Status, code: Option<i32>, dur: Option<f64>, cmd: &str) -> Execution {
+        Execution {
+            execution_id: id.into(),
+            created_by: "u@x".into(),
+            owned_by: vec!["u@x".into()],
+            command: cmd.into(),
+            image_id: "alpine".into(),
+            status,
+            exit_code: code,
+            started_at: "2026-01-02T03:04:05Z".into(),
+            completed_at: None,
+            duration_seconds: dur,
+            timeout_seconds: None,
+            timed_out: false,
+            failure_reason: None,
+            logs_complete: false,
+            log_lines: None,
+            created_by_request_id: "r".into(),
+            modified_by_request_id: "r".into(),
+            compute_platform: "local".into(),
+        }
+    }
+
+    #[test]
+    fn table_layout() {
+        let now = time::macros::datetime!(2026-01-02 03:05:05 UTC);
+        let t = list_table(
+            &[
+                exec("aaaa", Status::Running, None, None, "sleep 100"),
+                exec("bb", Status::Succeeded, Some(0), Some(1.25), "echo hi"),
+            ],
+            now,
+        );
+        assert_eq!(
+            t,
+            "ID    STATUS     EXIT  STARTED              DURATION  COMMAND\n\
+             aaaa  RUNNING    -     2026-01-02 03:04:05  1m00s     sleep 100\n\
+             bb    SUCCEEDED  0     2026-01-02 03:04:05  1.2s      echo hi\n"
+        );
+    }
+
+    #[test]
+    fn status_lines() {
+        let t = status_text(&exec("aaaa", Status::Failed, Some(2), Some(3.0), "false"));
+        assert!(
+            t.starts_with("execution_id:     aaaa\nstatus:           FAILED\n"),
+            "{t}"
+        );
+        assert!(t.contains("exit_code:        2\n"), "{t}");
+    }
+
+    #[test]
+    fn prompts_keep_current_on_empty_answer() {
+        let mut input = io::Cursor::new(b"\nhttp://new\n".to_vec());
+        assert_eq!(prompt(&mut input, "URL", "old", "old").unwrap(), "old");
+        assert_eq!(
+            prompt(&mut input, "URL", "old", "old").unwrap(),
+            "http://new"
+        );
+        let mut eof = io::Cursor::new(Vec::new());
+        assert!(prompt(&mut eof, "URL", "", "").is_err());
+        assert_eq!(mask("rv_secret1234"), "…1234");
+    }
+}

@@ -1,0 +1,261 @@
+//! `runvoy`: run a command remotely in an ephemeral container, with live logs and its exit code.
+//!
+//! Data (remote output, ids, tables, JSON) goes to stdout; runvoy's own messages go to stderr.
+//! Exit codes: the remote command's code; 124 when it timed out; 130 after Ctrl-C; 125 for
+//! runvoy's own errors; 2 for usage errors.
+
+mod commands;
+mod stream;
+mod ui;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use runvoy_client::ClientError;
+use runvoy_client::config::ConfigError;
+use runvoy_client::proto::Status;
+
+use crate::util::EXIT_RUNVOY_ERROR;
+
+/// Run commands remotely in ephemeral containers, with live logs and the remote exit code.
+#[derive(Debug, Parser)]
+#[command(name = "runvoy", version, propagate_version = true)]
+pub struct Cli {
+    /// Server URL (overrides RUNVOY_API_URL and the config file).
+    #[arg(long, global = true, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// API key (overrides RUNVOY_API_KEY and the config file).
+    #[arg(long, global = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run a command remotely and stream its output; exits with its exit code.
+    Run(RunArgs),
+    /// Print an execution's logs (-f: follow until it finishes and exit with its code).
+    Logs(LogsArgs),
+    /// Show an execution.
+    Status {
+        /// Execution id.
+        id: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Stop a running execution.
+    Kill {
+        /// Execution id.
+        id: String,
+    },
+    /// List recent executions, newest first.
+    List(ListArgs),
+    /// Show the CLI and server versions.
+    Version,
+    /// Print a shell completion script.
+    Completion {
+        /// Shell to generate for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the config file (~/.runvoy/config.yaml, or RUNVOY_CONFIG) from --api-url and
+    /// --api-key, prompting for whichever is absent.
+    Configure,
+}
+
+/// `runvoy run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Image to run in (server default when absent).
+    #[arg(short, long)]
+    pub image: Option<String>,
+    /// Environment variable for the command: K=V, or K to copy the local value. Repeatable;
+    /// local RUNVOY_USER_K=V variables are forwarded as K=V too.
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Kill the command after this long: 90, 30s, 10m, 1h30m (0: no timeout).
+    #[arg(long, value_name = "DURATION", value_parser = util::parse_timeout)]
+    pub timeout: Option<u64>,
+    /// Print the execution id and return at once instead of following the logs.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Format of the --detach output.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Print only the remote output (no runvoy messages, no system lines).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// The command; several words are joined with spaces and run by /bin/sh -c.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+/// `runvoy logs` arguments.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Execution id.
+    pub id: String,
+    /// Follow until the execution finishes, then exit with its exit code.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Print only the remote output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `runvoy list` arguments.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// How many executions to show (1..1000).
+    #[arg(short = 'n', long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Only these statuses, comma-separated (e.g. RUNNING,FAILED).
+    #[arg(short, long, value_delimiter = ',', value_parser = parse_status)]
+    pub status: Vec<Status>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Output format of data commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// For scripts.
+    Json,
+}
+
+fn parse_status(s: &str) -> Result<Status, String> {
+    Status::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown status {s:?} (one of {})", all.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`runvoy run … | head`) like other Unix tools, instead of
+    // reporting a write error.
+    // SAFETY: called before any thread exists; only changes a signal disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let quiet = match &cli.cmd {
+        Cmd::Run(a) => a.quiet,
+        Cmd::Logs(a) => a.quiet,
+        _ => false,
+    };
+    let ui = ui::Ui::new(quiet);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            ui.error(&format!("cannot start the runtime: {e}"), "INTERNAL_ERROR");
+            return ExitCode::from(EXIT_RUNVOY_ERROR as u8);
+        }
+    };
+    let code = match rt.block_on(commands::dispatch(cli, ui)) {
+        Ok(code) => code,
+        Err(e) => {
+            let (msg, code) = describe(&e);
+            ui.error(&msg, code);
+            EXIT_RUNVOY_ERROR
+        }
+    };
+    // Don't wait for a blocked stdin read (configure) or lingering connections.
+    rt.shutdown_background();
+    ExitCode::from(u8::try_from(code).unwrap_or(EXIT_RUNVOY_ERROR as u8))
+}
+
+/// One-line message and stable code for an error.
+fn describe(e: &anyhow::Error) -> (String, &str) {
+    let msg = format!("{e:#}");
+    let code = if let Some(c) = e.downcast_ref::<ClientError>() {
+        c.code()
+    } else if e.downcast_ref::<ConfigError>().is_some() {
+        "CONFIG_ERROR"
+    } else if e.downcast_ref::<std::io::Error>().is_some() {
+        "IO_ERROR"
+    } else {
+        "ERROR"
+    };
+    (msg.replace('\n', " "), code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_rest_as_the_command() {
+        let cli = Cli::try_parse_from([
+            "runvoy",
+            "run",
+            "-e",
+            "A=1",
+            "--timeout",
+            "10m",
+            "-q",
+            "--",
+            "terraform",
+            "plan",
+            "-out",
+            "x",
+        ])
+        .unwrap();
+        let Cmd::Run(a) = cli.cmd else { panic!() };
+        assert_eq!(a.command, ["terraform", "plan", "-out", "x"]);
+        assert_eq!(a.timeout, Some(600));
+        assert!(a.quiet && !a.detach);
+        let cli = Cli::try_parse_from(["runvoy", "run", "ls", "-la"]).unwrap();
+        let Cmd::Run(a) = cli.cmd else { panic!() };
+        assert_eq!(a.command, ["ls", "-la"]);
+        assert!(Cli::try_parse_from(["runvoy", "run"]).is_err());
+    }
+
+    #[test]
+    fn list_statuses() {
+        let cli = Cli::try_parse_from(["runvoy", "list", "--status", "running,FAILED"]).unwrap();
+        let Cmd::List(a) = cli.cmd else { panic!() };
+        assert_eq!(a.status, [Status::Running, Status::Failed]);
+        assert!(Cli::try_parse_from(["runvoy", "list", "--status", "nope"]).is_err());
+    }
+
+    #[test]
+    fn errors_carry_codes() {
+        let e = anyhow::Error::new(ClientError::Api {
+            status: 404,
+            code: "NOT_FOUND".into(),
+            message: "execution not found".into(),
+            details: None,
+        })
+        .context("cannot get execution x");
+        assert_eq!(
+            describe(&e),
+            (
+                "cannot get execution x: execution not found".to_string(),
+                "NOT_FOUND"
+            )
+        );
+        let e = anyhow::Error::new(ConfigError::NoPath);
+        assert_eq!(describe(&e).1, "CONFIG_ERROR");
+    }
+}

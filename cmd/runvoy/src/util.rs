@@ -1,0 +1,208 @@
+//! Pure helpers: argument parsing, environment forwarding, exit codes, formatting.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use runvoy_client::proto::Status;
+
+/// Exit code for runvoy's own failures (unreachable server, API error, bad config), as `docker
+/// run` does, so it cannot be mistaken for the remote command's usual codes.
+pub const EXIT_RUNVOY_ERROR: i32 = 125;
+/// Exit code when the execution's timeout fired (as `timeout(1)`).
+pub const EXIT_TIMED_OUT: i32 = 124;
+/// Exit code after Ctrl-C, or for a stopped execution without an exit code (128 + SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Prefix of local variables forwarded to the execution, without it.
+pub const USER_ENV_PREFIX: &str = "RUNVOY_USER_";
+
+/// Parses `--timeout`: bare seconds (`90`) or a humantime duration (`30s`, `10m`, `1h30m`).
+/// Returns whole seconds, rounding a fraction up so a timeout is never shortened.
+pub fn parse_timeout(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let d: Duration = humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 90, 30s, 10m, 1h"))?;
+    Ok(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
+
+/// The remote `env`: every local `RUNVOY_USER_X=v` as `X=v`, then the explicit `-e` flags
+/// (which win). `-e K` alone copies the local value of `K`, as `docker run -e K` does.
+pub fn build_env<I>(
+    local: I,
+    explicit: &[String],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, String>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let mut env = BTreeMap::new();
+    for (k, v) in local {
+        if let Some(name) = k.strip_prefix(USER_ENV_PREFIX).filter(|n| !n.is_empty()) {
+            env.insert(name.to_string(), v);
+        }
+    }
+    for item in explicit {
+        let (k, v) = match item.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => {
+                let v = lookup(item).ok_or_else(|| {
+                    format!("-e {item}: no local variable {item} to copy; use -e {item}=VALUE")
+                })?;
+                (item.clone(), v)
+            }
+        };
+        if k.is_empty() {
+            return Err(format!("-e {item:?}: empty variable name"));
+        }
+        env.insert(k, v);
+    }
+    Ok(env)
+}
+
+/// The command sent to the server: the words joined with spaces, so `run -- ls -la` and
+/// `run -- 'ls -la | wc -l'` both work as a shell line.
+pub fn join_command(words: &[String]) -> String {
+    words.join(" ")
+}
+
+/// The local exit code for a finished execution: the remote code, 124 on timeout, 130 for a
+/// stop without a code, 125 when there is nothing meaningful to return.
+pub fn exit_code_for(status: Status, exit_code: Option<i32>, timed_out: bool) -> i32 {
+    if timed_out {
+        return EXIT_TIMED_OUT;
+    }
+    // Codes outside 0..=255 cannot be an exit status; wrapping them could turn a failure into 0.
+    let code = exit_code.filter(|c| (0..=255).contains(c));
+    match status {
+        Status::Succeeded => code.unwrap_or(0),
+        Status::Failed => code.unwrap_or(EXIT_RUNVOY_ERROR),
+        Status::Stopped => code.unwrap_or(EXIT_INTERRUPTED),
+        Status::Starting | Status::Running | Status::Terminating => EXIT_RUNVOY_ERROR,
+    }
+}
+
+/// `2026-01-02 15:04:05` (UTC) from RFC 3339; the input unchanged when it does not parse.
+pub fn format_time(rfc3339: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .ok()
+        .and_then(|t| t.to_offset(time::UtcOffset::UTC).format(&fmt).ok())
+        .unwrap_or_else(|| rfc3339.to_string())
+}
+
+/// Short human duration: `0.4s`, `12.3s`, `5m03s`, `2h05m`.
+pub fn format_secs(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "-".into();
+    }
+    if secs < 60.0 {
+        return format!("{secs:.1}s");
+    }
+    let s = secs.round() as u64;
+    if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// At most `max` characters, with `…` when cut; newlines shown as spaces so a table row stays
+/// one line.
+pub fn truncate(s: &str, max: usize) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.chars().count() <= max {
+        return s;
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("30s"), Ok(30));
+        assert_eq!(parse_timeout("10m"), Ok(600));
+        assert_eq!(parse_timeout("1h"), Ok(3600));
+        assert_eq!(parse_timeout("1h30m"), Ok(5400));
+        assert_eq!(parse_timeout("45"), Ok(45));
+        assert_eq!(parse_timeout(" 0 "), Ok(0));
+        assert_eq!(parse_timeout("1500ms"), Ok(2));
+        assert!(parse_timeout("").is_err());
+        assert!(parse_timeout("ten").is_err());
+        assert!(parse_timeout("-5").is_err());
+    }
+
+    #[test]
+    fn env_forwarding() {
+        let local = vec![
+            ("RUNVOY_USER_A".to_string(), "1".to_string()),
+            ("RUNVOY_USER_B".to_string(), "2".to_string()),
+            ("RUNVOY_USER_".to_string(), "x".to_string()),
+            ("RUNVOY_API_KEY".to_string(), "secret".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let explicit = vec!["B=3".to_string(), "C=a=b".to_string(), "HOME".to_string()];
+        let lookup = |k: &str| (k == "HOME").then(|| "/home/u".to_string());
+        let env = build_env(local, &explicit, lookup).unwrap();
+        let got: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![("A", "1"), ("B", "3"), ("C", "a=b"), ("HOME", "/home/u")]
+        );
+        assert!(build_env(vec![], &["MISSING".into()], |_| None).is_err());
+        assert!(build_env(vec![], &["=v".into()], |_| None).is_err());
+    }
+
+    #[test]
+    fn command_joining() {
+        assert_eq!(join_command(&["echo a | wc -l".into()]), "echo a | wc -l");
+        assert_eq!(
+            join_command(&["terraform".into(), "plan".into(), "-no-color".into()]),
+            "terraform plan -no-color"
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        use Status::*;
+        assert_eq!(exit_code_for(Succeeded, Some(0), false), 0);
+        assert_eq!(exit_code_for(Succeeded, None, false), 0);
+        assert_eq!(exit_code_for(Failed, Some(3), false), 3);
+        assert_eq!(exit_code_for(Failed, Some(137), true), 124);
+        assert_eq!(exit_code_for(Failed, None, true), 124);
+        assert_eq!(exit_code_for(Failed, None, false), 125);
+        assert_eq!(exit_code_for(Failed, Some(300), false), 125);
+        assert_eq!(exit_code_for(Failed, Some(-1), false), 125);
+        assert_eq!(exit_code_for(Stopped, Some(143), false), 143);
+        assert_eq!(exit_code_for(Stopped, None, false), 130);
+        assert_eq!(exit_code_for(Running, None, false), 125);
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(
+            format_time("2026-01-02T15:04:05.123+01:00"),
+            "2026-01-02 14:04:05"
+        );
+        assert_eq!(format_time("garbage"), "garbage");
+        assert_eq!(format_secs(0.42), "0.4s");
+        assert_eq!(format_secs(303.0), "5m03s");
+        assert_eq!(format_secs(7500.0), "2h05m");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("a\nb", 4), "a b");
+    }
+}

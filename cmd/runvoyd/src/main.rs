@@ -1,0 +1,44 @@
+//! `runvoyd`: the runvoy server.
+//!
+//! * `runvoyd serve`: the API, the event processor and the reconciler on one backend.
+//! * `runvoyd supervise DIR`: the detached per-execution supervisor of the local backend
+//!   (started by `serve`, not by people).
+
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The runvoy server.
+#[derive(Debug, Parser)]
+#[command(name = "runvoyd", version, about = "The runvoy server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API on a backend.
+    Serve(serve::ServeArgs),
+    /// Run one execution's supervisor (internal: started by `serve` on the local backend).
+    #[command(hide = true)]
+    Supervise {
+        /// The execution's directory.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Supervise { dir } => {
+            std::process::exit(runvoy_compute_local::supervisor::run(&dir))
+        }
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve::serve(args)),
+    }
+}

@@ -1,0 +1,357 @@
+//! `runvoyd serve`: wires the adapters of a backend into the domain and serves the API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use runvoy_api::AppState;
+use runvoy_api::auth::TokenSigner;
+use runvoy_compute_local::{Bus, Isolation, LocalCompute, LocalComputeConfig, RecordFileSource};
+use runvoy_domain::clock::{Clock, SystemClock};
+use runvoy_domain::hub::LogHub;
+use runvoy_domain::ports::{Compute, Store};
+use runvoy_domain::processor::Processor;
+use runvoy_domain::service::{Service, ServiceConfig};
+use runvoy_domain::{Role, User, auth};
+use runvoy_store_sqlite::SqliteStore;
+
+/// Backends `serve` can run on.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Backend {
+    /// Everything on this machine: SQLite, local processes, in-process events.
+    Local,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (Cloud Logging field names).
+    Json,
+}
+
+/// Isolation choice for local executions.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum IsolationArg {
+    /// bubblewrap when it works here, else a process group.
+    Auto,
+    /// Always bubblewrap.
+    Bwrap,
+    /// A plain process group.
+    Process,
+}
+
+/// Flags of `runvoyd serve`; each also reads a `RUNVOY_*` variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Backend to run on.
+    #[arg(long, env = "RUNVOY_BACKEND", value_enum, default_value = "local")]
+    backend: Backend,
+    /// Directory for the database, workspaces and the admin key.
+    #[arg(long, env = "RUNVOY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port; see `server.json` in the data dir).
+    #[arg(long, env = "RUNVOY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "RUNVOY_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Public base URL used in links (default: derived from each request's Host).
+    #[arg(long, env = "RUNVOY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// How to isolate local executions.
+    #[arg(long, env = "RUNVOY_ISOLATION", value_enum, default_value = "auto")]
+    isolation: IsolationArg,
+    /// Give local executions the host network (bubblewrap otherwise gives them none).
+    #[arg(long, env = "RUNVOY_SHARE_NET")]
+    share_net: bool,
+    /// The runvoy-runner binary (default: next to runvoyd).
+    #[arg(long, env = "RUNVOY_RUNNER_BIN")]
+    runner_bin: Option<PathBuf>,
+    /// The runvoy-sidecar binary (default: next to runvoyd).
+    #[arg(long, env = "RUNVOY_SIDECAR_BIN")]
+    sidecar_bin: Option<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL when killing or timing out a command.
+    #[arg(long, env = "RUNVOY_KILL_GRACE", default_value_t = 10)]
+    kill_grace: u64,
+    /// Seconds between scheduled reconcile sweeps.
+    #[arg(long, env = "RUNVOY_RECONCILE_INTERVAL", default_value_t = 3600)]
+    reconcile_interval: u64,
+    /// Image recorded for runs that name none.
+    #[arg(long, env = "RUNVOY_DEFAULT_IMAGE", default_value = "local")]
+    default_image: String,
+    /// Email of the first admin, created on an empty store.
+    #[arg(long, env = "RUNVOY_ADMIN_EMAIL", default_value = "admin@localhost")]
+    admin_email: String,
+    /// Do not write a CLI config file for the local user.
+    #[arg(long, env = "RUNVOY_NO_CLIENT_CONFIG")]
+    no_client_config: bool,
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUNVOY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("runvoy")
+}
+
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating runvoyd")?;
+    let p = exe.with_file_name(name);
+    if !p.exists() {
+        bail!(
+            "{name} not found next to runvoyd at {}; pass --{}-bin",
+            p.display(),
+            name.trim_start_matches("runvoy-")
+        );
+    }
+    Ok(p)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
+/// The signing key for WebSocket tokens, kept in the data dir so tokens survive a restart.
+fn token_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let p = data_dir.join("token.key");
+    if let Ok(k) = std::fs::read_to_string(&p) {
+        if let Ok(b) = hex::decode(k.trim()) {
+            if b.len() >= 32 {
+                return Ok(b);
+            }
+        }
+    }
+    let k: [u8; 32] = rand::random();
+    write_private(&p, hex::encode(k).as_bytes())
+        .with_context(|| format!("writing {}", p.display()))?;
+    Ok(k.to_vec())
+}
+
+/// Creates the first admin on an empty store; prints the key once and keeps it in `admin.key`.
+async fn bootstrap_admin(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    email: &str,
+    data_dir: &Path,
+) -> anyhow::Result<Option<String>> {
+    if store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let key = auth::new_api_key();
+    store
+        .create_user(&User {
+            email: email.to_owned(),
+            role: Role::Admin,
+            key_hash: auth::hash_key(&key),
+            created_at_ms: clock.now_ms(),
+            revoked: false,
+            last_used_ms: None,
+        })
+        .await?;
+    let p = data_dir.join("admin.key");
+    write_private(&p, format!("{key}\n").as_bytes())
+        .with_context(|| format!("writing {}", p.display()))?;
+    eprintln!(
+        "runvoyd: created admin {email}; API key (shown once, also saved to {}):\n{key}",
+        p.display()
+    );
+    Ok(Some(key))
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let Backend::Local = args.backend;
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&data_dir.join("runvoy.db")).context("opening the SQLite store")?,
+    );
+    let isolation = match args.isolation {
+        IsolationArg::Auto => Isolation::detect(),
+        IsolationArg::Bwrap => Isolation::Bwrap,
+        IsolationArg::Process => Isolation::Process,
+    };
+    let executions_dir = data_dir.join("executions");
+    let (bus, bus_rx) = Bus::new(1024);
+    let compute = Arc::new(LocalCompute::new(
+        LocalComputeConfig {
+            executions_dir: executions_dir.clone(),
+            runner_bin: match args.runner_bin.clone() {
+                Some(p) => p,
+                None => sibling_binary("runvoy-runner")?,
+            },
+            sidecar_bin: match args.sidecar_bin.clone() {
+                Some(p) => p,
+                None => sibling_binary("runvoy-sidecar")?,
+            },
+            supervisor_cmd: vec![std::env::current_exe()?, "supervise".into()],
+            isolation,
+            share_net: args.share_net,
+        },
+        bus,
+    )?);
+    let hub = Arc::new(LogHub::new());
+    let processor = Arc::new(Processor::new(
+        store.clone(),
+        compute.clone() as Arc<dyn Compute>,
+        Arc::new(RecordFileSource::new(executions_dir)),
+        hub.clone(),
+        clock.clone(),
+        args.kill_grace,
+    ));
+    let service = Arc::new(Service {
+        store: store.clone(),
+        compute: compute.clone(),
+        hub,
+        clock: clock.clone(),
+        processor: processor.clone(),
+        config: ServiceConfig {
+            default_image: args.default_image.clone(),
+            kill_grace_secs: args.kill_grace,
+        },
+    });
+    tokio::spawn(runvoy_compute_local::pump(bus_rx, processor.clone()));
+
+    let admin_key =
+        bootstrap_admin(store.as_ref(), clock.as_ref(), &args.admin_email, &data_dir).await?;
+
+    // Re-attach to executions that were running when runvoyd stopped, then settle the rest.
+    for e in store.list_unsettled().await? {
+        let from = store
+            .log_stats(&e.id)
+            .await
+            .map(|s| s.contiguous)
+            .unwrap_or(0);
+        compute.watch(&e.id, from);
+    }
+    {
+        let p = processor.clone();
+        tokio::spawn(async move {
+            match p.sweep("startup").await {
+                Ok(r) => tracing::info!(
+                    checked = r.checked,
+                    reconciled = r.reconciled_count,
+                    errors = r.error_count,
+                    "startup reconcile done"
+                ),
+                Err(e) => tracing::warn!(error = %e, "startup reconcile failed"),
+            }
+        });
+    }
+    {
+        let p = processor.clone();
+        let every = Duration::from_secs(args.reconcile_interval.max(1));
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                match p.sweep("schedule").await {
+                    Ok(r) => tracing::info!(
+                        checked = r.checked,
+                        reconciled = r.reconciled_count,
+                        errors = r.error_count,
+                        "scheduled reconcile done"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "scheduled reconcile failed"),
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let info = serde_json::json!({ "url": url, "pid": std::process::id() });
+    std::fs::write(
+        data_dir.join("server.json"),
+        serde_json::to_vec_pretty(&info)?,
+    )?;
+    tracing::info!(%url, data_dir = %data_dir.display(), backend = "local", "runvoyd listening");
+    eprintln!(
+        "runvoyd: listening on {url} (data dir {})",
+        data_dir.display()
+    );
+
+    if !args.no_client_config {
+        if let Some(key) = admin_key {
+            let cfg = runvoy_client::config::Config {
+                api_endpoint: url.clone(),
+                api_key: key,
+                web_url: url.clone(),
+            };
+            match cfg.write_if_missing(None) {
+                Ok(Some(p)) => eprintln!("runvoyd: wrote CLI config {}", p.display()),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not write the CLI config"),
+            }
+        }
+    }
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let state = AppState::new(
+        service,
+        TokenSigner::new(token_key(&data_dir)?, 10 * 60 * 1000),
+        env!("CARGO_PKG_VERSION").to_owned(),
+        "local".into(),
+        args.public_url.clone(),
+        shutdown_rx,
+    );
+    let app = runvoy_api::router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown().await;
+        let _ = shutdown_tx.send(true);
+    })
+    .await?;
+    tracing::info!(
+        "runvoyd stopped; running executions continue and are re-attached on the next start"
+    );
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,119 @@
+//! The API error type: every failure becomes `{"error","code","details"}` with a stable code.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use runvoy_domain::DomainError;
+use runvoy_proto::{ErrorBody, codes};
+
+/// An HTTP error with a stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code from [`runvoy_proto::codes`].
+    pub code: &'static str,
+    /// Summary.
+    pub message: String,
+    /// Optional detail.
+    pub details: Option<String>,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+    /// Adds detail.
+    pub fn details(mut self, d: impl Into<String>) -> Self {
+        self.details = Some(d.into());
+        self
+    }
+    /// 400 INVALID_REQUEST.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, codes::INVALID_REQUEST, message)
+    }
+    /// 404 NOT_FOUND.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
+    }
+    /// 403 FORBIDDEN.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, error = %self.message, details = ?self.details, "request failed");
+        }
+        let body = ErrorBody {
+            error: self.message,
+            code: self.code.to_owned(),
+            details: self.details,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Invalid(m) => ApiError::invalid(m),
+            DomainError::NotFound(m) => ApiError::not_found(m),
+            DomainError::Forbidden(m) => ApiError::forbidden(m),
+            DomainError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, m),
+            DomainError::Store(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::DATABASE_ERROR,
+                "the store is unavailable; nothing was changed, try again",
+            )
+            .details(e.to_string()),
+            DomainError::Compute(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::SERVICE_UNAVAILABLE,
+                "compute is unavailable; try again",
+            )
+            .details(e.to_string()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                codes::UNSUPPORTED_MEDIA_TYPE,
+                "the body must be JSON (Content-Type: application/json)",
+            ),
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    codes::PAYLOAD_TOO_LARGE,
+                    "the body is too large",
+                )
+            }
+            other => ApiError::invalid("invalid request body").details(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::invalid("invalid query string").details(r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::invalid("invalid path").details(r.body_text())
+    }
+}

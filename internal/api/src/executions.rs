@@ -1,0 +1,213 @@
+//! Execution handlers: run, list, get, kill, logs, health, reconcile.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use runvoy_domain::ports::ListQuery;
+use runvoy_domain::service::{Caller, KillOutcome};
+use runvoy_proto::{
+    ExecutionList, HealthResponse, KillResponse, LogsResponse, RunRequest, RunResponse, Status,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{Json, Path, Query};
+
+/// Builds the WebSocket URL (with a fresh token) for following an execution.
+pub(crate) fn websocket_url(st: &AppState, headers: &HeaderMap, id: &str, user: &str) -> String {
+    let base = st.public_url.clone().unwrap_or_else(|| {
+        let host = headers
+            .get("x-forwarded-host")
+            .or_else(|| headers.get("host"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        let proto = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("http");
+        format!("{proto}://{host}")
+    });
+    let ws_base = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base
+    };
+    let token = st.tokens.mint(id, user, st.service.clock.now_ms());
+    format!(
+        "{}/api/v1/executions/{id}/logs/ws?token={token}",
+        ws_base.trim_end_matches('/')
+    )
+}
+
+/// Starts a command.
+#[utoipa::path(post, path = "/api/v1/run", request_body = RunRequest,
+    responses((status = 202, body = RunResponse), (status = 400, body = runvoy_proto::ErrorBody),
+               (status = 401, body = runvoy_proto::ErrorBody), (status = 503, body = runvoy_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn run(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Json(req): Json<RunRequest>,
+) -> Result<Response, ApiError> {
+    let e = st.service.run(&caller, req).await?;
+    let body = RunResponse {
+        websocket_url: websocket_url(&st, &headers, &e.id, &caller.user.email),
+        execution_id: e.id,
+        status: e.status,
+        command: e.command,
+        image_id: e.image,
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+}
+
+/// Query of `GET /executions`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    /// Page size, 1–1000 (default 50).
+    limit: Option<usize>,
+    /// Comma-separated statuses.
+    status: Option<String>,
+    /// Cursor from a previous page.
+    cursor: Option<String>,
+}
+
+/// Lists executions, newest first.
+#[utoipa::path(get, path = "/api/v1/executions", params(ListParams),
+    responses((status = 200, body = ExecutionList), (status = 400, body = runvoy_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn list(
+    State(st): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> Result<axum::Json<ExecutionList>, ApiError> {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 1000"));
+    }
+    let mut statuses = Vec::new();
+    for s in p
+        .status
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.trim().is_empty())
+    {
+        statuses.push(Status::parse(s).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "unknown status {s:?}; use STARTING, RUNNING, SUCCEEDED, FAILED, STOPPED or TERMINATING"
+            ))
+        })?);
+    }
+    if let Some(c) = &p.cursor {
+        let ok = c.split_once('-').is_some_and(|(ms, id)| {
+            ms.parse::<i64>().is_ok() && runvoy_domain::valid_execution_id(id)
+        });
+        if !ok {
+            return Err(ApiError::invalid("malformed cursor"));
+        }
+    }
+    let q = ListQuery {
+        limit,
+        statuses,
+        created_by: None,
+        cursor: p.cursor,
+    };
+    let (rows, next) = st.service.list(&q).await?;
+    Ok(axum::Json(ExecutionList {
+        executions: rows.iter().map(|e| e.to_api()).collect(),
+        next_cursor: next,
+    }))
+}
+
+/// Reads one execution (also served at `/status`).
+#[utoipa::path(get, path = "/api/v1/executions/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = runvoy_proto::Execution), (status = 404, body = runvoy_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn get(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<runvoy_proto::Execution>, ApiError> {
+    Ok(axum::Json(st.service.get(&id).await?.to_api()))
+}
+
+/// Kills an execution: SIGTERM, then SIGKILL after the grace period; 204 when already finished.
+#[utoipa::path(delete, path = "/api/v1/executions/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = KillResponse), (status = 204), (status = 404, body = runvoy_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn kill(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match st.service.kill(&caller, &id).await? {
+        KillOutcome::AlreadyTerminal => Ok(StatusCode::NO_CONTENT.into_response()),
+        KillOutcome::Started => Ok(axum::Json(KillResponse {
+            execution_id: id,
+            message: "execution termination initiated".into(),
+        })
+        .into_response()),
+    }
+}
+
+/// Query of `GET /executions/{id}/logs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogsParams {
+    /// Return records with `seq` greater than this (default 0).
+    after_seq: Option<u64>,
+    /// Page size, 1–10000 (default 1000).
+    limit: Option<usize>,
+}
+
+/// Stored log records after a seq, paged, with a WebSocket URL to follow.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/logs", params(("id" = String, Path), LogsParams),
+    responses((status = 200, body = LogsResponse), (status = 404, body = runvoy_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn logs(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(p): Query<LogsParams>,
+) -> Result<axum::Json<LogsResponse>, ApiError> {
+    let limit = p.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 10000"));
+    }
+    let (e, recs, has_more) = st
+        .service
+        .logs(&id, p.after_seq.unwrap_or(0), limit)
+        .await?;
+    Ok(axum::Json(LogsResponse {
+        websocket_url: websocket_url(&st, &headers, &id, &caller.user.email),
+        execution_id: e.id.clone(),
+        status: e.status,
+        events: recs.iter().map(|r| r.to_event(&e.id)).collect(),
+        has_more,
+        logs_complete: e.logs_complete,
+    }))
+}
+
+/// Public health and version.
+#[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = HealthResponse)))]
+pub(crate) async fn health(State(st): State<AppState>) -> axum::Json<HealthResponse> {
+    axum::Json(HealthResponse {
+        status: "ok".into(),
+        version: st.version.clone(),
+        backend: st.backend.clone(),
+        provider: st.backend.clone(),
+    })
+}
+
+/// Runs a full reconcile sweep now and returns its report.
+#[utoipa::path(post, path = "/api/v1/health/reconcile",
+    responses((status = 200, description = "the sweep report")), security(("api_key" = [])))]
+pub(crate) async fn reconcile(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let report = st.service.processor.sweep("api").await?;
+    Ok(axum::Json(serde_json::json!({ "status": "ok", "report": report })).into_response())
+}

@@ -1,0 +1,46 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// runvoy's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "runvoy", description = "Run commands in ephemeral containers with live logs."),
+    paths(
+        crate::executions::run,
+        crate::executions::list,
+        crate::executions::get,
+        crate::executions::kill,
+        crate::executions::logs,
+        crate::executions::health,
+        crate::executions::reconcile,
+        crate::ws::handler,
+    ),
+    components(schemas(
+        runvoy_proto::RunRequest, runvoy_proto::RunResponse, runvoy_proto::Execution,
+        runvoy_proto::ExecutionList, runvoy_proto::LogEvent, runvoy_proto::LogsResponse,
+        runvoy_proto::KillResponse, runvoy_proto::HealthResponse, runvoy_proto::ErrorBody,
+        runvoy_proto::Status, runvoy_proto::record::Stream, runvoy_proto::ws::Disconnect,
+    )),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// `GET /api/v1/openapi.json`.
+pub(crate) async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,261 @@
+//! Typed client for the runvoy API (`docs/API.md`), shared by the `runvoy` CLI, the integration
+//! tests and the bench tool.
+//!
+//! * [`Client`]: one method per REST route, errors as [`ClientError`].
+//! * [`LogFollower`]: the WebSocket log stream, de-duplicated and resumed across dropped
+//!   connections.
+//! * [`config`]: the CLI's `~/.runvoy/config.yaml` and its environment overrides.
+
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+mod follow;
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+pub use error::ClientError;
+pub use follow::{FollowOptions, LogFollower};
+pub use runvoy_proto as proto;
+use runvoy_proto::{
+    Execution, ExecutionList, HealthResponse, KillResponse, LogsResponse, RunRequest, RunResponse,
+    Status,
+};
+
+/// Query of `GET /api/v1/executions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Page size (server default 50, max 1000) when set.
+    pub limit: Option<u32>,
+    /// Only executions in one of these statuses; all when empty.
+    pub status: Vec<Status>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Result of `DELETE /api/v1/executions/{id}`.
+#[derive(Debug, Clone)]
+pub enum KillOutcome {
+    /// 200: the kill was started.
+    Started(KillResponse),
+    /// 204: the execution had already finished; nothing was done.
+    AlreadyTerminal,
+}
+
+/// A client for one runvoy server and API key. Cheap to clone (the connection pool is shared).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Always ends with `/api/v1/` so relative joins land under it.
+    api: Url,
+}
+
+impl Client {
+    /// Creates a client for `base_url` (e.g. `http://127.0.0.1:8080`; a trailing `/api/v1` is
+    /// accepted too) authenticating with `api_key`.
+    pub fn new(base_url: &str, api_key: &str) -> Result<Client, ClientError> {
+        let api = api_base(base_url)?;
+        let mut headers = HeaderMap::new();
+        let mut key = HeaderValue::from_str(api_key)
+            .map_err(|_| ClientError::InvalidInput("API key contains invalid characters".into()))?;
+        key.set_sensitive(true);
+        headers.insert("x-api-key", key);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("runvoy-client/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            // Every route answers quickly (runs are asynchronous), so a long wait means trouble.
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::InvalidInput(error::full_chain(&e)))?;
+        Ok(Client { http, api })
+    }
+
+    /// Creates a client from a resolved [`config::Config`].
+    pub fn from_config(cfg: &config::Config) -> Result<Client, ClientError> {
+        Client::new(&cfg.api_endpoint, &cfg.api_key)
+    }
+
+    /// The API root, ending with `/api/v1/`.
+    pub fn api_url(&self) -> &Url {
+        &self.api
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<HealthResponse, ClientError> {
+        self.send(self.http.get(self.url("health")?)).await
+    }
+
+    /// `POST /run`: starts an execution.
+    pub async fn run(&self, req: &RunRequest) -> Result<RunResponse, ClientError> {
+        self.send(self.http.post(self.url("run")?).json(req)).await
+    }
+
+    /// `GET /executions/{id}`.
+    pub async fn get_execution(&self, id: &str) -> Result<Execution, ClientError> {
+        let url = self.exec_url(id, &[])?;
+        self.send(self.http.get(url)).await
+    }
+
+    /// `GET /executions`, newest first.
+    pub async fn list_executions(&self, q: &ListQuery) -> Result<ExecutionList, ClientError> {
+        let mut url = self.url("executions")?;
+        {
+            let mut qp = url.query_pairs_mut();
+            if let Some(l) = q.limit {
+                qp.append_pair("limit", &l.to_string());
+            }
+            if !q.status.is_empty() {
+                let s: Vec<&str> = q.status.iter().map(|s| s.as_str()).collect();
+                qp.append_pair("status", &s.join(","));
+            }
+            if let Some(c) = &q.cursor {
+                qp.append_pair("cursor", c);
+            }
+        }
+        strip_empty_query(&mut url);
+        self.send(self.http.get(url)).await
+    }
+
+    /// `DELETE /executions/{id}`: requests a kill.
+    pub async fn kill(&self, id: &str) -> Result<KillOutcome, ClientError> {
+        let url = self.exec_url(id, &[])?;
+        let resp = self
+            .http
+            .delete(url)
+            .send()
+            .await
+            .map_err(ClientError::from_reqwest)?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(KillOutcome::AlreadyTerminal);
+        }
+        decode(resp).await.map(KillOutcome::Started)
+    }
+
+    /// `GET /executions/{id}/logs`: records with `seq > after_seq`, at most `limit` of them
+    /// (server default when `None`).
+    pub async fn logs_page(
+        &self,
+        id: &str,
+        after_seq: u64,
+        limit: Option<u32>,
+    ) -> Result<LogsResponse, ClientError> {
+        let mut url = self.exec_url(id, &["logs"])?;
+        {
+            let mut qp = url.query_pairs_mut();
+            qp.append_pair("after_seq", &after_seq.to_string());
+            if let Some(l) = limit {
+                qp.append_pair("limit", &l.to_string());
+            }
+        }
+        self.send(self.http.get(url)).await
+    }
+
+    /// Follows the logs of `id` over the WebSocket from record `after_seq + 1`. Nothing is
+    /// connected until the first [`LogFollower::next`].
+    pub fn follow_logs(&self, id: &str, after_seq: u64) -> LogFollower {
+        LogFollower::new(self.clone(), id, after_seq, FollowOptions::default())
+    }
+
+    fn url(&self, path: &str) -> Result<Url, ClientError> {
+        self.api
+            .join(path)
+            .map_err(|e| ClientError::InvalidInput(e.to_string()))
+    }
+
+    fn exec_url(&self, id: &str, rest: &[&str]) -> Result<Url, ClientError> {
+        if id.is_empty() {
+            return Err(ClientError::InvalidInput("empty execution id".into()));
+        }
+        let mut url = self.api.clone();
+        {
+            // Segment-wise so an odd id is escaped rather than changing the path.
+            let mut segs = url
+                .path_segments_mut()
+                .map_err(|_| ClientError::InvalidInput("base URL cannot have a path".into()))?;
+            segs.pop_if_empty().push("executions").push(id);
+            segs.extend(rest);
+        }
+        Ok(url)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = rb.send().await.map_err(ClientError::from_reqwest)?;
+        decode(resp).await
+    }
+}
+
+async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(ClientError::from_reqwest)?;
+    if !status.is_success() {
+        return Err(ClientError::from_response(status.as_u16(), &body));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        ClientError::Protocol(format!("unexpected {} response body: {e}", status.as_u16()))
+    })
+}
+
+fn strip_empty_query(url: &mut Url) {
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+}
+
+/// Normalises a user-supplied server URL to its `/api/v1/` root.
+fn api_base(base_url: &str) -> Result<Url, ClientError> {
+    let mut url = Url::parse(base_url.trim())
+        .map_err(|e| ClientError::InvalidInput(format!("invalid API URL {base_url:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ClientError::InvalidInput(format!(
+            "invalid API URL {base_url:?}: scheme must be http or https"
+        )));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(ClientError::InvalidInput(format!(
+            "invalid API URL {base_url:?}: no host"
+        )));
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    let path = url.path().trim_end_matches('/').to_string();
+    let path = path.strip_suffix("/api/v1").unwrap_or(&path);
+    url.set_path(&format!("{path}/api/v1/"));
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_base_normalises() {
+        for (i, o) in [
+            ("http://h:1", "http://h:1/api/v1/"),
+            ("http://h:1/", "http://h:1/api/v1/"),
+            ("http://h:1/api/v1", "http://h:1/api/v1/"),
+            ("https://h/prefix/api/v1/", "https://h/prefix/api/v1/"),
+            ("https://h/prefix", "https://h/prefix/api/v1/"),
+        ] {
+            assert_eq!(api_base(i).unwrap().as_str(), o, "{i}");
+        }
+        assert!(api_base("ftp://h").is_err());
+        assert!(api_base("not a url").is_err());
+    }
+
+    #[test]
+    fn exec_url_escapes_id() {
+        let c = Client::new("http://h:1", "k").unwrap();
+        assert_eq!(
+            c.exec_url("a/b", &["logs"]).unwrap().as_str(),
+            "http://h:1/api/v1/executions/a%2Fb/logs"
+        );
+    }
+}

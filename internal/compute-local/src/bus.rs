@@ -1,0 +1,52 @@
+//! The in-process event bus: the local transport between compute and the processor. On GCP the
+//! same [`Event`]s arrive through HTTP push endpoints instead.
+
+use std::sync::Arc;
+
+use runvoy_domain::Event;
+use runvoy_domain::processor::Processor;
+use tokio::sync::mpsc;
+
+/// Sending half of the bus. Bounded, so a slow processor applies back-pressure to the tailers
+/// (the record files are the buffer), never to the running commands.
+#[derive(Clone, Debug)]
+pub struct Bus(mpsc::Sender<Event>);
+
+impl Bus {
+    /// A bus and its receiving end.
+    pub fn new(capacity: usize) -> (Bus, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Bus(tx), rx)
+    }
+
+    /// Publishes an event; waits when the processor is behind.
+    pub async fn publish(&self, ev: Event) {
+        // The receiver only goes away at shutdown; the event is a hint and the reconciler
+        // recovers anything lost then.
+        let _ = self.0.send(ev).await;
+    }
+}
+
+/// Delivers bus events to the processor until the bus closes. Records are handled in order;
+/// state hints are reconciled concurrently so a slow reconcile never stalls log delivery.
+pub async fn pump(mut rx: mpsc::Receiver<Event>, processor: Arc<Processor>) {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::ComputeChanged { .. } => {
+                let p = processor.clone();
+                tokio::spawn(async move {
+                    let id = ev.execution_id().to_owned();
+                    if let Err(e) = p.handle(ev).await {
+                        tracing::warn!(execution_id = %id, error = %e, "reconcile after compute event failed; the sweep will retry");
+                    }
+                });
+            }
+            ev => {
+                let id = ev.execution_id().to_owned();
+                if let Err(e) = processor.handle(ev).await {
+                    tracing::warn!(execution_id = %id, error = %e, "storing records failed; they will be re-read from the record file");
+                }
+            }
+        }
+    }
+}

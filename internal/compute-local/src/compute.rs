@@ -1,0 +1,329 @@
+//! [`LocalCompute`]: the Compute port on this machine.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use runvoy_domain::ports::{Compute, ComputeError, ComputeExit, ComputeState};
+use runvoy_domain::{JobSpec, valid_execution_id};
+use serde::{Deserialize, Serialize};
+
+use crate::bus::Bus;
+use crate::records::read_exit_record;
+use crate::supervisor::{ExitFile, pid_alive, read_pid_file};
+use crate::watch::DirWatcher;
+
+/// How each step is isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// bubblewrap: host /usr read-only, new pid/ipc/uts/net namespaces, workspace writable.
+    Bwrap,
+    /// A plain process group (when bubblewrap is unavailable).
+    Process,
+}
+
+impl Isolation {
+    /// bubblewrap when it is installed and can create namespaces here, else a process group.
+    pub fn detect() -> Isolation {
+        let ok = std::process::Command::new("bwrap")
+            .args([
+                "--ro-bind",
+                "/",
+                "/",
+                "--unshare-pid",
+                "--unshare-net",
+                "--",
+                "/bin/true",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            Isolation::Bwrap
+        } else {
+            Isolation::Process
+        }
+    }
+}
+
+/// Settings of the local compute.
+#[derive(Debug, Clone)]
+pub struct LocalComputeConfig {
+    /// `<data-dir>/executions`.
+    pub executions_dir: PathBuf,
+    /// The `runvoy-runner` binary injected into each workspace.
+    pub runner_bin: PathBuf,
+    /// The `runvoy-sidecar` binary.
+    pub sidecar_bin: PathBuf,
+    /// Program and leading arguments that start a supervisor; the execution dir is appended
+    /// (normally `[runvoyd, supervise]`).
+    pub supervisor_cmd: Vec<PathBuf>,
+    /// Isolation mode.
+    pub isolation: Isolation,
+    /// Give commands the host network (bubblewrap otherwise unshares it).
+    pub share_net: bool,
+}
+
+/// What the supervisor reads from `job.json`. Never holds environment values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct JobFile {
+    pub execution_id: String,
+    pub command: String,
+    pub image: String,
+    pub timeout_secs: Option<u64>,
+    pub kill_grace_secs: u64,
+    pub banner: Vec<String>,
+    pub isolation: Isolation,
+    pub share_net: bool,
+    pub runner_bin: PathBuf,
+    pub sidecar_bin: PathBuf,
+}
+
+/// Local compute.
+pub struct LocalCompute {
+    cfg: LocalComputeConfig,
+    bus: Bus,
+    watcher: Arc<DirWatcher>,
+    tailing: Arc<Mutex<HashSet<String>>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ComputeError {
+    ComputeError::Unavailable(e.to_string())
+}
+
+/// Writes a file atomically (temp + rename) with the given mode.
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl LocalCompute {
+    /// A local compute publishing on `bus`.
+    pub fn new(cfg: LocalComputeConfig, bus: Bus) -> std::io::Result<LocalCompute> {
+        std::fs::create_dir_all(&cfg.executions_dir)?;
+        tracing::info!(
+            isolation = ?cfg.isolation,
+            "local compute isolates each step with {}",
+            match cfg.isolation {
+                Isolation::Bwrap => "bubblewrap (new pid/ipc/uts/net namespaces, read-only /usr)",
+                Isolation::Process => "a plain process group (bubblewrap unavailable)",
+            }
+        );
+        Ok(LocalCompute {
+            cfg,
+            bus,
+            watcher: Arc::new(DirWatcher::new()),
+            tailing: Arc::default(),
+        })
+    }
+
+    fn dir(&self, id: &str) -> Result<PathBuf, ComputeError> {
+        if !valid_execution_id(id) {
+            return Err(ComputeError::Rejected(format!(
+                "invalid execution id {id:?}"
+            )));
+        }
+        Ok(self.cfg.executions_dir.join(id))
+    }
+
+    /// Starts tailing an execution's record file (idempotent), publishing records after
+    /// `after_seq`. Used at start and to re-attach after a restart.
+    pub fn watch(&self, id: &str, after_seq: u64) {
+        let Ok(dir) = self.dir(id) else { return };
+        if !dir.exists() || !self.tailing.lock().expect("tailing").insert(id.to_owned()) {
+            return;
+        }
+        let (bus, watcher, tailing, id) = (
+            self.bus.clone(),
+            self.watcher.clone(),
+            self.tailing.clone(),
+            id.to_owned(),
+        );
+        tokio::spawn(async move {
+            crate::tail::tail(id.clone(), dir, after_seq, bus, watcher).await;
+            tailing.lock().expect("tailing").remove(&id);
+        });
+    }
+
+    /// Removes the directories of executions that ended before `older_than_ms` (epoch ms) and
+    /// are not being tailed. Returns the removed ids.
+    pub fn remove_finished(&self, older_than_ms: i64, keep: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut removed = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.cfg.executions_dir) else {
+            return removed;
+        };
+        for ent in rd.flatten() {
+            let id = ent.file_name().to_string_lossy().into_owned();
+            if !valid_execution_id(&id)
+                || keep(&id)
+                || self.tailing.lock().expect("tailing").contains(&id)
+            {
+                continue;
+            }
+            let exit = ent.path().join("exit.json");
+            let ended_ms = std::fs::metadata(&exit)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64);
+            if ended_ms.is_some_and(|t| t < older_than_ms)
+                && std::fs::remove_dir_all(ent.path()).is_ok()
+            {
+                removed.push(id);
+            }
+        }
+        removed
+    }
+}
+
+#[async_trait]
+impl Compute for LocalCompute {
+    fn platform(&self) -> &str {
+        "local"
+    }
+
+    async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
+        let dir = self.dir(&spec.execution_id)?;
+        if dir.join("job.json").exists() {
+            return Ok(()); // already started: start is idempotent
+        }
+        std::fs::create_dir_all(dir.join("workspace")).map_err(unavailable)?;
+        let job = JobFile {
+            execution_id: spec.execution_id.clone(),
+            command: spec.command.clone(),
+            image: spec.image.clone(),
+            timeout_secs: spec.timeout_secs,
+            kill_grace_secs: spec.kill_grace_secs,
+            banner: spec.banner.clone(),
+            isolation: self.cfg.isolation,
+            share_net: self.cfg.share_net,
+            runner_bin: self.cfg.runner_bin.clone(),
+            sidecar_bin: self.cfg.sidecar_bin.clone(),
+        };
+        // Environment values go only into a 0600 file the sidecar consumes and deletes.
+        let env = serde_json::to_vec(&spec.env).map_err(unavailable)?;
+        write_atomic(&dir.join("env.json"), &env, 0o600).map_err(unavailable)?;
+        write_atomic(
+            &dir.join("job.json"),
+            &serde_json::to_vec_pretty(&job).map_err(unavailable)?,
+            0o644,
+        )
+        .map_err(unavailable)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("supervisor.log"))
+            .map_err(unavailable)?;
+        let (prog, args) = self
+            .cfg
+            .supervisor_cmd
+            .split_first()
+            .ok_or_else(|| unavailable("no supervisor command configured"))?;
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(args)
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(unavailable)?)
+            .stderr(log);
+        // SAFETY: setsid is async-signal-safe; it detaches the supervisor from runvoyd's session
+        // so that stopping runvoyd (even with SIGKILL or Ctrl-C) leaves the execution running.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| unavailable(format!("spawning supervisor: {e}")))?;
+        // Reap it when it ends so no zombie lingers while runvoyd runs.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        self.watch(&spec.execution_id, 0);
+        Ok(())
+    }
+
+    async fn state(&self, id: &str) -> Result<ComputeState, ComputeError> {
+        let dir = self.dir(id)?;
+        if !dir.join("job.json").exists() {
+            return Ok(ComputeState::NotFound);
+        }
+        let exited = |dir: &Path| -> Option<ComputeExit> {
+            let raw = std::fs::read(dir.join("exit.json")).ok()?;
+            let x: ExitFile = serde_json::from_slice(&raw).ok()?;
+            Some(ComputeExit {
+                runner: read_exit_record(&dir.join("records.jsonl")),
+                process_exit_code: x.runner_exit_code,
+                failure: x.failure,
+            })
+        };
+        if let Some(x) = exited(&dir) {
+            return Ok(ComputeState::Exited(x));
+        }
+        match read_pid_file(&dir) {
+            Some(p) if pid_alive(&p) => Ok(if dir.join("running").exists() {
+                ComputeState::Running
+            } else {
+                ComputeState::Pending
+            }),
+            found => {
+                // Re-check: it may have finished between the two reads.
+                if let Some(x) = exited(&dir) {
+                    return Ok(ComputeState::Exited(x));
+                }
+                let age_ms = std::fs::metadata(dir.join("job.json"))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .map_or(0, |d| d.as_millis());
+                if found.is_none() && age_ms < 30_000 {
+                    return Ok(ComputeState::Pending); // supervisor still starting
+                }
+                Ok(ComputeState::Exited(ComputeExit {
+                    runner: read_exit_record(&dir.join("records.jsonl")),
+                    process_exit_code: None,
+                    failure: Some(
+                        "the execution's supervisor vanished (killed or machine restarted)".into(),
+                    ),
+                }))
+            }
+        }
+    }
+
+    async fn kill(&self, id: &str) -> Result<(), ComputeError> {
+        let dir = self.dir(id)?;
+        if let Some(p) = read_pid_file(&dir) {
+            if pid_alive(&p) {
+                // SAFETY: plain signal to a verified live pid (start time checked).
+                unsafe { libc::kill(p.pid, libc::SIGTERM) };
+            }
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<String>, ComputeError> {
+        let rd = std::fs::read_dir(&self.cfg.executions_dir).map_err(unavailable)?;
+        Ok(rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|id| valid_execution_id(id))
+            .collect())
+    }
+}

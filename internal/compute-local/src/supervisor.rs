@@ -1,0 +1,361 @@
+//! The detached per-execution supervisor (`runvoyd supervise DIR`): runs the sidecar step, then the
+//! runner step, isolated, and records how the execution ended in `exit.json`.
+//!
+//! It plays the part a container runtime plays on Cloud Run: it outlives runvoyd, keeps the
+//! runner's stdout in an append-only file, and turns a kill (SIGTERM to the supervisor) into a
+//! SIGTERM to the runner, which stops the command's process group and writes its final record.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::compute::{Isolation, JobFile, write_atomic};
+use runvoy_proto::record::env;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// `exit.json`: how the execution ended, as the supervisor saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ExitFile {
+    /// Exit code of the runner process (128 + signal when killed by one).
+    pub runner_exit_code: Option<i32>,
+    /// Exit code of the sidecar.
+    pub sidecar_exit_code: Option<i32>,
+    /// Why it failed outside the command.
+    pub failure: Option<String>,
+    /// A stop was requested.
+    pub stopped: bool,
+}
+
+/// Pid and start time of a supervisor (the start time guards against pid reuse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidFile {
+    /// Process id.
+    pub pid: i32,
+    /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
+    pub start: u64,
+}
+
+fn proc_stat(pid: i32) -> Option<(char, i32, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: parse after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        f.first()?.chars().next()?,
+        f.get(1)?.parse().ok()?,
+        f.get(19)?.parse().ok()?,
+    ))
+}
+
+/// Reads `supervisor.pid` in `dir`.
+pub fn read_pid_file(dir: &Path) -> Option<PidFile> {
+    let s = std::fs::read_to_string(dir.join("supervisor.pid")).ok()?;
+    let mut it = s.split_whitespace();
+    Some(PidFile {
+        pid: it.next()?.parse().ok()?,
+        start: it.next()?.parse().ok()?,
+    })
+}
+
+/// True when the process is alive, not a zombie, and is the same process (same start time).
+pub fn pid_alive(p: &PidFile) -> bool {
+    matches!(proc_stat(p.pid), Some((state, _, start)) if state != 'Z' && start == p.start)
+}
+
+/// All descendants of `root` (by scanning /proc).
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+                if let Some((_, ppid, _)) = proc_stat(pid) {
+                    parent_of.push((pid, ppid));
+                }
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn log(msg: &str) {
+    eprintln!("runvoy-supervisor: {msg}");
+}
+
+/// Entry point of `runvoyd supervise DIR`. Returns the process exit code.
+pub fn run(dir: &Path) -> i32 {
+    match supervise(dir) {
+        Ok(x) => {
+            let code = x.runner_exit_code.unwrap_or(1);
+            finish(dir, &x);
+            code
+        }
+        Err(e) => {
+            log(&format!("failed: {e}"));
+            finish(
+                dir,
+                &ExitFile {
+                    failure: Some(format!("supervisor failed: {e}")),
+                    ..Default::default()
+                },
+            );
+            1
+        }
+    }
+}
+
+fn finish(dir: &Path, x: &ExitFile) {
+    let data = serde_json::to_vec(x).unwrap_or_default();
+    if let Err(e) = write_atomic(&dir.join("exit.json"), &data, 0o644) {
+        log(&format!("cannot write exit.json: {e}"));
+    }
+}
+
+fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    let pid = std::process::id() as i32;
+    let start = proc_stat(pid).map(|s| s.2).unwrap_or(0);
+    write_atomic(
+        &dir.join("supervisor.pid"),
+        format!("{pid} {start}\n").as_bytes(),
+        0o644,
+    )?;
+
+    let job: JobFile = serde_json::from_slice(&std::fs::read(dir.join("job.json"))?)
+        .map_err(std::io::Error::other)?;
+    let ws = dir.join("workspace");
+    let grace = Duration::from_secs(job.kill_grace_secs);
+
+    // Step 1: the sidecar prepares the workspace.
+    let side_log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("sidecar.log"))?;
+    let mut sidecar = Command::new(&job.sidecar_bin)
+        .arg("--workspace")
+        .arg(&ws)
+        .arg("--runner-binary")
+        .arg(&job.runner_bin)
+        .arg("--env-json")
+        .arg(dir.join("env.json"))
+        .stdin(Stdio::null())
+        .stdout(side_log.try_clone()?)
+        .stderr(side_log)
+        .spawn()?;
+    let code = wait(&mut sidecar, grace, |c| {
+        signal(c.id() as i32, libc::SIGTERM)
+    });
+    let mut x = ExitFile {
+        sidecar_exit_code: Some(code),
+        ..Default::default()
+    };
+    if STOP.load(Ordering::SeqCst) {
+        x.stopped = true;
+        x.failure = Some("stopped before the command started".into());
+        return Ok(x);
+    }
+    if code != 0 {
+        let tail = std::fs::read_to_string(dir.join("sidecar.log")).unwrap_or_default();
+        let last = tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_owned();
+        x.failure = Some(format!("sidecar failed (exit {code}): {last}"));
+        return Ok(x);
+    }
+
+    // Step 2: the runner runs the command; its stdout is the record file.
+    let records = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("records.jsonl"))?;
+    let runner_log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("runner.log"))?;
+    let mut cmd = runner_command(&job, &ws);
+    cmd.stdin(Stdio::null()).stdout(records).stderr(runner_log);
+    write_atomic(&dir.join("running"), b"", 0o644)?;
+    let mut runner = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            x.failure = Some(format!("could not start the runner: {e}"));
+            return Ok(x);
+        }
+    };
+    let isolation = job.isolation;
+    let code = wait(&mut runner, grace, move |c| {
+        let root = c.id() as i32;
+        match isolation {
+            // The runner is inside bubblewrap's pid namespace: signal it by its host pid.
+            Isolation::Bwrap => {
+                for p in descendants(root) {
+                    if comm(p) == "runvoy-runner" {
+                        signal(p, libc::SIGTERM);
+                    }
+                }
+            }
+            Isolation::Process => signal(root, libc::SIGTERM),
+        }
+    });
+    x.runner_exit_code = Some(code);
+    x.stopped = STOP.load(Ordering::SeqCst);
+    Ok(x)
+}
+
+fn signal(pid: i32, sig: libc::c_int) {
+    // SAFETY: sending a signal to a child or descendant we just looked up.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Waits for `child`; on a stop request calls `stop` once, then SIGKILLs after the grace period
+/// plus a margin for the runner to write its final record.
+fn wait(child: &mut Child, grace: Duration, stop: impl Fn(&Child)) -> i32 {
+    let mut stop_at: Option<Instant> = None;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return exit_code(st),
+            Ok(None) => {}
+            Err(_) => return 1,
+        }
+        if STOP.load(Ordering::SeqCst) {
+            match stop_at {
+                None => {
+                    stop(child);
+                    stop_at = Some(Instant::now());
+                }
+                Some(t) if t.elapsed() > grace + Duration::from_secs(5) => {
+                    let _ = child.kill();
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn runner_command(job: &JobFile, ws: &Path) -> Command {
+    let mut envs: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        (env::EXECUTION_ID.into(), job.execution_id.clone()),
+        (env::COMMAND.into(), job.command.clone()),
+        (env::KILL_GRACE.into(), job.kill_grace_secs.to_string()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ];
+    if let Some(t) = job.timeout_secs {
+        envs.push((env::TIMEOUT.into(), t.to_string()));
+    }
+    if !job.banner.is_empty() {
+        envs.push((env::BANNER.into(), job.banner.join("\n")));
+    }
+    match job.isolation {
+        Isolation::Bwrap => {
+            let mut c = Command::new("bwrap");
+            c.args([
+                "--die-with-parent",
+                "--new-session",
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+            ]);
+            if !job.share_net {
+                c.arg("--unshare-net");
+            }
+            c.args(["--hostname", "runvoy", "--ro-bind", "/usr", "/usr"]);
+            for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+                let p = Path::new(top);
+                match std::fs::read_link(p) {
+                    Ok(target) => {
+                        c.arg("--symlink").arg(target).arg(top);
+                    }
+                    Err(_) if p.is_dir() => {
+                        c.args(["--ro-bind", top, top]);
+                    }
+                    Err(_) => {}
+                }
+            }
+            c.args([
+                "--ro-bind",
+                "/etc",
+                "/etc",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--tmpfs",
+                "/tmp",
+            ]);
+            c.arg("--bind").arg(ws).arg("/workspace");
+            c.args(["--chdir", "/workspace", "--clearenv"]);
+            for (k, v) in envs {
+                c.arg("--setenv").arg(k).arg(v);
+            }
+            c.args([
+                "--setenv",
+                "HOME",
+                "/workspace",
+                "--setenv",
+                env::ENV_FILE,
+                "/workspace/.env",
+            ]);
+            c.args([
+                "--setenv",
+                env::WORKDIR,
+                "/workspace",
+                "--",
+                "/workspace/.runvoy/runvoy-runner",
+            ]);
+            c
+        }
+        Isolation::Process => {
+            let bin: PathBuf = ws.join(".runvoy/runvoy-runner");
+            let mut c = Command::new(bin);
+            c.env_clear()
+                .envs(envs)
+                .env("HOME", ws)
+                .env(env::ENV_FILE, ws.join(".env"));
+            c.env(env::WORKDIR, ws).current_dir(ws);
+            c
+        }
+    }
+}

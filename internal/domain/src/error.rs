@@ -1,0 +1,26 @@
+//! Domain errors. Each maps to one stable API error code.
+
+use crate::ports::{ComputeError, StoreError};
+
+/// What can go wrong in a domain operation.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The caller sent something invalid (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such resource (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Not allowed for this caller (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed (503).
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+    /// Compute failed (503).
+    #[error("compute unavailable: {0}")]
+    Compute(#[from] ComputeError),
+}

@@ -1,0 +1,117 @@
+//! Following an execution's logs: backlog from the store, then live records, then completion —
+//! without gaps or duplicates, resumable from any seq.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::error::DomainError;
+use crate::hub::{HubMsg, LogHub};
+use crate::model::{Execution, LogRecord};
+use crate::ports::Store;
+
+/// Records read from the store per page of backlog.
+const PAGE: usize = 2000;
+/// Re-check the store this often even without a wake-up (a safety net, not the normal path).
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// What a follower yields next.
+#[derive(Debug)]
+pub enum FollowItem {
+    /// The next records, contiguous with everything yielded before.
+    Records(Vec<LogRecord>),
+    /// The execution is settled and every record was yielded.
+    Done(Execution),
+}
+
+/// Iterates an execution's records after a given seq.
+pub struct Follower {
+    store: Arc<dyn Store>,
+    hub: Arc<LogHub>,
+    id: String,
+    last: u64,
+    rx: broadcast::Receiver<HubMsg>,
+    done: bool,
+}
+
+impl Follower {
+    /// Starts following after `after_seq`. Subscribes before any store read.
+    pub fn new(store: Arc<dyn Store>, hub: Arc<LogHub>, id: &str, after_seq: u64) -> Self {
+        let rx = hub.subscribe(id);
+        Follower {
+            store,
+            hub,
+            id: id.to_owned(),
+            last: after_seq,
+            rx,
+            done: false,
+        }
+    }
+
+    /// The last seq yielded.
+    pub fn last_seq(&self) -> u64 {
+        self.last
+    }
+
+    /// The next item; `None` after [`FollowItem::Done`].
+    pub async fn next(&mut self) -> Result<Option<FollowItem>, DomainError> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            let recs = self.store.read_logs(&self.id, self.last, PAGE).await?;
+            let recs = self.contiguous(recs);
+            if !recs.is_empty() {
+                return Ok(Some(FollowItem::Records(recs)));
+            }
+            let e =
+                self.store.get_execution(&self.id).await?.ok_or_else(|| {
+                    DomainError::NotFound(format!("execution {} not found", self.id))
+                })?;
+            if e.is_settled() && self.last >= e.log_lines.unwrap_or(0) {
+                self.done = true;
+                return Ok(Some(FollowItem::Done(e)));
+            }
+            // Wait for a wake-up; take the fast path when the hub hands us the next records.
+            loop {
+                match tokio::time::timeout(RECHECK, self.rx.recv()).await {
+                    Ok(Ok(HubMsg::Records(rs))) => {
+                        if rs.first().is_some_and(|r| r.seq > self.last + 1) {
+                            break; // a gap: let the store fill it
+                        }
+                        let fresh: Vec<LogRecord> =
+                            rs.iter().filter(|r| r.seq > self.last).cloned().collect();
+                        let fresh = self.contiguous(fresh);
+                        if !fresh.is_empty() {
+                            return Ok(Some(FollowItem::Records(fresh)));
+                        }
+                        // Only duplicates: keep waiting.
+                    }
+                    Ok(Ok(HubMsg::Changed)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => break,
+                    Ok(Err(RecvError::Closed)) => {
+                        self.rx = self.hub.subscribe(&self.id);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the prefix of `recs` (sorted by seq) that continues from `last`, and advances `last`.
+    fn contiguous(&mut self, mut recs: Vec<LogRecord>) -> Vec<LogRecord> {
+        recs.sort_by_key(|r| r.seq);
+        recs.dedup_by_key(|r| r.seq);
+        let mut n = 0;
+        for r in &recs {
+            if r.seq == self.last + 1 + n as u64 {
+                n += 1;
+            } else {
+                break;
+            }
+        }
+        recs.truncate(n);
+        self.last += n as u64;
+        recs
+    }
+}

@@ -1,0 +1,326 @@
+//! The execution model and its state machine.
+
+use std::collections::BTreeMap;
+
+use runvoy_proto::{LogEvent, Status, record::Stream};
+
+use crate::clock::rfc3339;
+
+/// Maximum length of a command, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Maximum number of environment variables in a run request.
+pub const MAX_ENV_VARS: usize = 256;
+/// Maximum total size of environment keys and values, in bytes.
+pub const MAX_ENV_BYTES: usize = 64 * 1024;
+/// Longest accepted timeout: 7 days.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
+/// An execution as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    /// 32 lowercase hex characters.
+    pub id: String,
+    /// Email of the creator.
+    pub created_by: String,
+    /// The shell command.
+    pub command: String,
+    /// Image the command runs in.
+    pub image: String,
+    /// Current status.
+    pub status: Status,
+    /// Exit code, once known.
+    pub exit_code: Option<i32>,
+    /// When the execution was accepted (epoch ms).
+    pub created_at_ms: i64,
+    /// When it reached a terminal status.
+    pub completed_at_ms: Option<i64>,
+    /// Requested timeout.
+    pub timeout_secs: Option<u64>,
+    /// The timeout fired.
+    pub timed_out: bool,
+    /// Why it failed when the exit code does not say.
+    pub failure_reason: Option<String>,
+    /// Every log record the runner wrote is stored.
+    pub logs_complete: bool,
+    /// Number of log records the runner reported in its final record.
+    pub log_lines: Option<u64>,
+    /// When a kill was last requested.
+    pub kill_requested_at_ms: Option<i64>,
+    /// Request that created it.
+    pub created_by_request_id: String,
+    /// Last request that changed it.
+    pub modified_by_request_id: String,
+    /// Compute platform name.
+    pub compute_platform: String,
+    /// Compare-and-set version, bumped by every update.
+    pub version: u64,
+}
+
+impl Execution {
+    /// True when nothing about it will change any more: terminal status and complete logs.
+    pub fn is_settled(&self) -> bool {
+        self.status.is_terminal() && self.logs_complete
+    }
+
+    /// The API representation.
+    pub fn to_api(&self) -> runvoy_proto::Execution {
+        runvoy_proto::Execution {
+            execution_id: self.id.clone(),
+            created_by: self.created_by.clone(),
+            owned_by: vec![self.created_by.clone()],
+            command: self.command.clone(),
+            image_id: self.image.clone(),
+            status: self.status,
+            exit_code: self.exit_code,
+            started_at: rfc3339(self.created_at_ms),
+            completed_at: self.completed_at_ms.map(rfc3339),
+            duration_seconds: self
+                .completed_at_ms
+                .map(|c| ((c - self.created_at_ms).max(0)) as f64 / 1000.0),
+            timeout_seconds: self.timeout_secs,
+            timed_out: self.timed_out,
+            failure_reason: self.failure_reason.clone(),
+            logs_complete: self.logs_complete,
+            log_lines: self.log_lines,
+            created_by_request_id: self.created_by_request_id.clone(),
+            modified_by_request_id: self.modified_by_request_id.clone(),
+            compute_platform: self.compute_platform.clone(),
+        }
+    }
+}
+
+/// Whether the state machine allows `from → to`. Same-state is not a transition.
+///
+/// Unlike the Go runvoy, a completion that arrives before RUNNING is legal (STARTING → terminal),
+/// so a fast job can never be left stuck in STARTING.
+pub fn can_transition(from: Status, to: Status) -> bool {
+    use Status::*;
+    match (from, to) {
+        (a, b) if a == b => false,
+        (Succeeded | Failed | Stopped, _) => false,
+        (Starting, Running | Terminating) => true,
+        (Running, Terminating) => true,
+        (Running, Starting) | (Terminating, Starting | Running) => false,
+        (Starting | Running | Terminating, Succeeded | Failed | Stopped) => true,
+        _ => false,
+    }
+}
+
+/// One stored log record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Per-execution sequence number from 1.
+    pub seq: u64,
+    /// Source stream.
+    pub stream: Stream,
+    /// Epoch ms when the runner read it.
+    pub ts_ms: i64,
+    /// Exact bytes without the newline.
+    pub data: Vec<u8>,
+    /// A newline followed.
+    pub eol: bool,
+}
+
+impl LogRecord {
+    /// The API / WebSocket representation.
+    pub fn to_event(&self, execution_id: &str) -> LogEvent {
+        let (message, data_b64) = match std::str::from_utf8(&self.data) {
+            Ok(s) => (s.to_owned(), None),
+            Err(_) => (
+                String::from_utf8_lossy(&self.data).into_owned(),
+                Some(runvoy_proto::b64_encode(&self.data)),
+            ),
+        };
+        LogEvent {
+            event_id: format!("{execution_id}-{}", self.seq),
+            seq: self.seq,
+            stream: self.stream,
+            timestamp: self.ts_ms,
+            message,
+            data_b64,
+            eol: self.eol,
+        }
+    }
+
+    /// Converts a runner record. Returns `None` when its `b64` is malformed.
+    pub fn from_wire(w: runvoy_proto::record::LogRecordWire) -> Option<LogRecord> {
+        let data = match w.b64 {
+            Some(b) => runvoy_proto::b64_decode(&b)?,
+            None => w.message.into_bytes(),
+        };
+        Some(LogRecord {
+            seq: w.seq,
+            stream: w.stream,
+            ts_ms: crate::clock::parse_rfc3339(&w.time).unwrap_or(0),
+            data,
+            eol: w.eol,
+        })
+    }
+}
+
+/// What the runner's final record (or compute) says about how the command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit code (128 + signal when killed by one).
+    pub exit_code: i32,
+    /// Number of log records written.
+    pub lines: u64,
+    /// The runner's timeout fired.
+    pub timed_out: bool,
+    /// The runner was asked to stop.
+    pub killed: bool,
+    /// The runner could not start the command.
+    pub error: Option<String>,
+}
+
+impl From<runvoy_proto::record::ExitRecordWire> for ExitInfo {
+    fn from(w: runvoy_proto::record::ExitRecordWire) -> Self {
+        ExitInfo {
+            exit_code: w.exit_code,
+            lines: w.lines,
+            timed_out: w.timed_out,
+            killed: w.killed,
+            error: w.error,
+        }
+    }
+}
+
+/// What a run asks compute to start. Environment values travel only here, never into the store.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Execution id.
+    pub execution_id: String,
+    /// Shell command.
+    pub command: String,
+    /// Image.
+    pub image: String,
+    /// Environment for the command (written to the workspace `.env` by the sidecar).
+    pub env: BTreeMap<String, String>,
+    /// Timeout enforced by the runner itself.
+    pub timeout_secs: Option<u64>,
+    /// Seconds between SIGTERM and SIGKILL on kill or timeout.
+    pub kill_grace_secs: u64,
+    /// Lines the runner prints as `system` records before the command.
+    pub banner: Vec<String>,
+}
+
+/// A user role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Executions, images, secrets; reads users.
+    Operator,
+    /// Runs commands, manages own secrets.
+    Developer,
+    /// Reads executions.
+    Viewer,
+}
+
+impl Role {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Developer => "developer",
+            Role::Viewer => "viewer",
+        }
+    }
+    /// Parses a lowercase name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "admin" => Some(Role::Admin),
+            "operator" => Some(Role::Operator),
+            "developer" => Some(Role::Developer),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// A user and their API key (stored only as a hash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    /// Email, unique.
+    pub email: String,
+    /// Role.
+    pub role: Role,
+    /// SHA-256 of the API key, hex.
+    pub key_hash: String,
+    /// Creation time.
+    pub created_at_ms: i64,
+    /// Revoked users fail authentication.
+    pub revoked: bool,
+    /// Last time the key was used (coarse).
+    pub last_used_ms: Option<i64>,
+}
+
+/// A new random execution id: 32 lowercase hex characters.
+pub fn new_execution_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// True when `id` looks like an execution id.
+pub fn valid_execution_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// True for a valid environment variable name.
+pub fn valid_env_name(k: &str) -> bool {
+    let mut b = k.bytes();
+    matches!(b.next(), Some(c) if c == b'_' || c.is_ascii_alphabetic())
+        && b.all(|c| c == b'_' || c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Status::*;
+
+    #[test]
+    fn completion_before_running_is_allowed() {
+        assert!(can_transition(Starting, Succeeded));
+        assert!(can_transition(Starting, Failed));
+        assert!(can_transition(Terminating, Stopped));
+    }
+
+    #[test]
+    fn terminal_states_are_final_and_no_going_back() {
+        for t in [Succeeded, Failed, Stopped] {
+            for s in Status::ALL {
+                assert!(!can_transition(t, s));
+            }
+        }
+        assert!(!can_transition(Running, Starting));
+        assert!(!can_transition(Terminating, Running));
+        assert!(!can_transition(Running, Running));
+    }
+
+    #[test]
+    fn ids_and_env_names() {
+        let id = new_execution_id();
+        assert!(valid_execution_id(&id));
+        assert!(!valid_execution_id("../etc"));
+        assert!(valid_env_name("FOO_1") && valid_env_name("_x"));
+        assert!(!valid_env_name("1A") && !valid_env_name("A-B") && !valid_env_name(""));
+    }
+
+    #[test]
+    fn invalid_utf8_round_trips_through_event() {
+        let r = LogRecord {
+            seq: 3,
+            stream: Stream::Stderr,
+            ts_ms: 5,
+            data: vec![0xff, b'a', 0],
+            eol: false,
+        };
+        let e = r.to_event("x");
+        assert_eq!(e.event_id, "x-3");
+        assert_eq!(e.bytes(), r.data);
+        assert!(!e.eol);
+    }
+}

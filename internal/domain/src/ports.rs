@@ -1,0 +1,150 @@
+//! Ports: the traits adapters implement. Each adapter crate (SQLite store, local compute, GCP …)
+//! implements one or more of these and could be deleted without touching the domain.
+
+use async_trait::async_trait;
+use runvoy_proto::Status;
+
+use crate::model::{Execution, ExitInfo, JobSpec, LogRecord, User};
+
+pub use crate::clock::Clock;
+
+/// A store failure. Always a server-side problem (503), never the client's.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row with this key already exists.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The backing database failed or is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Filter and page for [`Store::list_executions`].
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Page size.
+    pub limit: usize,
+    /// Only these statuses (all when empty).
+    pub statuses: Vec<Status>,
+    /// Only executions created by this user.
+    pub created_by: Option<String>,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+}
+
+/// Facts about the stored log records of one execution.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Number of stored records.
+    pub count: u64,
+    /// Highest stored seq (0 when none).
+    pub max_seq: u64,
+    /// Highest n such that every seq in 1..=n is stored.
+    pub contiguous: u64,
+}
+
+/// Durable metadata and logs.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new execution; `AlreadyExists` when the id is taken.
+    async fn create_execution(&self, e: &Execution) -> Result<(), StoreError>;
+    /// Reads one execution.
+    async fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError>;
+    /// Lists executions newest first; returns the page and the next cursor.
+    async fn list_executions(
+        &self,
+        q: &ListQuery,
+    ) -> Result<(Vec<Execution>, Option<String>), StoreError>;
+    /// Lists executions whose status is not terminal or whose logs are incomplete.
+    async fn list_unsettled(&self) -> Result<Vec<Execution>, StoreError>;
+    /// Compare-and-set: writes `e` only if the stored version equals `e.version`, bumping it.
+    /// Returns false (and writes nothing) when the version moved on.
+    async fn update_execution(&self, e: &Execution) -> Result<bool, StoreError>;
+    /// Stores log records idempotently, keyed by (execution, seq): re-delivered records are ignored.
+    async fn append_logs(
+        &self,
+        execution_id: &str,
+        records: &[LogRecord],
+    ) -> Result<(), StoreError>;
+    /// Reads records with `seq > after_seq`, ascending, at most `limit`.
+    async fn read_logs(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, StoreError>;
+    /// Counts stored records and finds the first gap.
+    async fn log_stats(&self, execution_id: &str) -> Result<LogStats, StoreError>;
+    /// Inserts a user; `AlreadyExists` when the email is taken.
+    async fn create_user(&self, u: &User) -> Result<(), StoreError>;
+    /// Finds the user owning an API key hash.
+    async fn user_by_key_hash(&self, key_hash: &str) -> Result<Option<User>, StoreError>;
+    /// Finds a user by email.
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    /// Number of users.
+    async fn count_users(&self) -> Result<u64, StoreError>;
+    /// Records that a user's key was used (callers throttle this).
+    async fn touch_user(&self, email: &str, at_ms: i64) -> Result<(), StoreError>;
+}
+
+/// A compute failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeError {
+    /// The request was refused for a reason the caller can fix (e.g. unknown image).
+    #[error("{0}")]
+    Rejected(String),
+    /// Compute is unavailable; worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What compute knows about an execution: the authoritative source of "is it still running".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComputeState {
+    /// Accepted, preparing (sidecar) or scheduling.
+    Pending,
+    /// The command is running.
+    Running,
+    /// It ended.
+    Exited(ComputeExit),
+    /// Compute has no such execution (never started, or cleaned up).
+    NotFound,
+}
+
+/// How an execution ended, as compute saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputeExit {
+    /// The runner's final record, when it wrote one.
+    pub runner: Option<ExitInfo>,
+    /// The runner process's own exit code when there is no final record.
+    pub process_exit_code: Option<i32>,
+    /// Why it failed before or outside the command (sidecar failure, vanished supervisor).
+    pub failure: Option<String>,
+}
+
+/// Runs executions: starts, inspects, kills.
+#[async_trait]
+pub trait Compute: Send + Sync + 'static {
+    /// Platform name shown on executions (`local`, `gcp`).
+    fn platform(&self) -> &str;
+    /// Starts an execution. Must be idempotent for the same id.
+    async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError>;
+    /// Reads the authoritative state.
+    async fn state(&self, execution_id: &str) -> Result<ComputeState, ComputeError>;
+    /// Asks the execution to stop (SIGTERM to the command, SIGKILL after the grace period).
+    async fn kill(&self, execution_id: &str) -> Result<(), ComputeError>;
+    /// Ids compute currently knows about (running or kept), for orphan detection.
+    async fn list(&self) -> Result<Vec<String>, ComputeError>;
+}
+
+/// The durable source of runner records (locally the workspace record file, on GCP Cloud Logging):
+/// read again when stored logs have a gap.
+#[async_trait]
+pub trait LogSource: Send + Sync + 'static {
+    /// Records with `seq > after_seq`, ascending, and the final record when present.
+    async fn read_records(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+    ) -> Result<(Vec<LogRecord>, Option<ExitInfo>), ComputeError>;
+}

@@ -1,0 +1,290 @@
+//! REST bodies under `/api/v1`. Field names follow the Go runvoy's JSON where it has the endpoint.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Stream;
+
+/// Execution status. Terminal: SUCCEEDED, FAILED, STOPPED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// Accepted; compute is preparing the workspace.
+    Starting,
+    /// The command is running.
+    Running,
+    /// The command exited 0.
+    Succeeded,
+    /// The command exited non-zero, timed out, or could not start.
+    Failed,
+    /// Killed on request.
+    Stopped,
+    /// A kill was requested and is in progress.
+    Terminating,
+}
+
+impl Status {
+    /// All statuses, in lifecycle order.
+    pub const ALL: [Status; 6] = [
+        Status::Starting,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Stopped,
+        Status::Terminating,
+    ];
+
+    /// True for SUCCEEDED, FAILED and STOPPED.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Stopped)
+    }
+
+    /// Upper-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Starting => "STARTING",
+            Status::Running => "RUNNING",
+            Status::Succeeded => "SUCCEEDED",
+            Status::Failed => "FAILED",
+            Status::Stopped => "STOPPED",
+            Status::Terminating => "TERMINATING",
+        }
+    }
+
+    /// Parses the wire name, case-insensitively.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /api/v1/run` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Shell command, run as `/bin/sh -c COMMAND`.
+    pub command: String,
+    /// Image to run in; the backend's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Extra environment variables for the command.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Timeout in seconds; the command is killed and the execution FAILED when it fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+}
+
+/// `POST /api/v1/run` answer (202).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunResponse {
+    /// New execution id.
+    pub execution_id: String,
+    /// Always STARTING.
+    pub status: Status,
+    /// The command as stored.
+    pub command: String,
+    /// Resolved image.
+    pub image_id: String,
+    /// WebSocket URL with a short-lived token for live logs.
+    pub websocket_url: String,
+}
+
+/// An execution record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Execution {
+    /// 32 lowercase hex characters.
+    pub execution_id: String,
+    /// Email of the user who started it.
+    pub created_by: String,
+    /// Users who own it (the creator).
+    pub owned_by: Vec<String>,
+    /// The shell command.
+    pub command: String,
+    /// Image it runs in.
+    pub image_id: String,
+    /// Current status.
+    pub status: Status,
+    /// Exit code of the command once known (128 + signal when killed by one).
+    pub exit_code: Option<i32>,
+    /// RFC 3339 time the execution was accepted.
+    pub started_at: String,
+    /// RFC 3339 time it reached a terminal status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// Seconds between start and completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// Requested timeout in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// True when the timeout fired.
+    #[serde(default)]
+    pub timed_out: bool,
+    /// Why it failed when no exit code explains it (e.g. the sidecar failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// True once every log record the runner wrote is stored.
+    #[serde(default)]
+    pub logs_complete: bool,
+    /// Number of log records, once logs are complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_lines: Option<u64>,
+    /// Request that created it.
+    pub created_by_request_id: String,
+    /// Last request that changed it.
+    pub modified_by_request_id: String,
+    /// Compute platform (`local`, `gcp`).
+    pub compute_platform: String,
+}
+
+/// `GET /api/v1/executions` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExecutionList {
+    /// Newest first.
+    pub executions: Vec<Execution>,
+    /// Pass as `cursor=` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A stored log record as returned by the API and sent on the WebSocket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogEvent {
+    /// Stable id: `<execution_id>-<seq>`.
+    pub event_id: String,
+    /// Per-execution sequence number from 1.
+    pub seq: u64,
+    /// Source stream.
+    pub stream: Stream,
+    /// Epoch milliseconds.
+    pub timestamp: i64,
+    /// The line without its newline (lossy UTF-8 when `data_b64` is present).
+    pub message: String,
+    /// Exact bytes, base64, when the line is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_b64: Option<String>,
+    /// False when no newline followed this record.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub eol: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+impl LogEvent {
+    /// The exact bytes of the record, without the newline.
+    pub fn bytes(&self) -> Vec<u8> {
+        match &self.data_b64 {
+            Some(b) => crate::b64_decode(b).unwrap_or_else(|| self.message.as_bytes().to_vec()),
+            None => self.message.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// `GET /api/v1/executions/{id}/logs` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogsResponse {
+    /// Execution id.
+    pub execution_id: String,
+    /// Status when the page was read.
+    pub status: Status,
+    /// Records with `seq > after_seq`, ascending.
+    pub events: Vec<LogEvent>,
+    /// True when more records are stored after this page.
+    pub has_more: bool,
+    /// True once every record is stored (the execution ended and none is missing).
+    pub logs_complete: bool,
+    /// WebSocket URL (with a fresh token) for following the logs.
+    pub websocket_url: String,
+}
+
+/// `DELETE /api/v1/executions/{id}` answer (200). 204 has no body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KillResponse {
+    /// Execution id.
+    pub execution_id: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// `GET /api/v1/health` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthResponse {
+    /// `ok`.
+    pub status: String,
+    /// Server version.
+    pub version: String,
+    /// Backend (`local`, `gcp`).
+    pub backend: String,
+    /// Same as backend, for clients of the Go runvoy.
+    pub provider: String,
+}
+
+/// Error body of every non-2xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// Short summary.
+    pub error: String,
+    /// Stable machine-readable code (see [`codes`]).
+    pub code: String,
+    /// More detail, when useful.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+/// Stable error codes.
+pub mod codes {
+    /// 400: the request is malformed or a field is invalid.
+    pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
+    /// 401: no credentials.
+    pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+    /// 401: unknown API key.
+    pub const INVALID_API_KEY: &str = "INVALID_API_KEY";
+    /// 401: the key was revoked.
+    pub const API_KEY_REVOKED: &str = "API_KEY_REVOKED";
+    /// 401: a WebSocket token is missing, expired or for another execution.
+    pub const INVALID_TOKEN: &str = "INVALID_TOKEN";
+    /// 403: authenticated but not allowed.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// 404: no such resource.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// 405: method not allowed on this path.
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    /// 409: conflicts with the current state.
+    pub const CONFLICT: &str = "CONFLICT";
+    /// 413: body too large.
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    /// 415: body is not JSON.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    /// 429: too many requests.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// 500: a bug.
+    pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
+    /// 503: the store is unavailable.
+    pub const DATABASE_ERROR: &str = "DATABASE_ERROR";
+    /// 503: compute or another dependency is unavailable.
+    pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
+}

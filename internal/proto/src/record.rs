@@ -1,0 +1,169 @@
+//! Runner records: the framed, sequence-numbered lines `runvoy-runner` writes to its stdout.
+//!
+//! Each record is one JSON object on one line, because in production Cloud Logging parses every
+//! stdout line of a container as a structured `jsonPayload` (and lifts `time` into the entry's
+//! timestamp). Locally the same lines are appended to the execution's record file.
+//!
+//! ```text
+//! {"runvoy":"log","exec":"ab12…","seq":1,"stream":"stdout","time":"2026-11-24T10:00:00.123456Z","message":"hello"}
+//! {"runvoy":"exit","exec":"ab12…","seq":2,"time":"…","exit_code":0,"lines":1}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// Maximum payload bytes in one log record. Longer lines are split into several records, all but
+/// the last with `eol: false`, so no record comes near Cloud Logging's 256 KiB entry limit.
+pub const CHUNK_MAX: usize = 64 * 1024;
+
+/// Which output stream a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// The command's standard output.
+    Stdout,
+    /// The command's standard error.
+    Stderr,
+    /// runvoy's own lines (banner, sidecar progress); clients print them as their own messages.
+    System,
+}
+
+impl Stream {
+    /// The lowercase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::System => "system",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Stream> {
+        match s {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            "system" => Some(Stream::System),
+            _ => None,
+        }
+    }
+}
+
+/// One record written by the runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "runvoy", rename_all = "lowercase")]
+pub enum RunnerRecord {
+    /// A line (or a chunk of a long line) of output.
+    Log(LogRecordWire),
+    /// The final record: the command ended. Logs are complete once `lines` records are stored.
+    Exit(ExitRecordWire),
+}
+
+/// A log line as the runner writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecordWire {
+    /// Execution id.
+    pub exec: String,
+    /// Per-execution sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// Source stream.
+    pub stream: Stream,
+    /// RFC 3339 UTC time the line was read by the runner.
+    pub time: String,
+    /// The line without its trailing `\n`; lossy UTF-8 when `b64` is present.
+    pub message: String,
+    /// Exact bytes (standard base64) when the line is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b64: Option<String>,
+    /// False when no `\n` followed this chunk (a split long line, or output without a final newline).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub eol: bool,
+}
+
+/// The runner's final record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecordWire {
+    /// Execution id.
+    pub exec: String,
+    /// Always `lines + 1`: the exit record takes the next sequence number so a gap is detectable.
+    pub seq: u64,
+    /// RFC 3339 UTC time the command ended.
+    pub time: String,
+    /// The command's exit code; 128 + signal number when it was killed by a signal.
+    pub exit_code: i32,
+    /// Number of log records written before this one.
+    pub lines: u64,
+    /// The runner's own timeout fired and killed the command.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub timed_out: bool,
+    /// The command was stopped because the runner received SIGTERM/SIGINT (a kill).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub killed: bool,
+    /// Set when the runner could not start the command at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Environment variables the runner reads (set by the compute adapter).
+pub mod env {
+    /// Execution id stamped on every record.
+    pub const EXECUTION_ID: &str = "RUNVOY_EXECUTION_ID";
+    /// The shell command to run under `/bin/sh -c`.
+    pub const COMMAND: &str = "RUNVOY_COMMAND";
+    /// Timeout in whole seconds; absent or 0 means none.
+    pub const TIMEOUT: &str = "RUNVOY_TIMEOUT_SECONDS";
+    /// Seconds between SIGTERM and SIGKILL when stopping the command.
+    pub const KILL_GRACE: &str = "RUNVOY_KILL_GRACE_SECONDS";
+    /// Newline-separated banner lines emitted as `system` records before the command starts.
+    pub const BANNER: &str = "RUNVOY_BANNER";
+    /// Working directory for the command.
+    pub const WORKDIR: &str = "RUNVOY_WORKDIR";
+    /// Path of the `.env` file whose variables are exported to the command.
+    pub const ENV_FILE: &str = "RUNVOY_ENV_FILE";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_record_round_trips_and_omits_defaults() {
+        let r = RunnerRecord::Log(LogRecordWire {
+            exec: "e".into(),
+            seq: 1,
+            stream: Stream::Stdout,
+            time: "2026-01-01T00:00:00Z".into(),
+            message: "hi".into(),
+            b64: None,
+            eol: true,
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"runvoy":"log","exec":"e","seq":1,"stream":"stdout","time":"2026-01-01T00:00:00Z","message":"hi"}"#
+        );
+        assert_eq!(serde_json::from_str::<RunnerRecord>(&s).unwrap(), r);
+    }
+
+    #[test]
+    fn exit_record_parses() {
+        let s = r#"{"runvoy":"exit","exec":"e","seq":3,"time":"t","exit_code":137,"lines":2,"killed":true}"#;
+        match serde_json::from_str::<RunnerRecord>(s).unwrap() {
+            RunnerRecord::Exit(e) => {
+                assert_eq!(e.exit_code, 137);
+                assert!(e.killed && !e.timed_out);
+            }
+            _ => panic!("expected exit"),
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! SQLite implementation of [`runvoy_domain::ports::Store`].
+//!
+//! One writer connection and a few reader connections on a WAL database: readers never block the
+//! writer, and the writer batches log records in one transaction per call. Blocking SQLite calls
+//! run on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use runvoy_domain::ports::{ListQuery, LogStats, Store, StoreError};
+use runvoy_domain::{Execution, LogRecord, Role, Status, Stream, User};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+const READERS: usize = 4;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS executions (
+    id TEXT PRIMARY KEY,
+    created_by TEXT NOT NULL,
+    command TEXT NOT NULL,
+    image TEXT NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    created_at_ms INTEGER NOT NULL,
+    completed_at_ms INTEGER,
+    timeout_secs INTEGER,
+    timed_out INTEGER NOT NULL DEFAULT 0,
+    failure_reason TEXT,
+    logs_complete INTEGER NOT NULL DEFAULT 0,
+    log_lines INTEGER,
+    kill_requested_at_ms INTEGER,
+    created_by_request_id TEXT NOT NULL,
+    modified_by_request_id TEXT NOT NULL,
+    compute_platform TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS executions_newest ON executions (created_at_ms DESC, id DESC);
+CREATE INDEX IF NOT EXISTS executions_by_user ON executions (created_by, created_at_ms DESC, id DESC);
+CREATE INDEX IF NOT EXISTS executions_unsettled ON executions (logs_complete, status);
+CREATE TABLE IF NOT EXISTS logs (
+    exec_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    stream INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    eol INTEGER NOT NULL,
+    PRIMARY KEY (exec_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (
+    email TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    last_used_ms INTEGER
+);
+";
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<AtomicUsize>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let c = Connection::open(path).map_err(unavailable)?;
+    c.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(unavailable)?;
+    c.pragma_update(None, "journal_mode", "WAL")
+        .map_err(unavailable)?;
+    c.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(unavailable)?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let w = open(path)?;
+        w.execute_batch(SCHEMA).map_err(unavailable)?;
+        let readers = (0..READERS)
+            .map(|_| open(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(w)),
+            readers: Arc::new(readers),
+            next_reader: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let w = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = w.lock().map_err(|_| unavailable("store writer poisoned"))?;
+            f(&mut c)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        tokio::task::spawn_blocking(move || {
+            let c = readers[i]
+                .lock()
+                .map_err(|_| unavailable("store reader poisoned"))?;
+            f(&c)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+const EXEC_COLS: &str = "id, created_by, command, image, status, exit_code, created_at_ms, completed_at_ms, \
+    timeout_secs, timed_out, failure_reason, logs_complete, log_lines, kill_requested_at_ms, \
+    created_by_request_id, modified_by_request_id, compute_platform, version";
+
+fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<Execution> {
+    let status: String = r.get(4)?;
+    Ok(Execution {
+        id: r.get(0)?,
+        created_by: r.get(1)?,
+        command: r.get(2)?,
+        image: r.get(3)?,
+        status: Status::parse(&status).unwrap_or(Status::Failed),
+        exit_code: r.get(5)?,
+        created_at_ms: r.get(6)?,
+        completed_at_ms: r.get(7)?,
+        timeout_secs: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+        timed_out: r.get(9)?,
+        failure_reason: r.get(10)?,
+        logs_complete: r.get(11)?,
+        log_lines: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+        kill_requested_at_ms: r.get(13)?,
+        created_by_request_id: r.get(14)?,
+        modified_by_request_id: r.get(15)?,
+        compute_platform: r.get(16)?,
+        version: r.get::<_, i64>(17)? as u64,
+    })
+}
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    let role: String = r.get(1)?;
+    Ok(User {
+        email: r.get(0)?,
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        key_hash: r.get(2)?,
+        created_at_ms: r.get(3)?,
+        revoked: r.get(4)?,
+        last_used_ms: r.get(5)?,
+    })
+}
+
+fn stream_code(s: Stream) -> i64 {
+    match s {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+        Stream::System => 3,
+    }
+}
+
+fn stream_from(code: i64) -> Stream {
+    match code {
+        2 => Stream::Stderr,
+        3 => Stream::System,
+        _ => Stream::Stdout,
+    }
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn parse_cursor(c: &str) -> Option<(i64, String)> {
+    let (ms, id) = c.split_once('-')?;
+    Some((ms.parse().ok()?, id.to_owned()))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_execution(&self, e: &Execution) -> Result<(), StoreError> {
+        let e = e.clone();
+        self.write(move |c| {
+            c.execute(
+                &format!("INSERT INTO executions ({EXEC_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"),
+                params![
+                    e.id, e.created_by, e.command, e.image, e.status.as_str(), e.exit_code,
+                    e.created_at_ms, e.completed_at_ms, e.timeout_secs.map(|v| v as i64), e.timed_out,
+                    e.failure_reason, e.logs_complete, e.log_lines.map(|v| v as i64),
+                    e.kill_requested_at_ms, e.created_by_request_id, e.modified_by_request_id,
+                    e.compute_platform, e.version as i64
+                ],
+            )
+            .map_err(|err| if is_constraint(&err) { StoreError::AlreadyExists(e.id.clone()) } else { unavailable(err) })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {EXEC_COLS} FROM executions WHERE id = ?1"),
+                [id],
+                exec_from_row,
+            )
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_executions(
+        &self,
+        q: &ListQuery,
+    ) -> Result<(Vec<Execution>, Option<String>), StoreError> {
+        let q = q.clone();
+        self.read(move |c| {
+            let mut sql = format!("SELECT {EXEC_COLS} FROM executions WHERE 1=1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if !q.statuses.is_empty() {
+                let marks = vec!["?"; q.statuses.len()].join(",");
+                sql.push_str(&format!(" AND status IN ({marks})"));
+                args.extend(q.statuses.iter().map(|s| s.as_str().to_owned().into()));
+            }
+            if let Some(u) = &q.created_by {
+                sql.push_str(" AND created_by = ?");
+                args.push(u.clone().into());
+            }
+            if let Some((ms, id)) = q.cursor.as_deref().and_then(parse_cursor) {
+                sql.push_str(" AND (created_at_ms < ? OR (created_at_ms = ? AND id < ?))");
+                args.extend([ms.into(), ms.into(), id.into()]);
+            }
+            let limit = q.limit.max(1);
+            sql.push_str(&format!(
+                " ORDER BY created_at_ms DESC, id DESC LIMIT {}",
+                limit + 1
+            ));
+            let mut st = c.prepare_cached(&sql).map_err(unavailable)?;
+            let mut rows: Vec<Execution> = st
+                .query_map(rusqlite::params_from_iter(args), exec_from_row)
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)?;
+            let next = if rows.len() > limit {
+                rows.truncate(limit);
+                rows.last().map(|e| format!("{}-{}", e.created_at_ms, e.id))
+            } else {
+                None
+            };
+            Ok((rows, next))
+        })
+        .await
+    }
+
+    async fn list_unsettled(&self) -> Result<Vec<Execution>, StoreError> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {EXEC_COLS} FROM executions WHERE logs_complete = 0 \
+                     OR status IN ('STARTING','RUNNING','TERMINATING') ORDER BY created_at_ms"
+                ))
+                .map_err(unavailable)?;
+            st.query_map([], exec_from_row)
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn update_execution(&self, e: &Execution) -> Result<bool, StoreError> {
+        let e = e.clone();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE executions SET status=?2, exit_code=?3, completed_at_ms=?4, timed_out=?5, \
+                     failure_reason=?6, logs_complete=?7, log_lines=?8, kill_requested_at_ms=?9, \
+                     modified_by_request_id=?10, version=version+1 WHERE id=?1 AND version=?11",
+                    params![
+                        e.id, e.status.as_str(), e.exit_code, e.completed_at_ms, e.timed_out,
+                        e.failure_reason, e.logs_complete, e.log_lines.map(|v| v as i64),
+                        e.kill_requested_at_ms, e.modified_by_request_id, e.version as i64
+                    ],
+                )
+                .map_err(unavailable)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn append_logs(
+        &self,
+        execution_id: &str,
+        records: &[LogRecord],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let id = execution_id.to_owned();
+        let records = records.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO logs (exec_id, seq, stream, ts_ms, data, eol) VALUES (?1,?2,?3,?4,?5,?6)",
+                    )
+                    .map_err(unavailable)?;
+                for r in &records {
+                    st.execute(params![id, r.seq as i64, stream_code(r.stream), r.ts_ms, r.data, r.eol])
+                        .map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn read_logs(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        let id = execution_id.to_owned();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT seq, stream, ts_ms, data, eol FROM logs WHERE exec_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            st.query_map(params![id, after_seq as i64, limit as i64], |r| {
+                Ok(LogRecord {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    stream: stream_from(r.get(1)?),
+                    ts_ms: r.get(2)?,
+                    data: r.get(3)?,
+                    eol: r.get(4)?,
+                })
+            })
+            .map_err(unavailable)?
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn log_stats(&self, execution_id: &str) -> Result<LogStats, StoreError> {
+        let id = execution_id.to_owned();
+        self.read(move |c| {
+            let (count, max): (i64, Option<i64>) = c
+                .query_row(
+                    "SELECT COUNT(*), MAX(seq) FROM logs WHERE exec_id = ?1",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(unavailable)?;
+            let max = max.unwrap_or(0);
+            let contiguous = if count == max {
+                max
+            } else {
+                let has_first: bool = c
+                    .query_row(
+                        "SELECT EXISTS(SELECT 1 FROM logs WHERE exec_id = ?1 AND seq = 1)",
+                        [&id],
+                        |r| r.get(0),
+                    )
+                    .map_err(unavailable)?;
+                if !has_first {
+                    0
+                } else {
+                    c.query_row(
+                        "SELECT MIN(a.seq) FROM logs a WHERE a.exec_id = ?1 AND NOT EXISTS \
+                         (SELECT 1 FROM logs b WHERE b.exec_id = ?1 AND b.seq = a.seq + 1)",
+                        [&id],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(unavailable)?
+                }
+            };
+            Ok(LogStats {
+                count: count as u64,
+                max_seq: max as u64,
+                contiguous: contiguous as u64,
+            })
+        })
+        .await
+    }
+
+    async fn create_user(&self, u: &User) -> Result<(), StoreError> {
+        let u = u.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO users (email, role, key_hash, created_at_ms, revoked, last_used_ms) VALUES (?1,?2,?3,?4,?5,?6)",
+                params![u.email, u.role.as_str(), u.key_hash, u.created_at_ms, u.revoked, u.last_used_ms],
+            )
+            .map_err(|err| if is_constraint(&err) { StoreError::AlreadyExists(u.email.clone()) } else { unavailable(err) })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user_by_key_hash(&self, key_hash: &str) -> Result<Option<User>, StoreError> {
+        let h = key_hash.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT email, role, key_hash, created_at_ms, revoked, last_used_ms FROM users WHERE key_hash = ?1",
+                [h],
+                user_from_row,
+            )
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let e = email.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT email, role, key_hash, created_at_ms, revoked, last_used_ms FROM users WHERE email = ?1",
+                [e],
+                user_from_row,
+            )
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn touch_user(&self, email: &str, at_ms: i64) -> Result<(), StoreError> {
+        let e = email.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE users SET last_used_ms = ?2 WHERE email = ?1",
+                params![e, at_ms],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,264 @@
+// End-to-end tests of the web app in headless Chromium against a real runvoyd.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+
+import { api, launchBrowser, screenshot, startServer, until } from './harness.mjs';
+
+const RUN_300 = `echo "FOO=$FOO"; for i in $(seq 1 300); do echo "line $i"; printf '\\033[31mred %s\\033[0m\\n' $i >&2; sleep 0.02; done`;
+const ESC = '\u001b';
+
+let server;
+let browser;
+let page;
+
+const lines = () => page.evaluate(() => window.__runvoy.lines());
+const renderedRows = () => page.evaluate(() => window.__runvoy.renderedRows());
+const connState = () => page.locator('.conn').getAttribute('class');
+
+async function signIn(key = server.key) {
+  await page.goto(`${server.url}/`);
+  await page.fill('#server', server.url);
+  await page.fill('#apikey', key);
+  await page.click('form.signin button[type=submit]');
+}
+
+/** Numbers captured by `re` in the lines, in order. */
+function numbers(all, re) {
+  const out = [];
+  for (const l of all) {
+    const m = l.match(re);
+    if (m) out.push(Number(m[1]));
+  }
+  return out;
+}
+
+const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+
+async function waitComplete(timeout = 120000) {
+  await until(async () => (await connState()).includes('done'), { timeout, what: 'logs complete' });
+}
+
+describe('runvoy web app', () => {
+  before(async () => {
+    server = await startServer();
+    browser = await launchBrowser();
+    page = browser.context.pages()[0] || (await browser.context.newPage());
+    page.on('pageerror', (e) => console.error('page error:', e));
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (server) await server.stop();
+  });
+
+  test('the server serves the app shell and assets', async () => {
+    for (const p of ['/', '/executions/0123456789abcdef0123456789abcdef']) {
+      const r = await fetch(`${server.url}${p}`);
+      assert.equal(r.status, 200, p);
+      assert.match(r.headers.get('content-type'), /^text\/html/);
+    }
+    const r = await fetch(`${server.url}/assets/app.js`);
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type'), /javascript/);
+  });
+
+  test('a wrong API key is refused with a clear error', async () => {
+    await signIn('not-a-key');
+    const err = page.locator('.error');
+    await err.waitFor();
+    assert.match(await err.textContent(), /401/);
+    await screenshot(page, '01-signin-error');
+  });
+
+  test('sign in, run through the form, live logs survive a reload', async () => {
+    await signIn();
+    await page.locator('h1', { hasText: 'Executions' }).waitFor();
+    await screenshot(page, '02-executions-empty');
+
+    await page.click('button:has-text("New run")');
+    await page.fill('#run-command', RUN_300);
+    await page.fill('#run-env', 'FOO=bar\n# comment\n');
+    await page.fill('#run-timeout', '300');
+    await page.click('dialog.run button[type=submit]');
+    await page.waitForURL(/\/executions\/[0-9a-f]+$/);
+    const execUrl = page.url();
+
+    // Lines arrive while the command runs.
+    const first = await until(async () => {
+      const n = numbers(await lines(), /^line (\d+)$/);
+      return n.length >= 10 && n.length < 250 ? n.length : 0;
+    }, { timeout: 60000, what: 'the first live lines' });
+    await until(async () => numbers(await lines(), /^line (\d+)$/).length > first, { what: 'more live lines' });
+    assert.doesNotMatch(await connState(), /done/, 'still running before the reload');
+    await screenshot(page, '03-live-logs');
+
+    // Reload in the middle: the backlog is re-read, then the stream resumes.
+    await page.reload();
+    assert.equal(page.url(), execUrl);
+    await waitComplete();
+    await page.locator('.badge.st-succeeded').waitFor();
+    assert.equal((await page.locator('.exit').textContent()).trim(), 'exit 0');
+
+    const all = await lines();
+    assert.ok(all.includes('FOO=bar'), 'environment from the form reaches the command');
+    assert.deepEqual(numbers(all, /^line (\d+)$/), range(1, 300), 'stdout lines 1..300 exactly once, in order');
+    assert.deepEqual(numbers(all, new RegExp(`^${ESC}\\[31mred (\\d+)${ESC}\\[0m$`)), range(1, 300),
+      'stderr lines 1..300 exactly once, in order');
+    await screenshot(page, '04-complete');
+  });
+
+  test('ANSI red is rendered as a coloured span, stderr is marked', async () => {
+    await page.keyboard.press('g');
+    const red = page.locator('.row.s-stderr .msg span.a-f1').first();
+    await red.waitFor();
+    assert.match(await red.textContent(), /^red \d+$/);
+    const color = await red.evaluate((el) => getComputedStyle(el).color);
+    const [r, g, b] = color.match(/\d+/g).map(Number);
+    assert.ok(r > 150 && r > g + 50 && r > b + 50, `red-ish colour, got ${color}`);
+    // No escape character reaches the DOM.
+    const text = await page.locator('.log-rows').textContent();
+    assert.ok(!text.includes(ESC));
+  });
+
+  test('search highlights matches and steps with Enter / Shift+Enter', async () => {
+    await page.keyboard.press('/');
+    assert.equal(await page.evaluate(() => document.activeElement.className), 'search');
+    await page.keyboard.type('line 25');
+    // "line 25" and "line 250".."line 259".
+    await until(async () => (await page.locator('.counter').textContent()) === '1 / 11', { what: 'match count' });
+    const cur = page.locator('mark.hl.cur');
+    assert.equal(await cur.textContent(), 'line 25');
+    assert.equal(await cur.evaluate((el) => el.closest('.row').querySelector('.msg').textContent), 'line 25');
+    await page.keyboard.press('Enter');
+    assert.equal(await page.locator('.counter').textContent(), '2 / 11');
+    assert.equal(await page.locator('mark.hl.cur').evaluate((el) => el.closest('.row').querySelector('.msg').textContent), 'line 250');
+    await page.keyboard.press('Enter');
+    assert.equal(await page.locator('.counter').textContent(), '3 / 11');
+    await page.keyboard.press('Shift+Enter');
+    await page.keyboard.press('Shift+Enter');
+    assert.equal(await page.locator('.counter').textContent(), '1 / 11');
+    await page.keyboard.press('Shift+Enter');
+    assert.equal(await page.locator('.counter').textContent(), '11 / 11', 'wraps around');
+    assert.ok((await page.locator('mark.hl').count()) >= 2);
+    await screenshot(page, '05-search');
+    await page.keyboard.press('Escape');
+    await until(async () => (await page.locator('mark.hl').count()) === 0, { what: 'highlights cleared' });
+  });
+
+  test('download gives the exact text of the lines', async () => {
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.click('button:has-text("Download")'),
+    ]);
+    const file = await download.path();
+    const content = fs.readFileSync(file, 'utf8');
+    const all = await lines();
+    assert.equal(content, `${all.join('\n')}\n`);
+    assert.ok(content.includes('line 300\n'));
+  });
+
+  test('toggles: line numbers, timestamps, wrap, theme', async () => {
+    await page.locator('.log-scroll').focus();
+    const lnVisible = () => page.locator('.row .ln').first().isVisible();
+    const before = await lnVisible();
+    await page.keyboard.press('l');
+    assert.equal(await lnVisible(), !before);
+    await page.keyboard.press('l');
+    await page.keyboard.press('t');
+    assert.ok(await page.locator('.row .ts').first().isVisible());
+    assert.match(await page.locator('.row .ts').first().textContent(), /^\d\d:\d\d:\d\d\.\d{3}$/);
+    await page.keyboard.press('w');
+    assert.ok(await page.locator('.logview.wrap').count());
+    assert.ok((await renderedRows()) < 500);
+    await page.click('button[aria-label="Toggle theme"]');
+    await screenshot(page, '06-toggles-theme');
+    await page.click('button[aria-label="Toggle theme"]');
+    await page.keyboard.press('w');
+    await page.keyboard.press('t');
+  });
+
+  test('the list shows runs, filters by status and links to the execution', async () => {
+    const res = await api(server, 'POST', '/run', { command: 'echo "FOO=$FOO"' });
+    await page.goto(`${server.url}/`);
+    const row = page.locator(`tr[data-id="${res.execution_id}"]`);
+    await row.waitFor();
+    await until(async () => (await row.locator('.badge').textContent()) === 'SUCCEEDED', { timeout: 60000, what: 'list refresh' });
+    await page.selectOption('#status-filter', 'FAILED');
+    await until(async () => (await row.count()) === 0, { what: 'filter' });
+    await page.selectOption('#status-filter', '');
+    await row.waitFor();
+    await screenshot(page, '07-executions');
+    await row.locator('td.cmd a').click();
+    await page.waitForURL(`**/executions/${res.execution_id}`);
+    await waitComplete();
+    assert.ok((await lines()).includes('FOO='));
+  });
+
+  test('kill stops a running execution', async () => {
+    const res = await api(server, 'POST', '/run', { command: 'echo started; sleep 120' });
+    await page.goto(`${server.url}/executions/${res.execution_id}`);
+    await until(async () => (await lines()).includes('started'), { timeout: 60000, what: 'first line' });
+    const kill = page.locator('button:has-text("Kill")');
+    await kill.waitFor();
+    await kill.click();
+    await waitComplete(60000);
+    await until(async () => (await page.locator('.badge').first().textContent()) === 'STOPPED', { timeout: 30000, what: 'STOPPED' });
+    await screenshot(page, '08-killed');
+  });
+
+  test('a 200,000-line log stays virtualised', async () => {
+    const res = await api(server, 'POST', '/run', { command: 'seq 1 200000' });
+    await page.goto(`${server.url}/executions/${res.execution_id}`);
+    await waitComplete(180000);
+    const all = await lines();
+    assert.deepEqual(numbers(all, /^(\d+)$/), range(1, 200000));
+    assert.ok((await renderedRows()) < 500, 'only rows near the viewport are in the DOM');
+
+    const lastRowText = () => page.evaluate(() => {
+      const rows = document.querySelectorAll('.log-rows .row .msg');
+      return rows[rows.length - 1].textContent;
+    });
+    // Following: the bottom is shown.
+    assert.equal(await lastRowText(), '200000');
+
+    await page.locator('.log-scroll').focus();
+    await page.keyboard.press('g');
+    assert.equal(await page.locator('.log-rows .row .msg').first().textContent(), all[0]);
+    assert.ok((await renderedRows()) < 500);
+
+    // Jump around with the scrollbar.
+    for (const frac of [0.25, 0.5, 0.9]) {
+      await page.evaluate((f) => {
+        const s = document.querySelector('.log-scroll');
+        s.scrollTop = (s.scrollHeight - s.clientHeight) * f;
+      }, frac);
+      await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+      const shown = await page.evaluate(() => [...document.querySelectorAll('.log-rows .row .msg')].map((e) => e.textContent));
+      assert.ok(shown.length > 0 && shown.length < 500, `rows in DOM: ${shown.length}`);
+      const mid = Number(shown[Math.floor(shown.length / 2)]);
+      assert.ok(Math.abs(mid - 200000 * frac) < 2000, `around ${frac}: ${mid}`);
+    }
+    await screenshot(page, '09-200k-middle');
+
+    // Search a rare term in the big log.
+    await page.keyboard.press('/');
+    await page.keyboard.type('199999');
+    await until(async () => (await page.locator('.counter').textContent()) === '1 / 1', { what: 'big-log search' });
+    assert.equal(await page.locator('mark.hl.cur').textContent(), '199999');
+    assert.ok((await renderedRows()) < 500);
+    await page.keyboard.press('Escape');
+
+    await page.keyboard.press('G');
+    assert.equal(await lastRowText(), '200000');
+    // Wrapping keeps a bounded window too.
+    await page.keyboard.press('w');
+    assert.ok((await renderedRows()) < 500);
+    await page.keyboard.press('g');
+    assert.ok((await renderedRows()) < 500);
+    assert.equal(await page.locator('.log-rows .row .msg').first().textContent(), all[0]);
+    await page.keyboard.press('w');
+    await screenshot(page, '10-200k');
+  });
+});

@@ -1,0 +1,244 @@
+//! Runner configuration, read from `RUNVOY_*` environment variables and argv.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use runvoy_proto::record::env;
+
+/// Seconds between SIGTERM and SIGKILL when `RUNVOY_KILL_GRACE_SECONDS` is unset.
+const DEFAULT_KILL_GRACE_SECONDS: u64 = 10;
+
+/// Everything the runner needs to run one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Execution id stamped on every record.
+    pub exec: String,
+    /// Shell command passed to `/bin/sh -c`.
+    pub command: OsString,
+    /// Stop the command after this long; `None` means no limit.
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when stopping the command.
+    pub kill_grace: Duration,
+    /// Banner lines emitted as `system` records before the command starts.
+    pub banner: Vec<Vec<u8>>,
+    /// Working directory of the command.
+    pub workdir: Option<PathBuf>,
+    /// `.env` file whose variables are exported to the command.
+    pub env_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Builds the configuration from argv (without the program name) and an environment lookup.
+    ///
+    /// A command given after `--` wins over `RUNVOY_COMMAND`; several words are joined with
+    /// spaces, as `sh -c "$*"` would.
+    pub fn parse<A, E>(args: A, getenv: E) -> Result<Config, String>
+    where
+        A: IntoIterator<Item = OsString>,
+        E: Fn(&str) -> Option<OsString>,
+    {
+        // Empty values are treated as unset so an adapter can blank a variable out.
+        let get = |name: &str| getenv(name).filter(|v| !v.is_empty());
+
+        let mut args = args.into_iter();
+        let argv_command = match args.next() {
+            None => None,
+            Some(first) if first == "--" => {
+                let words: Vec<OsString> = args.collect();
+                if words.is_empty() {
+                    None
+                } else {
+                    Some(OsString::from_vec(words.join(OsStr::new(" ")).into_vec()))
+                }
+            }
+            Some(other) => {
+                return Err(format!(
+                    "unexpected argument {:?}; usage: runvoy-runner [-- COMMAND...]",
+                    other
+                ));
+            }
+        };
+
+        let exec = get(env::EXECUTION_ID)
+            .ok_or_else(|| format!("{} is required", env::EXECUTION_ID))?
+            .into_string()
+            .map_err(|_| format!("{} is not valid UTF-8", env::EXECUTION_ID))?;
+        let command = argv_command
+            .or_else(|| get(env::COMMAND))
+            .ok_or_else(|| format!("{} (or a command after `--`) is required", env::COMMAND))?;
+        let timeout = match parse_seconds(env::TIMEOUT, get(env::TIMEOUT))? {
+            None | Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+        };
+        let kill_grace = Duration::from_secs(
+            parse_seconds(env::KILL_GRACE, get(env::KILL_GRACE))?
+                .unwrap_or(DEFAULT_KILL_GRACE_SECONDS),
+        );
+        let banner = get(env::BANNER)
+            .map(|b| split_banner(b.as_bytes()))
+            .unwrap_or_default();
+
+        Ok(Config {
+            exec,
+            command,
+            timeout,
+            kill_grace,
+            banner,
+            workdir: get(env::WORKDIR).map(PathBuf::from),
+            env_file: get(env::ENV_FILE).map(PathBuf::from),
+        })
+    }
+}
+
+fn parse_seconds(name: &str, value: Option<OsString>) -> Result<Option<u64>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| format!("{name} must be a whole number of seconds, got {value:?}"))
+}
+
+/// Splits the banner into lines; a trailing newline does not add an empty line.
+fn split_banner(b: &[u8]) -> Vec<Vec<u8>> {
+    let b = b.strip_suffix(b"\n").unwrap_or(b);
+    b.split(|&c| c == b'\n').map(<[u8]>::to_vec).collect()
+}
+
+/// Parses a `.env` file: `KEY=VALUE` lines, values taken literally (they may contain `=`),
+/// blank lines and `#` comments skipped.
+pub fn parse_env_file(data: &[u8]) -> Result<Vec<(OsString, OsString)>, String> {
+    let mut vars = Vec::new();
+    for (n, line) in data.split(|&c| c == b'\n').enumerate() {
+        let trimmed = line.trim_ascii_start();
+        if trimmed.is_empty() || trimmed.starts_with(b"#") {
+            continue;
+        }
+        let eq = line
+            .iter()
+            .position(|&c| c == b'=')
+            .ok_or_else(|| format!("line {}: expected KEY=VALUE", n + 1))?;
+        let (key, value) = (&line[..eq], &line[eq + 1..]);
+        if !is_env_name(key) {
+            return Err(format!("line {}: invalid variable name", n + 1));
+        }
+        vars.push((
+            OsString::from_vec(key.to_vec()),
+            OsString::from_vec(value.to_vec()),
+        ));
+    }
+    Ok(vars)
+}
+
+fn is_env_name(key: &[u8]) -> bool {
+    match key.split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_alphabetic() || *first == b'_')
+                && rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, String> {
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        Config::parse(args.iter().map(OsString::from), |k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn reads_env_with_defaults() {
+        let c = parse(&[], &[(env::EXECUTION_ID, "e1"), (env::COMMAND, "echo hi")]).unwrap();
+        assert_eq!(c.exec, "e1");
+        assert_eq!(c.command, "echo hi");
+        assert_eq!(c.timeout, None);
+        assert_eq!(c.kill_grace, Duration::from_secs(10));
+        assert!(c.banner.is_empty());
+        assert_eq!(c.workdir, None);
+    }
+
+    #[test]
+    fn argv_command_wins() {
+        let c = parse(
+            &["--", "echo", "a b"],
+            &[(env::EXECUTION_ID, "e"), (env::COMMAND, "false")],
+        )
+        .unwrap();
+        assert_eq!(c.command, "echo a b");
+    }
+
+    #[test]
+    fn missing_required_values_fail() {
+        assert!(parse(&[], &[(env::COMMAND, "true")]).is_err());
+        assert!(parse(&[], &[(env::EXECUTION_ID, "e")]).is_err());
+        assert!(parse(&["--"], &[(env::EXECUTION_ID, "e")]).is_err());
+        assert!(parse(&["x"], &[(env::EXECUTION_ID, "e"), (env::COMMAND, "true")]).is_err());
+    }
+
+    #[test]
+    fn numbers_and_banner() {
+        let c = parse(
+            &[],
+            &[
+                (env::EXECUTION_ID, "e"),
+                (env::COMMAND, "true"),
+                (env::TIMEOUT, "0"),
+                (env::KILL_GRACE, "3"),
+                (env::BANNER, "one\n\nthree\n"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.timeout, None);
+        assert_eq!(c.kill_grace, Duration::from_secs(3));
+        assert_eq!(c.banner, vec![b"one".to_vec(), vec![], b"three".to_vec()]);
+        let c = parse(
+            &[],
+            &[
+                (env::EXECUTION_ID, "e"),
+                (env::COMMAND, "true"),
+                (env::TIMEOUT, "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.timeout, Some(Duration::from_secs(5)));
+        assert!(
+            parse(
+                &[],
+                &[
+                    (env::EXECUTION_ID, "e"),
+                    (env::COMMAND, "true"),
+                    (env::TIMEOUT, "soon"),
+                ],
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn env_file_values_are_literal() {
+        let vars =
+            parse_env_file(b"# comment\n\nA=1\nB=x=y\n  # indented\nC=$HOME 'q'\nD=\n").unwrap();
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        assert_eq!(
+            vars,
+            [("A", "1"), ("B", "x=y"), ("C", "$HOME 'q'"), ("D", "")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert!(parse_env_file(b"NOEQUALS\n").is_err());
+        assert!(parse_env_file(b"1BAD=x\n").is_err());
+    }
+}

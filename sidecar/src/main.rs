@@ -1,0 +1,283 @@
+//! `runvoy-sidecar`: prepares the shared workspace before `runvoy-runner` starts.
+//!
+//! Steps, in order: create the workspace, inject the runner binary, write the `.env` file, then
+//! write `.runvoy/ready` last so the runner (or its launcher) can tell preparation finished.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Directory under the workspace holding runvoy's own files.
+const STATE_DIR: &str = ".runvoy";
+/// Name of the injected runner binary inside [`STATE_DIR`].
+const RUNNER_NAME: &str = "runvoy-runner";
+/// Readiness marker inside [`STATE_DIR`], written last.
+const READY_NAME: &str = "ready";
+/// Name of the environment file in the workspace root.
+const ENV_FILE_NAME: &str = ".env";
+
+/// Prepares a runvoy workspace for the runner.
+#[derive(Debug, Parser)]
+#[command(name = "runvoy-sidecar", version, about)]
+struct Args {
+    /// Workspace directory shared with the runner container (created if missing).
+    #[arg(long, env = "RUNVOY_WORKSPACE")]
+    workspace: PathBuf,
+    /// Path of the runvoy-runner binary to inject into the workspace.
+    #[arg(long, env = "RUNVOY_RUNNER_BINARY")]
+    runner_binary: PathBuf,
+    /// JSON object of environment variables for the command; deleted once written to `.env`.
+    #[arg(long, env = "RUNVOY_ENV_JSON")]
+    env_json: Option<PathBuf>,
+}
+
+/// Why preparation failed; decides the exit code.
+#[derive(Debug)]
+enum Failure {
+    /// The input is unusable (bad variable name or value): exit 2.
+    Invalid(String),
+    /// An I/O step failed: exit 1.
+    Io(String),
+}
+
+impl Failure {
+    fn io(what: impl std::fmt::Display, path: &Path, e: io::Error) -> Failure {
+        Failure::Io(format!("{what} {}: {e}", path.display()))
+    }
+
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Invalid(_) => 2,
+            Failure::Io(_) => 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let (Failure::Invalid(msg) | Failure::Io(msg)) = &f;
+            eprintln!("runvoy-sidecar: {msg}");
+            ExitCode::from(f.exit_code())
+        }
+    }
+}
+
+fn progress(msg: &str) {
+    println!("### runvoy sidecar: {msg}");
+}
+
+/// Runs every preparation step; the ready marker is only written when all succeeded.
+fn run(args: &Args) -> Result<(), Failure> {
+    // Validate the variables before touching the workspace, so bad input leaves no trace.
+    let env = match &args.env_json {
+        Some(path) => Some(load_env_json(path)?),
+        None => None,
+    };
+
+    let state = prepare_workspace(&args.workspace)?;
+    inject_runner(&args.runner_binary, &state)?;
+    // Fetching sources (a future `--git-repo` step) belongs here: after the workspace exists and
+    // before `.env` and the ready marker are written.
+    if let (Some(vars), Some(json)) = (&env, &args.env_json) {
+        write_env_file(&args.workspace, vars)?;
+        remove_env_json(json)?;
+    }
+    mark_ready(&state)?;
+    progress("ready");
+    Ok(())
+}
+
+/// Creates the workspace and its state directory; removes a stale ready marker.
+fn prepare_workspace(workspace: &Path) -> Result<PathBuf, Failure> {
+    progress(&format!("preparing workspace {}", workspace.display()));
+    let state = workspace.join(STATE_DIR);
+    fs::create_dir_all(&state).map_err(|e| Failure::io("cannot create", &state, e))?;
+    let ready = state.join(READY_NAME);
+    match fs::remove_file(&ready) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Failure::io("cannot remove", &ready, e)),
+    }
+    Ok(state)
+}
+
+/// Copies the runner binary into the state directory with mode 0755.
+fn inject_runner(binary: &Path, state: &Path) -> Result<(), Failure> {
+    let mut src = File::open(binary).map_err(|e| Failure::io("cannot open", binary, e))?;
+    let dest = state.join(RUNNER_NAME);
+    write_atomically(&dest, 0o755, |f| io::copy(&mut src, f).map(drop))
+        .map_err(|e| Failure::io("cannot write", &dest, e))?;
+    progress(&format!("injected runner binary {}", dest.display()));
+    Ok(())
+}
+
+/// Reads and validates the environment JSON object (string values only).
+fn load_env_json(path: &Path) -> Result<Vec<(String, String)>, Failure> {
+    let data = fs::read(path).map_err(|e| Failure::io("cannot read", path, e))?;
+    let obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&data).map_err(|e| {
+            // serde_json's message can quote the offending value, which may be a secret.
+            Failure::Invalid(format!(
+                "{} must be a JSON object of strings (error at line {}, column {})",
+                path.display(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+    let mut vars = Vec::with_capacity(obj.len());
+    for (key, value) in obj {
+        validate_env_var(&key, &value)?;
+        if let serde_json::Value::String(v) = value {
+            vars.push((key, v));
+        }
+    }
+    Ok(vars)
+}
+
+/// Checks a variable can be written as one `KEY=VALUE` line. Messages never include the value.
+fn validate_env_var(key: &str, value: &serde_json::Value) -> Result<(), Failure> {
+    if !is_env_name(key) {
+        return Err(Failure::Invalid(format!(
+            "invalid environment variable name {key:?}: must match [A-Za-z_][A-Za-z0-9_]*"
+        )));
+    }
+    let serde_json::Value::String(v) = value else {
+        return Err(Failure::Invalid(format!(
+            "value of environment variable {key} must be a string"
+        )));
+    };
+    if v.contains('\n') || v.contains('\0') {
+        return Err(Failure::Invalid(format!(
+            "value of environment variable {key} must not contain a newline or NUL byte"
+        )));
+    }
+    Ok(())
+}
+
+fn is_env_name(key: &str) -> bool {
+    let mut bytes = key.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Writes `WORKSPACE/.env` (mode 0600) as `KEY=VALUE` lines.
+fn write_env_file(workspace: &Path, vars: &[(String, String)]) -> Result<(), Failure> {
+    let dest = workspace.join(ENV_FILE_NAME);
+    write_atomically(&dest, 0o600, |f| {
+        let mut buf = Vec::new();
+        for (k, v) in vars {
+            buf.extend_from_slice(k.as_bytes());
+            buf.push(b'=');
+            buf.extend_from_slice(v.as_bytes());
+            buf.push(b'\n');
+        }
+        f.write_all(&buf)
+    })
+    .map_err(|e| Failure::io("cannot write", &dest, e))?;
+    progress(&format!(
+        "wrote {} environment variable(s) to {}",
+        vars.len(),
+        dest.display()
+    ));
+    Ok(())
+}
+
+/// Deletes the environment JSON: it may hold secrets and is no longer needed.
+fn remove_env_json(path: &Path) -> Result<(), Failure> {
+    fs::remove_file(path).map_err(|e| Failure::io("cannot remove", path, e))
+}
+
+fn mark_ready(state: &Path) -> Result<(), Failure> {
+    let ready = state.join(READY_NAME);
+    write_atomically(&ready, 0o644, |_| Ok(())).map_err(|e| Failure::io("cannot write", &ready, e))
+}
+
+/// Writes `dest` through a temporary file in the same directory and renames it into place, so
+/// readers never see a partial file. The temporary file is created with `mode` (never wider), so
+/// secrets are not readable by others even briefly.
+fn write_atomically(
+    dest: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| io::Error::other("destination has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dest.with_file_name(tmp_name);
+
+    // A leftover from an earlier crash could have other permissions; start fresh.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have narrowed the mode; set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        fill(&mut file)?;
+        file.sync_all()?;
+        fs::rename(&tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names() {
+        for ok in ["A", "_", "a_1", "PATH", "_X9"] {
+            assert!(is_env_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "A=B", "é", "A.B"] {
+            assert!(!is_env_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_must_be_single_line_strings() {
+        let s = |v: &str| serde_json::Value::String(v.to_string());
+        assert!(validate_env_var("A", &s("x=y 'z' $HOME")).is_ok());
+        assert!(matches!(
+            validate_env_var("A", &s("a\nb")),
+            Err(Failure::Invalid(_))
+        ));
+        assert!(matches!(
+            validate_env_var("A", &s("a\0b")),
+            Err(Failure::Invalid(_))
+        ));
+        assert!(matches!(
+            validate_env_var("A", &serde_json::json!(1)),
+            Err(Failure::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_messages_do_not_leak_values() {
+        let Err(Failure::Invalid(msg)) =
+            validate_env_var("TOKEN", &serde_json::Value::String("secret\nvalue".into()))
+        else {
+            panic!("expected rejection");
+        };
+        assert!(!msg.contains("secret"));
+    }
+}

@@ -1,1 +1,226 @@
-//! placeholder
+//! Test helpers for integration tests against the real binaries.
+//!
+//! [`TestServer::start`] runs `runvoyd serve` on port 0 in a fresh temp dir, waits for its
+//! `server.json`, and hands out the admin key, a typed [`runvoy_client::Client`] and ready-made
+//! `runvoy` commands. Build the binaries first (`cargo build --bins`; `make test` does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RUNVOY_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // Test executables live in target/<profile>/deps.
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// Path of a built binary; panics with a helpful message when it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --bins` (or `make test`) first", p.display());
+    p
+}
+
+/// A running `runvoyd` in a temp dir.
+pub struct TestServer {
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    /// The admin API key.
+    pub admin_key: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl TestServer {
+    /// Starts a server with default settings.
+    pub fn start() -> TestServer {
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts a server with extra `serve` arguments and environment variables.
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::Builder::new().prefix("runvoy-test").tempdir().expect("temp dir");
+        let mut s = TestServer {
+            url: String::new(),
+            admin_key: String::new(),
+            dir,
+            child: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        s.spawn();
+        s.admin_key = std::fs::read_to_string(s.data_dir().join("admin.key"))
+            .expect("admin.key")
+            .trim()
+            .to_owned();
+        s
+    }
+
+    /// The server's data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let data = self.data_dir();
+        std::fs::create_dir_all(&data).expect("data dir");
+        let _ = std::fs::remove_file(data.join("server.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("runvoyd.log"))
+            .expect("log file");
+        let child = Command::new(bin("runvoyd"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--no-client-config", "--log-format", "json"])
+            .args(&self.extra_args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUNVOY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn runvoyd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(raw) = std::fs::read(data.join("server.json")) {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw) {
+                    self.url = v["url"].as_str().expect("url").to_owned();
+                    return;
+                }
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("runvoyd exited early ({st}); log:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "runvoyd did not start; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("runvoyd.log")).unwrap_or_default()
+    }
+
+    /// A typed client with the admin key.
+    pub fn client(&self) -> runvoy_client::Client {
+        self.client_with_key(&self.admin_key)
+    }
+
+    /// A typed client with another key.
+    pub fn client_with_key(&self, key: &str) -> runvoy_client::Client {
+        runvoy_client::Client::new(&self.url, key).expect("client")
+    }
+
+    /// A `runvoy` CLI command pointed at this server with the admin key.
+    pub fn runvoy(&self) -> Command {
+        let mut c = Command::new(bin("runvoy"));
+        c.env("RUNVOY_API_URL", &self.url)
+            .env("RUNVOY_API_KEY", &self.admin_key)
+            .env("RUNVOY_CONFIG", self.dir.path().join("cli-config.yaml"))
+            .env("NO_COLOR", "1")
+            .env_remove("RUNVOY_USER_TEST");
+        c
+    }
+
+    /// Kills runvoyd with SIGKILL (executions keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops runvoyd with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts runvoyd again on the same data dir (after [`kill9`](Self::kill9) or [`stop`](Self::stop)).
+    /// The URL changes (port 0).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Waits until an execution reaches a terminal status with complete logs.
+    pub async fn wait_settled(&self, id: &str, timeout: Duration) -> runvoy_proto::Execution {
+        let c = self.client();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(e) = c.get_execution(id).await {
+                if e.status.is_terminal() && e.logs_complete {
+                    return e;
+                }
+                assert!(Instant::now() < deadline, "execution {id} not settled in time: {e:?}\nlog:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Fetches every stored log record of an execution, paging.
+    pub async fn all_logs(&self, id: &str) -> Vec<runvoy_proto::LogEvent> {
+        let c = self.client();
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = c.logs_page(id, after, Some(10_000)).await.expect("logs page");
+            if let Some(l) = page.events.last() {
+                after = l.seq;
+            }
+            out.extend(page.events);
+            if !page.has_more {
+                return out;
+            }
+        }
+    }
+}
+
+/// Stops every supervisor under a data dir (executions outlive runvoyd by design; tests clean up).
+fn kill_supervisors(data: &Path) {
+    let Ok(rd) = std::fs::read_dir(data.join("executions")) else { return };
+    for e in rd.flatten() {
+        if e.path().join("exit.json").exists() {
+            continue;
+        }
+        if let Ok(s) = std::fs::read_to_string(e.path().join("supervisor.pid")) {
+            if let Some(pid) = s.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
+                // SAFETY: SIGKILL to a supervisor this test started; bubblewrap's
+                // --die-with-parent takes the sandbox down with it.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+        kill_supervisors(&self.data_dir());
+        if std::thread::panicking() {
+            eprintln!("---- runvoyd log ----\n{}", self.log());
+        }
+    }
+}

@@ -32,7 +32,8 @@ export async function startServer() {
   let output = '';
   const child = spawn(bin, ['serve', '--backend', 'local', '--data-dir', dataDir, '--listen', '127.0.0.1:0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    // Keep the user's CLI config untouched.
+    env: { ...process.env, HOME: dataDir, RUNVOY_NO_CLIENT_CONFIG: 'true', RUST_LOG: process.env.RUST_LOG || 'info' },
   });
   const collect = (d) => {
     output += d.toString();

@@ -261,4 +261,26 @@ describe('runvoy web app', () => {
     await page.keyboard.press('w');
     await screenshot(page, '10-200k');
   });
+
+  test('the app works against another runvoyd given at sign-in (cross-origin)', async () => {
+    const other = await startServer();
+    try {
+      await page.goto(`${server.url}/`);
+      await page.click('button:has-text("Sign out")');
+      await page.fill('#server', other.url);
+      await page.fill('#apikey', other.key);
+      await page.click('form.signin button[type=submit]');
+      await page.locator('h1', { hasText: 'Executions' }).waitFor();
+      assert.equal(await page.locator('.server').textContent(), other.url);
+      const res = await api(other, 'POST', '/run', { command: 'echo from-the-other-server' });
+      await page.goto(`${server.url}/executions/${res.execution_id}`);
+      await waitComplete(60000);
+      assert.ok((await lines()).includes('from-the-other-server'));
+      await screenshot(page, '11-cross-origin');
+      await page.click('button:has-text("Sign out")');
+      await page.locator('#apikey').waitFor();
+    } finally {
+      await other.stop();
+    }
+  });
 });

@@ -157,6 +157,20 @@ fn spawn(config: &Config) -> Result<std::process::Child, String> {
         .stderr(Stdio::piped())
         // Own group, so a stop reaches everything the command started.
         .process_group(0);
+    // SAFETY: only async-signal-safe calls between fork and exec. The runner blocks the signals
+    // it waits for synchronously; the command must start with a clean mask and default
+    // dispositions, or it could never react to (or trap) SIGTERM.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            for sig in [libc::SIGPIPE, libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGCHLD] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
     if let Some(dir) = &config.workdir {
         cmd.current_dir(dir);
     }

@@ -380,3 +380,24 @@ fn broken_stdout_exits_125() {
     assert_eq!(status.code(), Some(125));
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn a_command_can_trap_sigterm_on_kill() {
+    use std::process::{Command, Stdio};
+    let child = Command::new(env!("CARGO_BIN_EXE_runvoy-runner"))
+        .env("RUNVOY_EXECUTION_ID", "trap")
+        .env("RUNVOY_KILL_GRACE_SECONDS", "10")
+        .env("RUNVOY_COMMAND", "trap 'echo got term; exit 7' TERM; echo ready; sleep 60 & wait")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"message\":\"got term\""), "{text}");
+    assert!(text.contains("\"exit_code\":7"), "{text}");
+    assert_eq!(out.status.code(), Some(7));
+}

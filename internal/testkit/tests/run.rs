@@ -1,0 +1,305 @@
+//! End-to-end tests of `runvoy run` on the local backend with the real runvoyd and runvoy binaries.
+
+use std::collections::HashSet;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use runvoy_proto::ws::Frame;
+use runvoy_proto::{RunRequest, Status};
+use runvoy_testkit::TestServer;
+use tokio_tungstenite::tungstenite::Message;
+
+fn server() -> TestServer {
+    TestServer::start_with(&["--kill-grace", "2"], &[])
+}
+
+fn local(cmd: &str) -> Output {
+    Command::new("/bin/sh").arg("-c").arg(cmd).stdin(Stdio::null()).output().expect("sh")
+}
+
+fn remote(s: &TestServer, args: &[&str]) -> Output {
+    s.runvoy().args(args).stdin(Stdio::null()).output().expect("runvoy")
+}
+
+fn run_q(s: &TestServer, cmd: &str) -> Output {
+    remote(s, &["run", "-q", "--", cmd])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_byte_identical_to_running_locally() {
+    let s = server();
+    let cases = [
+        "echo hello; echo world",
+        "printf 'a\\377\\376b\\n\\300\\n'",
+        "printf 'cr\\rline\\r\\n\\ttab\\t\\n\\033[31mred\\033[0m \\033[1;4mbold\\033[0m\\n'",
+        "head -c 1048576 /dev/zero | tr '\\0' 'x'; echo",
+        "printf 'no final newline'",
+        "true",
+        "printf '\\n\\n\\n'",
+        "echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf 'e-nonl' >&2",
+        "printf '\\0nul\\0\\n'",
+        "seq 1 20000",
+    ];
+    for cmd in cases {
+        let want = local(cmd);
+        let got = run_q(&s, cmd);
+        assert_eq!(got.status.code(), want.status.code(), "exit code of {cmd:?}: {}", String::from_utf8_lossy(&got.stderr));
+        assert!(got.stdout == want.stdout, "stdout of {cmd:?} differs ({} vs {} bytes)", got.stdout.len(), want.stdout.len());
+        assert!(got.stderr == want.stderr, "stderr of {cmd:?} differs: {:?} vs {:?}", String::from_utf8_lossy(&got.stderr), String::from_utf8_lossy(&want.stderr));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_exit_codes_are_returned() {
+    let s = server();
+    for (cmd, code) in [("exit 0", 0), ("exit 1", 1), ("exit 42", 42), ("kill -9 $$", 137)] {
+        let out = run_q(&s, cmd);
+        assert_eq!(out.status.code(), Some(code), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list = s.client().list_executions(&Default::default()).await.unwrap();
+    let codes: HashSet<_> = list.executions.iter().map(|e| (e.status, e.exit_code)).collect();
+    assert!(codes.contains(&(Status::Succeeded, Some(0))));
+    assert!(codes.contains(&(Status::Failed, Some(42))));
+    assert!(codes.contains(&(Status::Failed, Some(137))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_stops_the_command_and_marks_it_stopped() {
+    let s = server();
+    let out = remote(&s, &["run", "--detach", "--", "echo started; trap 'echo got term; exit 7' TERM; sleep 60 & wait"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // Wait until it runs, then kill through the CLI.
+    let c = s.client();
+    for _ in 0..200 {
+        if c.get_execution(&id).await.unwrap().status == Status::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let k = remote(&s, &["kill", &id]);
+    assert!(k.status.success(), "{}", String::from_utf8_lossy(&k.stderr));
+    let e = s.wait_settled(&id, Duration::from_secs(30)).await;
+    assert_eq!(e.status, Status::Stopped);
+    assert_eq!(e.exit_code, Some(7));
+    let text: Vec<String> = s.all_logs(&id).await.into_iter().map(|l| l.message).collect();
+    assert!(text.contains(&"got term".to_string()), "{text:?}");
+    // Killing again: already terminal → 204, the CLI says so and succeeds.
+    let again = remote(&s, &["kill", &id]);
+    assert!(again.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let s = server();
+    let r = s.client().run(&RunRequest { command: "trap '' TERM; sleep 60".into(), ..Default::default() }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.client().kill(&r.execution_id).await.unwrap();
+    let e = s.wait_settled(&r.execution_id, Duration::from_secs(30)).await;
+    assert_eq!(e.status, Status::Stopped);
+    assert_eq!(e.exit_code, Some(137));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_fires_and_the_cli_exits_124() {
+    let s = server();
+    let out = remote(&s, &["run", "-q", "--timeout", "1s", "--", "echo before; sleep 30; echo after"]);
+    assert_eq!(out.status.code(), Some(124), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"before\n");
+    let list = s.client().list_executions(&Default::default()).await.unwrap();
+    let e = &list.executions[0];
+    assert_eq!(e.status, Status::Failed);
+    assert!(e.timed_out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_then_follow_logs() {
+    let s = server();
+    let cmd = "for i in $(seq 1 50); do echo line $i; echo err $i >&2; sleep 0.01; done; exit 3";
+    let out = remote(&s, &["run", "--detach", "--", cmd]);
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(runvoy_domain_id(&id), "detach prints the id: {id:?}");
+    let follow = remote(&s, &["logs", "-f", "-q", &id]);
+    let want = local(cmd);
+    assert_eq!(follow.status.code(), Some(3));
+    assert_eq!(follow.stdout, want.stdout);
+    assert_eq!(follow.stderr, want.stderr);
+    // Without -f, after the end: the same bytes.
+    let again = remote(&s, &["logs", "-q", &id]);
+    assert_eq!(again.stdout, want.stdout);
+}
+
+fn runvoy_domain_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Reads log frames from a WebSocket URL until `stop_after` records or the disconnect frame.
+async fn read_ws(url: &str, stop_after: Option<usize>) -> (Vec<u64>, Option<runvoy_proto::ws::Disconnect>) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+    let mut seqs = Vec::new();
+    while let Some(msg) = ws.next().await {
+        match msg.expect("ws frame") {
+            Message::Text(t) => match Frame::parse(&t).expect("frame") {
+                Frame::Log(ev) => {
+                    seqs.push(ev.seq);
+                    if stop_after.is_some_and(|n| seqs.len() >= n) {
+                        return (seqs, None); // drop the socket mid-stream
+                    }
+                }
+                Frame::Disconnect(d) => return (seqs, Some(d)),
+            },
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    (seqs, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_client_resumes_without_gap_or_duplicate() {
+    let s = server();
+    let c = s.client();
+    let r = c
+        .run(&RunRequest { command: "for i in $(seq 1 300); do echo $i; sleep 0.005; done".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let mut seen: Vec<u64> = Vec::new();
+    let mut url = r.websocket_url.clone();
+    let mut disconnect = None;
+    for round in 0..50 {
+        let (seqs, d) = read_ws(&format!("{url}&after_seq={}", seen.last().copied().unwrap_or(0)), Some(40 + round)).await;
+        seen.extend(seqs);
+        if d.is_some() {
+            disconnect = d;
+            break;
+        }
+        // A fresh token for the next connection, as a client would get it.
+        url = c.logs_page(&r.execution_id, 0, Some(1)).await.unwrap().websocket_url;
+        if s.client().get_execution(&r.execution_id).await.unwrap().logs_complete {
+            let (rest, d) = read_ws(&format!("{url}&after_seq={}", seen.last().copied().unwrap_or(0)), None).await;
+            seen.extend(rest);
+            disconnect = d;
+            break;
+        }
+    }
+    let d = disconnect.expect("completion frame");
+    assert_eq!(d.status, Status::Succeeded);
+    let want: Vec<u64> = (1..=d.lines).collect();
+    assert_eq!(seen, want, "no gap, no duplicate");
+    assert_eq!(d.lines, 301, "banner + 300 lines");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_with_bad_token_is_refused_at_handshake() {
+    let s = server();
+    let r = s.client().run(&RunRequest { command: "echo x".into(), ..Default::default() }).await.unwrap();
+    let bad = r.websocket_url.replace("token=", "token=AAAA");
+    let err = tokio_tungstenite::connect_async(bad).await.expect_err("must be refused");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 401),
+        other => panic!("unexpected {other:?}"),
+    }
+    let no_token = r.websocket_url.split('?').next().unwrap().to_owned();
+    assert!(tokio_tungstenite::connect_async(no_token).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_executions_keep_every_line_exactly_once() {
+    let s = server();
+    let c = s.client();
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let cmd = format!("for j in $(seq 1 200); do echo {i}-$j; done; echo {i}-err >&2");
+        ids.push((i, c.run(&RunRequest { command: cmd, ..Default::default() }).await.unwrap().execution_id));
+    }
+    for (i, id) in &ids {
+        let e = s.wait_settled(id, Duration::from_secs(120)).await;
+        assert_eq!(e.status, Status::Succeeded, "{e:?}");
+        let logs = s.all_logs(id).await;
+        let seqs: Vec<u64> = logs.iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, (1..=logs.len() as u64).collect::<Vec<_>>());
+        let out: Vec<&str> = logs.iter().filter(|l| l.stream == runvoy_proto::record::Stream::Stdout).map(|l| l.message.as_str()).collect();
+        let want: Vec<String> = (1..=200).map(|j| format!("{i}-{j}")).collect();
+        assert_eq!(out, want);
+        assert_eq!(logs.iter().filter(|l| l.message == format!("{i}-err")).count(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mistakes_get_clear_4xx_and_change_nothing() {
+    let s = server();
+    let http = reqwest::Client::new();
+    let api = format!("{}/api/v1", s.url);
+    let count = || async { s.client().list_executions(&Default::default()).await.unwrap().executions.len() };
+    let before = count().await;
+
+    let r = http.get(format!("{api}/executions/0123456789abcdef0123456789abcdef")).header("X-API-Key", &s.admin_key).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "NOT_FOUND");
+
+    for bad in ["{", "{\"command\": 5}", "[]", "{\"command\":\"x\",\"bogus\":1}", "{\"command\":\"  \"}", "{\"command\":\"x\",\"timeout\":-1}", "{\"command\":\"x\",\"env\":{\"1BAD\":\"v\"}}"] {
+        let r = http.post(format!("{api}/run")).header("X-API-Key", &s.admin_key).header("content-type", "application/json").body(bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "INVALID_REQUEST", "{bad}");
+        assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let r = http.post(format!("{api}/run")).header("X-API-Key", &s.admin_key).body("{\"command\":\"x\"}").send().await.unwrap();
+    assert_eq!(r.status(), 415);
+
+    let r = http.post(format!("{api}/run")).header("content-type", "application/json").body("{\"command\":\"echo\"}").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "UNAUTHORIZED");
+    let r = http.post(format!("{api}/run")).header("X-API-Key", "rvk_wrong").header("content-type", "application/json").body("{\"command\":\"echo\"}").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "INVALID_API_KEY");
+    let r = http.get(format!("{api}/executions?limit=0")).header("Authorization", format!("Bearer {}", s.admin_key)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.get(format!("{api}/executions?status=BOGUS")).header("X-API-Key", &s.admin_key).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.get(format!("{api}/nope")).header("X-API-Key", &s.admin_key).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    assert_eq!(count().await, before, "rejected requests wrote nothing");
+    assert!(!s.data_dir().join("executions").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false));
+
+    // The CLI turns errors into exit code 125 with a message.
+    let out = s.runvoy().env("RUNVOY_API_KEY", "rvk_wrong").args(["run", "--", "echo"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_API_KEY"));
+    let out = s.runvoy().env("RUNVOY_API_URL", "http://127.0.0.1:1").args(["status", "0123456789abcdef0123456789abcdef"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_newest_first_and_openapi_is_served() {
+    let s = server();
+    let c = s.client();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(c.run(&RunRequest { command: format!("exit {i}"), ..Default::default() }).await.unwrap().execution_id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = c
+            .list_executions(&runvoy_client::ListQuery { limit: Some(2), status: vec![], cursor: cursor.clone() })
+            .await
+            .unwrap();
+        seen.extend(page.executions.into_iter().map(|e| e.execution_id));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+    let doc: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", s.url)).await.unwrap().json().await.unwrap();
+    assert!(doc["paths"]["/api/v1/run"]["post"].is_object());
+    let h: serde_json::Value = reqwest::get(format!("{}/api/v1/health", s.url)).await.unwrap().json().await.unwrap();
+    assert_eq!(h["backend"], "local");
+}

@@ -1,0 +1,54 @@
+# runvoy — the two set-up commands are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+DATA_DIR ?= $(CURDIR)/.data
+LISTEN ?= 127.0.0.1:8080
+RELEASE_BIN := target/release
+DEBUG_BIN := target/debug
+
+.PHONY: run stop deps build build-release test test-rust test-web lint fmt bench clean
+
+## deps: install what runvoy needs on this machine (bubblewrap for isolation; best effort).
+deps:
+	@bash scripts/deps.sh runtime
+
+build:
+	$(CARGO) build --workspace --bins
+
+build-release:
+	$(CARGO) build --release --workspace --bins
+
+## run: build, start runvoyd on the local backend, run a sample command end to end, leave it running.
+run: deps build-release
+	@bash scripts/run.sh "$(RELEASE_BIN)" "$(DATA_DIR)" "$(LISTEN)"
+
+## stop: stop the runvoyd started by `make run`.
+stop:
+	@if [ -f "$(DATA_DIR)/runvoyd.pid" ]; then kill "$$(cat $(DATA_DIR)/runvoyd.pid)" 2>/dev/null || true; rm -f "$(DATA_DIR)/runvoyd.pid"; echo "runvoyd stopped"; else echo "runvoyd is not running"; fi
+
+## test: every test (unit, conformance, integration with the real binaries, web end to end).
+test: test-rust test-web
+
+test-rust:
+	@bash scripts/deps.sh test
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --no-fail-fast
+
+test-web: build
+	@bash scripts/deps.sh web
+	RUNVOYD_BIN=$(CURDIR)/$(DEBUG_BIN)/runvoyd bash internal/web/e2e/run.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## bench: speed figures side by side (runvoy vs sh -c); see docs/BENCHMARKS.md.
+bench: deps build-release
+	$(RELEASE_BIN)/runvoy-bench --bin-dir $(RELEASE_BIN)
+
+clean:
+	$(CARGO) clean
+	rm -rf $(DATA_DIR) artifacts

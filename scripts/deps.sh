@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the machine packages a target needs, when they are missing.
+#   runtime: bubblewrap (runvoyd falls back to plain process groups without it)
+#   test:    bubblewrap
+#   web:     Debian's chromium for the browser tests, and node/npm
+set -euo pipefail
+what="${1:-runtime}"
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+case "$what" in
+  runtime|test) have bwrap || need+=(bubblewrap) ;;
+  web) have chromium || need+=(chromium); have node || need+=(nodejs npm) ;;
+  *) echo "deps.sh: unknown target $what" >&2; exit 2 ;;
+esac
+
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ] && have apt-get; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null || true
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  elif [ "$what" = runtime ]; then
+    echo "note: ${need[*]} missing and cannot be installed here; runvoyd will isolate with process groups" >&2
+  else
+    echo "error: missing ${need[*]}; install them (apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi

@@ -129,6 +129,12 @@ window.__runvoy = Object.freeze({
   lineCount: () => (app.logView ? app.logView.model.length : 0),
   renderedRows: () => document.querySelectorAll('.log-rows .row').length,
   lastSeq: () => (app.stream ? app.stream.lastSeq : 0),
+  /** Closes the live socket as a network failure would; the stream reconnects by itself. */
+  dropConnection: () => {
+    const ws = app.stream && app.stream.ws;
+    if (ws) ws.close(4000, 'dropped');
+    return !!ws;
+  },
 });
 
 function navigate(path, { replace = false } = {}) {

@@ -50,6 +50,7 @@ export class LogView {
     this.frame = 0;
     this.anchor = null; // wrap mode: {line, offset} to restore
     this.expectTop = -1;
+    this.reportedLines = -1;
 
     this.el = document.createElement('div');
     this.el.className = 'logview show-ln';
@@ -131,7 +132,6 @@ export class LogView {
       this.findIn(from, this.model.length);
       this.reportSearch();
     }
-    if (this.hooks.onLines) this.hooks.onLines(this.model.length);
     this.invalidate();
   }
 
@@ -376,6 +376,10 @@ export class LogView {
     const n = this.model.length;
     this.empty.hidden = n > 0;
     this.el.style.setProperty('--ln-w', `${Math.max(4, String(n).length) + 1}ch`);
+    if (n !== this.reportedLines) {
+      this.reportedLines = n;
+      if (this.hooks.onLines) this.hooks.onLines(n);
+    }
     if (this.wrap) this.renderWrapped(n);
     else this.renderFixed(n);
     this.dirty = false;

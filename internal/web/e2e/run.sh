@@ -8,4 +8,4 @@ cd "$(dirname "$0")"
 if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
-exec node --test --test-concurrency=1 --test-reporter=spec "$@" web.test.mjs
+exec node --test --test-concurrency=1 --test-reporter=spec "$@" ansi.test.mjs web.test.mjs

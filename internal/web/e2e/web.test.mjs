@@ -10,6 +10,9 @@ const RUN_300 = `echo "FOO=$FOO"; for i in $(seq 1 300); do echo "line $i"; prin
 const ESC = '\u001b';
 
 let server;
+// Where the app is loaded from: the server itself unless RUNVOY_E2E_APP_URL names another origin
+// serving the same assets (the app then talks to the server cross-origin).
+let appUrl;
 let browser;
 let page;
 
@@ -18,7 +21,7 @@ const renderedRows = () => page.evaluate(() => window.__runvoy.renderedRows());
 const connState = () => page.locator('.conn').getAttribute('class');
 
 async function signIn(key = server.key) {
-  await page.goto(`${server.url}/`);
+  await page.goto(`${appUrl}/`);
   await page.fill('#server', server.url);
   await page.fill('#apikey', key);
   await page.click('form.signin button[type=submit]');
@@ -37,12 +40,26 @@ function numbers(all, re) {
 const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 
 async function waitComplete(timeout = 120000) {
-  await until(async () => (await connState()).includes('done'), { timeout, what: 'logs complete' });
+  try {
+    await until(async () => (await connState()).includes('done'), { timeout, what: 'logs complete' });
+  } catch (err) {
+    const state = await page.evaluate(() => ({
+      url: location.href,
+      conn: document.querySelector('.conn') && document.querySelector('.conn').className,
+      detail: document.querySelector('.conn') && document.querySelector('.conn').title,
+      lines: window.__runvoy.lineCount(),
+      lastSeq: window.__runvoy.lastSeq(),
+      errors: [...document.querySelectorAll('.error')].map((e) => e.textContent),
+    })).catch((e) => String(e));
+    err.message += ` ${JSON.stringify(state)}`;
+    throw err;
+  }
 }
 
 describe('runvoy web app', () => {
   before(async () => {
     server = await startServer();
+    appUrl = (process.env.RUNVOY_E2E_APP_URL || server.url).replace(/\/+$/, '');
     browser = await launchBrowser();
     page = browser.context.pages()[0] || (await browser.context.newPage());
     page.on('pageerror', (e) => console.error('page error:', e));
@@ -97,6 +114,15 @@ describe('runvoy web app', () => {
     // Reload in the middle: the backlog is re-read, then the stream resumes.
     await page.reload();
     assert.equal(page.url(), execUrl);
+
+    // Drop the live socket mid-stream: it reconnects and resumes after the last record.
+    await until(async () => (await connState()).includes('live'), { what: 'live again after reload' });
+    const before = numbers(await lines(), /^line (\d+)$/).length;
+    if (before < 300) {
+      assert.ok(await page.evaluate(() => window.__runvoy.dropConnection()));
+      await until(async () => numbers(await lines(), /^line (\d+)$/).length > before || (await connState()).includes('done'),
+        { what: 'lines after reconnecting' });
+    }
     await waitComplete();
     await page.locator('.badge.st-succeeded').waitFor();
     assert.equal((await page.locator('.exit').textContent()).trim(), 'exit 0');
@@ -181,7 +207,7 @@ describe('runvoy web app', () => {
 
   test('the list shows runs, filters by status and links to the execution', async () => {
     const res = await api(server, 'POST', '/run', { command: 'echo "FOO=$FOO"' });
-    await page.goto(`${server.url}/`);
+    await page.goto(`${appUrl}/`);
     const row = page.locator(`tr[data-id="${res.execution_id}"]`);
     await row.waitFor();
     await until(async () => (await row.locator('.badge').textContent()) === 'SUCCEEDED', { timeout: 60000, what: 'list refresh' });
@@ -198,7 +224,7 @@ describe('runvoy web app', () => {
 
   test('kill stops a running execution', async () => {
     const res = await api(server, 'POST', '/run', { command: 'echo started; sleep 120' });
-    await page.goto(`${server.url}/executions/${res.execution_id}`);
+    await page.goto(`${appUrl}/executions/${res.execution_id}`);
     await until(async () => (await lines()).includes('started'), { timeout: 60000, what: 'first line' });
     const kill = page.locator('button:has-text("Kill")');
     await kill.waitFor();
@@ -210,8 +236,11 @@ describe('runvoy web app', () => {
 
   test('a 200,000-line log stays virtualised', async () => {
     const res = await api(server, 'POST', '/run', { command: 'seq 1 200000' });
-    await page.goto(`${server.url}/executions/${res.execution_id}`);
-    await waitComplete(180000);
+    // Live streaming is covered above; here the log is read back from the store once complete.
+    await until(async () => (await api(server, 'GET', `/executions/${res.execution_id}`)).logs_complete,
+      { timeout: 300000, interval: 500, what: 'the 200,000-line execution to finish' });
+    await page.goto(`${appUrl}/executions/${res.execution_id}`);
+    await waitComplete(300000);
     const all = await lines();
     assert.deepEqual(numbers(all, /^(\d+)$/), range(1, 200000));
     assert.ok((await renderedRows()) < 500, 'only rows near the viewport are in the DOM');
@@ -265,7 +294,7 @@ describe('runvoy web app', () => {
   test('the app works against another runvoyd given at sign-in (cross-origin)', async () => {
     const other = await startServer();
     try {
-      await page.goto(`${server.url}/`);
+      await page.goto(`${appUrl}/`);
       await page.click('button:has-text("Sign out")');
       await page.fill('#server', other.url);
       await page.fill('#apikey', other.key);
@@ -273,7 +302,7 @@ describe('runvoy web app', () => {
       await page.locator('h1', { hasText: 'Executions' }).waitFor();
       assert.equal(await page.locator('.server').textContent(), other.url);
       const res = await api(other, 'POST', '/run', { command: 'echo from-the-other-server' });
-      await page.goto(`${server.url}/executions/${res.execution_id}`);
+      await page.goto(`${appUrl}/executions/${res.execution_id}`);
       await waitComplete(60000);
       assert.ok((await lines()).includes('from-the-other-server'));
       await screenshot(page, '11-cross-origin');

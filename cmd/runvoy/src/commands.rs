@@ -33,6 +33,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
         Cmd::Status { id, output } => status(&client(&overrides)?, &id, output, ui).await,
         Cmd::Kill { id } => kill(&client(&overrides)?, &id, ui).await,
         Cmd::List(a) => list(&client(&overrides)?, a, ui).await,
+        Cmd::Health(h) => crate::health::run(&client(&overrides)?, h, ui).await,
     }
 }
 
@@ -69,7 +70,7 @@ where
         .await
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     out.write_all(b"\n")?;

@@ -5,6 +5,7 @@
 //! runvoy's own errors; 2 for usage errors.
 
 mod commands;
+mod health;
 mod stream;
 mod ui;
 mod util;
@@ -54,6 +55,9 @@ pub enum Cmd {
     },
     /// List recent executions, newest first.
     List(ListArgs),
+    /// The reconciler: run a sweep now, or show recent sweep reports (admin).
+    #[command(subcommand)]
+    Health(health::HealthCmd),
     /// Show the CLI and server versions.
     Version,
     /// Print a shell completion script.

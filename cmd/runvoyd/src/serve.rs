@@ -11,6 +11,7 @@ use runvoy_api::AppState;
 use runvoy_api::auth::TokenSigner;
 use runvoy_compute_local::{Bus, Isolation, LocalCompute, LocalComputeConfig, RecordFileSource};
 use runvoy_domain::clock::{Clock, SystemClock};
+use runvoy_domain::fault::{FaultyCompute, FaultyStore};
 use runvoy_domain::hub::LogHub;
 use runvoy_domain::ports::{Compute, Store};
 use runvoy_domain::processor::Processor;
@@ -81,6 +82,10 @@ pub struct ServeArgs {
     /// Seconds between scheduled reconcile sweeps.
     #[arg(long, env = "RUNVOY_RECONCILE_INTERVAL", default_value_t = 3600)]
     reconcile_interval: u64,
+    /// Seconds to keep the workspace of a finished execution before a sweep removes it
+    /// (0 keeps workspaces forever).
+    #[arg(long, env = "RUNVOY_WORKSPACE_RETENTION", default_value_t = 7 * 24 * 3600)]
+    workspace_retention: u64,
     /// Image recorded for runs that name none.
     #[arg(long, env = "RUNVOY_DEFAULT_IMAGE", default_value = "local")]
     default_image: String,
@@ -194,9 +199,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = data_dir.canonicalize()?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store: Arc<dyn Store> = Arc::new(
+    let mut store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&data_dir.join("runvoy.db")).context("opening the SQLite store")?,
     );
+    // Test-only: lets integration tests make the store or compute fail on demand.
+    let faults = std::env::var_os("RUNVOY_FAULT_INJECTION_DIR").map(PathBuf::from);
+    if let Some(dir) = &faults {
+        tracing::warn!(dir = %dir.display(), "fault injection enabled (for tests only)");
+        store = Arc::new(FaultyStore::new(store, dir));
+    }
     let isolation = match args.isolation {
         IsolationArg::Auto => Isolation::detect(),
         IsolationArg::Bwrap => Isolation::Bwrap,
@@ -222,17 +233,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bus,
     )?);
     let hub = Arc::new(LogHub::new());
-    let processor = Arc::new(Processor::new(
+    let compute_port: Arc<dyn Compute> = match &faults {
+        Some(dir) => Arc::new(FaultyCompute::new(compute.clone(), dir)),
+        None => compute.clone(),
+    };
+    let mut processor = Processor::new(
         store.clone(),
-        compute.clone() as Arc<dyn Compute>,
+        compute_port.clone(),
         Arc::new(RecordFileSource::new(executions_dir)),
         hub.clone(),
         clock.clone(),
         args.kill_grace,
-    ));
+    );
+    if args.workspace_retention > 0 {
+        processor =
+            processor.with_workspace_retention(Duration::from_secs(args.workspace_retention));
+    }
+    let processor = Arc::new(processor);
     let service = Arc::new(Service {
         store: store.clone(),
-        compute: compute.clone(),
+        compute: compute_port,
         hub,
         clock: clock.clone(),
         processor: processor.clone(),

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 mod executions;
 mod extract;
+mod health;
 mod openapi;
 mod ws;
 
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/executions/{id}/status", get(executions::get))
         .route("/executions/{id}/logs", get(executions::logs))
         .route("/health/reconcile", post(executions::reconcile))
+        .route("/health/reports", get(health::reports))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

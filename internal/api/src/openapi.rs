@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         crate::executions::logs,
         crate::executions::health,
         crate::executions::reconcile,
+        crate::health::reports,
         crate::ws::handler,
     ),
     components(schemas(
@@ -23,6 +24,8 @@ use utoipa::{Modify, OpenApi};
         runvoy_proto::ExecutionList, runvoy_proto::LogEvent, runvoy_proto::LogsResponse,
         runvoy_proto::KillResponse, runvoy_proto::HealthResponse, runvoy_proto::ErrorBody,
         runvoy_proto::Status, runvoy_proto::record::Stream, runvoy_proto::ws::Disconnect,
+        runvoy_proto::ReconcileReport, runvoy_proto::ReconcileIssue,
+        runvoy_proto::ReconcileResponse, runvoy_proto::ReconcileReports,
     )),
     modifiers(&Security)
 )]

@@ -155,6 +155,21 @@ impl Client {
         self.send(self.http.get(url)).await
     }
 
+    /// `POST /health/reconcile` (admin): runs a reconcile sweep now and returns its report.
+    pub async fn reconcile(&self) -> Result<runvoy_proto::ReconcileReport, ClientError> {
+        let r: runvoy_proto::ReconcileResponse = self
+            .send(self.http.post(self.url("health/reconcile")?))
+            .await?;
+        Ok(r.report)
+    }
+
+    /// `GET /health/reports` (admin): the most recent sweep reports, newest first.
+    pub async fn reconcile_reports(&self) -> Result<Vec<runvoy_proto::ReconcileReport>, ClientError> {
+        let r: runvoy_proto::ReconcileReports =
+            self.send(self.http.get(self.url("health/reports")?)).await?;
+        Ok(r.reports)
+    }
+
     /// Follows the logs of `id` over the WebSocket from record `after_seq + 1`. Nothing is
     /// connected until the first [`LogFollower::next`].
     pub fn follow_logs(&self, id: &str, after_seq: u64) -> LogFollower {

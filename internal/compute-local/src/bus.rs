@@ -2,6 +2,7 @@
 //! same [`Event`]s arrive through HTTP push endpoints instead.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use runvoy_domain::Event;
 use runvoy_domain::processor::Processor;
@@ -29,24 +30,45 @@ impl Bus {
 
 /// Delivers bus events to the processor until the bus closes. Records are handled in order;
 /// state hints are reconciled concurrently so a slow reconcile never stalls log delivery.
+///
+/// When the store (or compute) is down, the failed step is retried in the background with a
+/// growing delay, so an outage delays an execution's finalisation rather than leaving it for the
+/// next scheduled sweep.
 pub async fn pump(mut rx: mpsc::Receiver<Event>, processor: Arc<Processor>) {
     while let Some(ev) = rx.recv().await {
+        let id = ev.execution_id().to_owned();
         match ev {
             Event::ComputeChanged { .. } => {
                 let p = processor.clone();
                 tokio::spawn(async move {
-                    let id = ev.execution_id().to_owned();
                     if let Err(e) = p.handle(ev).await {
-                        tracing::warn!(execution_id = %id, error = %e, "reconcile after compute event failed; the sweep will retry");
+                        tracing::warn!(execution_id = %id, error = %e, "reconcile after compute event failed; retrying");
+                        retry_reconcile(p, id).await;
                     }
                 });
             }
             ev => {
-                let id = ev.execution_id().to_owned();
                 if let Err(e) = processor.handle(ev).await {
                     tracing::warn!(execution_id = %id, error = %e, "storing records failed; they will be re-read from the record file");
+                    // Reconciling re-reads the record file and fills the hole.
+                    tokio::spawn(retry_reconcile(processor.clone(), id));
                 }
             }
         }
     }
+}
+
+/// Reconciles `id` until it works, waiting 1 s, 2 s, 4 s … (at most 30 s) in between, for up
+/// to about ten minutes; after that the scheduled sweep takes over.
+async fn retry_reconcile(p: Arc<Processor>, id: String) {
+    let mut delay = Duration::from_secs(1);
+    for _ in 0..25 {
+        tokio::time::sleep(delay).await;
+        match p.reconcile(&id).await {
+            Ok(_) => return,
+            Err(e) => tracing::debug!(execution_id = %id, error = %e, "reconcile retry failed"),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+    tracing::warn!(execution_id = %id, "reconcile kept failing; the scheduled sweep will retry");
 }

@@ -309,13 +309,30 @@ impl Compute for LocalCompute {
 
     async fn kill(&self, id: &str) -> Result<(), ComputeError> {
         let dir = self.dir(id)?;
-        if let Some(p) = read_pid_file(&dir) {
-            if pid_alive(&p) {
-                // SAFETY: plain signal to a verified live pid (start time checked).
-                unsafe { libc::kill(p.pid, libc::SIGTERM) };
-            }
+        if let Some(p) = read_pid_file(&dir)
+            && pid_alive(&p)
+        {
+            // SAFETY: plain signal to a verified live pid (start time checked).
+            unsafe { libc::kill(p.pid, libc::SIGTERM) };
         }
         Ok(())
+    }
+
+    async fn cleanup(&self, id: &str) -> Result<bool, ComputeError> {
+        let dir = self.dir(id)?;
+        if !dir.exists() || self.tailing.lock().expect("tailing").contains(id) {
+            return Ok(false);
+        }
+        if read_pid_file(&dir).is_some_and(|p| pid_alive(&p)) {
+            // Never pull a workspace from under a live supervisor.
+            return Ok(false);
+        }
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(d))
+            .await
+            .map_err(unavailable)?
+            .map_err(|e| unavailable(format!("removing {}: {e}", dir.display())))?;
+        Ok(true)
     }
 
     async fn list(&self) -> Result<Vec<String>, ComputeError> {

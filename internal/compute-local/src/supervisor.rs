@@ -76,10 +76,10 @@ fn descendants(root: i32) -> Vec<i32> {
     let mut parent_of = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
-                if let Some((_, ppid, _)) = proc_stat(pid) {
-                    parent_of.push((pid, ppid));
-                }
+            if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>()
+                && let Some((_, ppid, _)) = proc_stat(pid)
+            {
+                parent_of.push((pid, ppid));
             }
         }
     }

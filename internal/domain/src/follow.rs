@@ -22,7 +22,7 @@ pub enum FollowItem {
     /// The next records, contiguous with everything yielded before.
     Records(Vec<LogRecord>),
     /// The execution is settled and every record was yielded.
-    Done(Execution),
+    Done(Box<Execution>),
 }
 
 /// Iterates an execution's records after a given seq.
@@ -71,7 +71,7 @@ impl Follower {
                 })?;
             if e.is_settled() && self.last >= e.log_lines.unwrap_or(0) {
                 self.done = true;
-                return Ok(Some(FollowItem::Done(e)));
+                return Ok(Some(FollowItem::Done(Box::new(e))));
             }
             // Wait for a wake-up; take the fast path when the hub hands us the next records.
             loop {

@@ -46,11 +46,11 @@ impl LogHub {
     /// Publishes to current subscribers, if any. Never blocks.
     pub fn publish(&self, execution_id: &str, msg: HubMsg) {
         let mut ch = self.channels.lock().expect("hub lock");
-        if let Some(tx) = ch.get(execution_id) {
-            if tx.send(msg).is_err() {
-                // Nobody listens any more: drop the channel so the map does not grow.
-                ch.remove(execution_id);
-            }
+        if let Some(tx) = ch.get(execution_id)
+            && tx.send(msg).is_err()
+        {
+            // Nobody listens any more: drop the channel so the map does not grow.
+            ch.remove(execution_id);
         }
     }
 

@@ -15,12 +15,15 @@ pub mod auth;
 pub mod clock;
 pub mod error;
 pub mod event;
+pub mod fault;
 pub mod follow;
 pub mod hub;
 pub mod model;
 pub mod ports;
 pub mod processor;
 pub mod service;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::DomainError;
 pub use event::Event;

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use runvoy_proto::Status;
 
 use crate::model::{Execution, ExitInfo, JobSpec, LogRecord, User};
+use runvoy_proto::ReconcileReport;
 
 pub use crate::clock::Clock;
 
@@ -85,6 +86,17 @@ pub trait Store: Send + Sync + 'static {
     async fn count_users(&self) -> Result<u64, StoreError>;
     /// Records that a user's key was used (callers throttle this).
     async fn touch_user(&self, email: &str, at_ms: i64) -> Result<(), StoreError>;
+    /// Keeps a reconcile sweep report, dropping all but the newest `keep`. The default keeps
+    /// nothing (stores without report history).
+    async fn save_report(&self, report: &ReconcileReport, keep: usize) -> Result<(), StoreError> {
+        let _ = (report, keep);
+        Ok(())
+    }
+    /// The newest `limit` reconcile reports, newest first.
+    async fn recent_reports(&self, limit: usize) -> Result<Vec<ReconcileReport>, StoreError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
 }
 
 /// A compute failure.
@@ -135,6 +147,13 @@ pub trait Compute: Send + Sync + 'static {
     async fn kill(&self, execution_id: &str) -> Result<(), ComputeError>;
     /// Ids compute currently knows about (running or kept), for orphan detection.
     async fn list(&self) -> Result<Vec<String>, ComputeError>;
+    /// Removes what compute keeps of an execution that is over (locally its workspace
+    /// directory; on Cloud Run the finished job execution). Returns true when something was
+    /// removed. Never called for an execution that may still run.
+    async fn cleanup(&self, execution_id: &str) -> Result<bool, ComputeError> {
+        let _ = execution_id;
+        Ok(false)
+    }
 }
 
 /// The durable source of runner records (locally the workspace record file, on GCP Cloud Logging):

@@ -12,8 +12,10 @@ use serde::Serialize;
 use crate::error::DomainError;
 use crate::event::Event;
 use crate::hub::{HubMsg, LogHub};
-use crate::model::{Execution, can_transition};
-use crate::ports::{Clock, Compute, ComputeError, ComputeExit, ComputeState, LogSource, Store};
+use crate::model::{Execution, ExitInfo, can_transition};
+use crate::ports::{
+    Clock, Compute, ComputeError, ComputeExit, ComputeState, LogSource, LogStats, Store,
+};
 
 /// How long a STARTING execution may be unknown to compute before it is declared lost
 /// (covers the window between storing an execution and compute accepting it).
@@ -50,41 +52,23 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Still running; log records missing from the store were re-read from the durable source.
+    LogsRepaired {
+        /// Log records re-read.
+        repaired_records: u64,
+    },
     /// No such execution in the store.
     Unknown,
 }
 
-/// One problem found by a sweep.
-#[derive(Debug, Clone, Serialize)]
-pub struct Issue {
-    /// `error` or `warning`.
-    pub severity: String,
-    /// `execution`, `compute`, `logs`.
-    pub resource_type: String,
-    /// Id of the resource.
-    pub resource_id: String,
-    /// `repaired`, `killed`, `reported`.
-    pub action: String,
-    /// What was found.
-    pub message: String,
-}
+/// One problem found by a sweep (the API's `ReconcileIssue`).
+pub type Issue = runvoy_proto::ReconcileIssue;
 
-/// The result of a full sweep.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct SweepReport {
-    /// When the sweep started (RFC 3339).
-    pub timestamp: String,
-    /// What triggered it (`startup`, `schedule`, `api`).
-    pub trigger: String,
-    /// Unsettled executions examined.
-    pub checked: u64,
-    /// Executions whose stored state changed.
-    pub reconciled_count: u64,
-    /// Issues with severity `error`.
-    pub error_count: u64,
-    /// Everything found.
-    pub issues: Vec<Issue>,
-}
+/// The result of a full sweep (the API's `ReconcileReport`).
+pub type SweepReport = runvoy_proto::ReconcileReport;
+
+/// How many sweep reports the store keeps.
+pub const REPORTS_KEPT: usize = 20;
 
 /// Applies events and reconciles executions.
 pub struct Processor {
@@ -94,6 +78,7 @@ pub struct Processor {
     hub: Arc<LogHub>,
     clock: Arc<dyn Clock>,
     kill_grace_ms: i64,
+    workspace_retention_ms: Option<i64>,
 }
 
 fn retry_policy() -> ExponentialBuilder {
@@ -101,6 +86,16 @@ fn retry_policy() -> ExponentialBuilder {
         .with_min_delay(Duration::from_millis(20))
         .with_max_delay(Duration::from_secs(1))
         .with_max_times(4)
+}
+
+fn issue(severity: &str, kind: &str, id: &str, action: &str, message: String) -> Issue {
+    Issue {
+        severity: severity.into(),
+        resource_type: kind.into(),
+        resource_id: id.into(),
+        action: action.into(),
+        message,
+    }
 }
 
 impl Processor {
@@ -120,7 +115,15 @@ impl Processor {
             hub,
             clock,
             kill_grace_ms: kill_grace_secs as i64 * 1000,
+            workspace_retention_ms: None,
         }
+    }
+
+    /// Makes sweeps remove what compute keeps of settled executions (workspaces) once they
+    /// completed more than `retention` ago. Without it nothing is removed.
+    pub fn with_workspace_retention(mut self, retention: Duration) -> Self {
+        self.workspace_retention_ms = Some(retention.as_millis() as i64);
+        self
     }
 
     /// Handles one event. Log records are data and are stored idempotently; everything about
@@ -156,7 +159,45 @@ impl Processor {
         (|| async { compute.state(id).await })
             .retry(retry_policy())
             .when(|e| matches!(e, ComputeError::Unavailable(_)))
+            .notify(|e, d| tracing::warn!(execution_id = %id, error = %e, retry_in = ?d, "compute state failed, retrying"))
             .await
+    }
+
+    async fn compute_kill(&self, id: &str) -> Result<(), ComputeError> {
+        let compute = self.compute.clone();
+        (|| async { compute.kill(id).await })
+            .retry(retry_policy())
+            .when(|e| matches!(e, ComputeError::Unavailable(_)))
+            .await
+    }
+
+    /// Re-reads records after the stored contiguous prefix from the durable source and stores
+    /// the missing ones. Returns how many were added, the runner's final record when the source
+    /// has it, and the new stats. A source failure is logged and repairs nothing: the records
+    /// stay in the source and the next reconcile tries again.
+    async fn repair_logs(
+        &self,
+        id: &str,
+        stats: LogStats,
+    ) -> Result<(u64, Option<ExitInfo>, LogStats), DomainError> {
+        let (recs, exit) = match self.logs.read_records(id, stats.contiguous).await {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::warn!(execution_id = %id, error = %err, "durable log source unavailable");
+                return Ok((0, None, stats));
+            }
+        };
+        let missing: Vec<_> = recs
+            .into_iter()
+            .filter(|r| r.seq > stats.contiguous)
+            .collect();
+        if missing.is_empty() {
+            return Ok((0, exit, stats));
+        }
+        self.store.append_logs(id, &missing).await?;
+        let after = self.store.log_stats(id).await?;
+        self.hub.publish(id, HubMsg::Records(Arc::new(missing)));
+        Ok((after.count.saturating_sub(stats.count), exit, after))
     }
 
     /// Reads compute and the store for one execution and applies the truth with compare-and-set.
@@ -175,8 +216,8 @@ impl Processor {
                 ComputeState::Pending | ComputeState::Running => {
                     let running = state == ComputeState::Running;
                     if let Some(reason) = self.kill_reason(&e, now) {
-                        self.compute.kill(id).await?;
-                        if e.status != Status::Terminating && e.status.is_terminal() {
+                        self.compute_kill(id).await?;
+                        if e.status.is_terminal() {
                             return Ok(Outcome::Killed { reason });
                         }
                         let mut next = e.clone();
@@ -185,6 +226,7 @@ impl Processor {
                         }
                         next.kill_requested_at_ms = Some(now);
                         if self.store.update_execution(&next).await? {
+                            self.hub.publish(id, HubMsg::Changed);
                             return Ok(Outcome::Killed { reason });
                         }
                         continue;
@@ -198,6 +240,17 @@ impl Processor {
                         }
                         continue;
                     }
+                    // A live execution with a hole in its stored logs (a store outage dropped
+                    // a batch): fill it now so viewers are not held up until the end.
+                    let stats = self.store.log_stats(id).await?;
+                    if stats.contiguous < stats.max_seq {
+                        let (n, _, _) = self.repair_logs(id, stats).await?;
+                        if n > 0 {
+                            return Ok(Outcome::LogsRepaired {
+                                repaired_records: n,
+                            });
+                        }
+                    }
                     return Ok(Outcome::Unchanged);
                 }
                 ComputeState::Exited(x) => self.finalize(e, Some(x), now).await?,
@@ -205,15 +258,17 @@ impl Processor {
                     if e.status.is_terminal() {
                         // Compute forgot it (cleaned up): nothing more will arrive.
                         self.finalize(e, None, now).await?
-                    } else if now - e.created_at_ms > LOST_GRACE_MS {
+                    } else if e.status == Status::Starting && now - e.created_at_ms <= LOST_GRACE_MS
+                    {
+                        // Compute may not have accepted it yet.
+                        return Ok(Outcome::Unchanged);
+                    } else {
                         let x = ComputeExit {
                             runner: None,
                             process_exit_code: None,
                             failure: Some("compute has no record of this execution".into()),
                         };
                         self.finalize(e, Some(x), now).await?
-                    } else {
-                        return Ok(Outcome::Unchanged);
                     }
                 }
             };
@@ -228,6 +283,10 @@ impl Processor {
     }
 
     fn kill_reason(&self, e: &Execution, now: i64) -> Option<String> {
+        if e.status.is_terminal() {
+            // E.g. marked FAILED because starting it seemed to fail, yet compute runs it.
+            return Some("execution is finished in the store but still running in compute".into());
+        }
         if let Some(at) = e.kill_requested_at_ms {
             if now - at > KILL_RETRY_MS + self.kill_grace_ms {
                 return Some("kill requested but the execution is still running".into());
@@ -248,28 +307,20 @@ impl Processor {
         now: i64,
     ) -> Result<Option<Outcome>, DomainError> {
         let id = e.id.clone();
-        let runner = exit.as_ref().and_then(|x| x.runner.clone());
+        let mut runner = exit.as_ref().and_then(|x| x.runner.clone());
         let mut stats = self.store.log_stats(&id).await?;
-        let expected = runner.as_ref().map(|r| r.lines).or(e.log_lines);
+        let mut expected = runner.as_ref().map(|r| r.lines).or(e.log_lines);
         let mut repaired = 0u64;
         if expected.is_none_or(|n| stats.contiguous < n) {
-            // Gaps, or no final record: the durable source has the truth.
-            match self.logs.read_records(&id, stats.contiguous).await {
-                Ok((recs, _)) => {
-                    let missing: Vec<_> = recs
-                        .into_iter()
-                        .filter(|r| r.seq > stats.contiguous)
-                        .collect();
-                    if !missing.is_empty() {
-                        self.store.append_logs(&id, &missing).await?;
-                        let before = stats.count;
-                        stats = self.store.log_stats(&id).await?;
-                        repaired = stats.count.saturating_sub(before);
-                        self.hub.publish(&id, HubMsg::Records(Arc::new(missing)));
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(execution_id = %id, error = %err, "durable log source unavailable")
+            // Gaps, or no final record yet: the durable source has the truth.
+            let (n, source_exit, after) = self.repair_logs(&id, stats).await?;
+            repaired = n;
+            stats = after;
+            if runner.is_none() && !e.status.is_terminal() {
+                // Compute did not say how the runner ended, but its final record did.
+                if let Some(r) = source_exit {
+                    expected = expected.or(Some(r.lines));
+                    runner = Some(r);
                 }
             }
         }
@@ -283,11 +334,15 @@ impl Processor {
                 // Still missing: leave incomplete so the next sweep tries again.
                 next.log_lines = Some(n);
             }
-            None => {
+            None if stats.contiguous == stats.max_seq => {
                 // No final record will ever come (runner killed hard or never started): what
                 // the durable source holds is all there is.
                 next.logs_complete = true;
                 next.log_lines = Some(stats.contiguous);
+            }
+            None => {
+                // Stored records after a hole the source could not fill (yet): never call that
+                // complete; the next reconcile reads the source again.
             }
         }
         let was_terminal = e.status.is_terminal();
@@ -297,24 +352,24 @@ impl Processor {
                 process_exit_code: None,
                 failure: Some("execution ended without a final record".into()),
             });
-            let killed_on_request =
-                e.status == Status::Terminating || e.kill_requested_at_ms.is_some();
-            let (status, code, reason) = match (&x.runner, killed_on_request) {
-                (Some(r), true) => (Status::Stopped, Some(r.exit_code), None),
-                (None, true) => (Status::Stopped, x.process_exit_code.or(Some(137)), None),
-                (Some(r), false) if r.timed_out => (
+            // A kill the reconciler sent because of a timeout is not a user's stop request.
+            let killed_on_request = e.status == Status::Terminating
+                || (e.kill_requested_at_ms.is_some() && !e.timed_out);
+            let timed_out = e.timed_out || runner.as_ref().is_some_and(|r| r.timed_out);
+            let code = runner.as_ref().map(|r| r.exit_code).or(x.process_exit_code);
+            let (status, code, reason) = match (&runner, killed_on_request) {
+                (_, true) => (Status::Stopped, code.or(Some(137)), None),
+                (_, false) if timed_out => (
                     Status::Failed,
-                    Some(r.exit_code),
+                    code,
                     Some(format!("timed out after {}s", e.timeout_secs.unwrap_or(0))),
                 ),
-                (Some(r), false) if r.error.is_some() => {
-                    (Status::Failed, Some(r.exit_code), r.error.clone())
-                }
+                (Some(r), false) if r.error.is_some() => (Status::Failed, code, r.error.clone()),
                 (Some(r), false) if r.exit_code == 0 => (Status::Succeeded, Some(0), None),
-                (Some(r), false) => (Status::Failed, Some(r.exit_code), None),
+                (Some(_), false) => (Status::Failed, code, None),
                 (None, false) => (
                     Status::Failed,
-                    x.process_exit_code,
+                    code,
                     Some(
                         x.failure
                             .clone()
@@ -327,7 +382,7 @@ impl Processor {
             }
             next.status = status;
             next.exit_code = code;
-            next.timed_out = e.timed_out || runner.as_ref().is_some_and(|r| r.timed_out);
+            next.timed_out = timed_out;
             next.failure_reason = reason.or(x.failure);
             next.completed_at_ms = Some(now);
         }
@@ -349,87 +404,173 @@ impl Processor {
         }))
     }
 
-    /// Reconciles every unsettled execution and reports compute executions with no record.
+    /// Reconciles every unsettled execution, reports compute executions with no record, removes
+    /// workspaces of settled executions past the retention, and keeps the report in the store.
     pub async fn sweep(&self, trigger: &str) -> Result<SweepReport, DomainError> {
+        let now = self.clock.now_ms();
         let mut report = SweepReport {
-            timestamp: crate::clock::rfc3339(self.clock.now_ms()),
+            timestamp: crate::clock::rfc3339(now),
             trigger: trigger.to_owned(),
             ..Default::default()
         };
         let unsettled = self.store.list_unsettled().await?;
         report.checked = unsettled.len() as u64;
         for e in &unsettled {
-            match self.reconcile(&e.id).await {
-                Ok(Outcome::Unchanged | Outcome::Settled | Outcome::Unknown) => {}
-                Ok(o) => {
-                    report.reconciled_count += 1;
-                    let (action, message, severity) = match &o {
-                        Outcome::Killed { reason } => ("killed", reason.clone(), "warning"),
-                        Outcome::Finalized {
-                            status,
-                            repaired_records,
-                        } => (
-                            "repaired",
-                            format!(
-                                "finalised as {status}; {repaired_records} log records re-read"
-                            ),
-                            "warning",
-                        ),
-                        Outcome::LogsCompleted { repaired_records } => (
-                            "repaired",
-                            format!("logs completed; {repaired_records} log records re-read"),
-                            "warning",
-                        ),
-                        _ => ("repaired", format!("{o:?}"), "warning"),
-                    };
-                    report.issues.push(Issue {
-                        severity: severity.into(),
-                        resource_type: "execution".into(),
-                        resource_id: e.id.clone(),
-                        action: action.into(),
-                        message,
-                    });
+            let o = match self.reconcile(&e.id).await {
+                Ok(o) => o,
+                Err(err) => {
+                    report.issues.push(issue(
+                        "error",
+                        "execution",
+                        &e.id,
+                        "reported",
+                        format!("could not reconcile: {err}"),
+                    ));
+                    continue;
                 }
-                Err(err) => report.issues.push(Issue {
-                    severity: "error".into(),
-                    resource_type: "execution".into(),
-                    resource_id: e.id.clone(),
-                    action: "reported".into(),
-                    message: format!("could not reconcile: {err}"),
-                }),
-            }
-        }
-        match self.compute.list().await {
-            Ok(ids) => {
-                let known: HashSet<&str> = unsettled.iter().map(|e| e.id.as_str()).collect();
-                for cid in ids {
-                    if known.contains(cid.as_str()) {
-                        continue;
-                    }
-                    if self.store.get_execution(&cid).await?.is_none() {
-                        report.issues.push(Issue {
-                            severity: "warning".into(),
-                            resource_type: "compute".into(),
-                            resource_id: cid,
-                            action: "reported".into(),
-                            message: "compute execution has no record in the store".into(),
-                        });
-                    }
+            };
+            let (kind, action, message) = match &o {
+                Outcome::Unchanged | Outcome::Settled | Outcome::Unknown => continue,
+                Outcome::MarkedRunning => ("execution", "repaired", "marked RUNNING".to_owned()),
+                Outcome::Killed { reason } => {
+                    report.killed += 1;
+                    ("execution", "killed", reason.clone())
                 }
-            }
-            Err(err) => report.issues.push(Issue {
-                severity: "error".into(),
-                resource_type: "compute".into(),
-                resource_id: String::new(),
-                action: "reported".into(),
-                message: format!("could not list compute executions: {err}"),
-            }),
+                Outcome::Finalized {
+                    status,
+                    repaired_records,
+                } => {
+                    report.finalized += 1;
+                    report.log_records_repaired += repaired_records;
+                    let code = self
+                        .store
+                        .get_execution(&e.id)
+                        .await?
+                        .and_then(|x| x.exit_code)
+                        .map_or("none".to_owned(), |c| c.to_string());
+                    (
+                        "execution",
+                        "repaired",
+                        format!(
+                            "was {} but had ended: finalised as {status} (exit code {code}); \
+                             {repaired_records} log records re-read",
+                            e.status
+                        ),
+                    )
+                }
+                Outcome::LogsCompleted { repaired_records } => {
+                    report.log_records_repaired += repaired_records;
+                    (
+                        "logs",
+                        "repaired",
+                        format!("logs completed; {repaired_records} log records re-read"),
+                    )
+                }
+                Outcome::LogsRepaired { repaired_records } => {
+                    report.log_records_repaired += repaired_records;
+                    (
+                        "logs",
+                        "repaired",
+                        format!("{repaired_records} missing log records re-read while running"),
+                    )
+                }
+            };
+            report.reconciled_count += 1;
+            report
+                .issues
+                .push(issue("warning", kind, &e.id, action, message));
         }
+        self.housekeeping(&unsettled, now, &mut report).await;
         report.error_count = report
             .issues
             .iter()
             .filter(|i| i.severity == "error")
             .count() as u64;
+        if let Err(err) = self.store.save_report(&report, REPORTS_KEPT).await {
+            tracing::warn!(error = %err, "could not keep the reconcile report");
+        }
         Ok(report)
     }
+
+    /// Orphans and retention: walks what compute keeps that the sweep did not just reconcile.
+    async fn housekeeping(&self, unsettled: &[Execution], now: i64, report: &mut SweepReport) {
+        let ids = match self.compute.list().await {
+            Ok(ids) => ids,
+            Err(err) => {
+                report.issues.push(issue(
+                    "error",
+                    "compute",
+                    "",
+                    "reported",
+                    format!("could not list compute executions: {err}"),
+                ));
+                return;
+            }
+        };
+        let known: HashSet<&str> = unsettled.iter().map(|e| e.id.as_str()).collect();
+        for cid in ids {
+            if known.contains(cid.as_str()) {
+                continue;
+            }
+            let e = match self.store.get_execution(&cid).await {
+                Ok(e) => e,
+                Err(err) => {
+                    report.issues.push(issue(
+                        "error",
+                        "compute",
+                        &cid,
+                        "reported",
+                        format!("could not read its record: {err}"),
+                    ));
+                    continue;
+                }
+            };
+            match e {
+                None => {
+                    report.orphans += 1;
+                    let live = matches!(
+                        self.compute.state(&cid).await,
+                        Ok(ComputeState::Running | ComputeState::Pending)
+                    );
+                    report.issues.push(issue(
+                        "warning",
+                        "compute",
+                        &cid,
+                        "reported",
+                        if live {
+                            "orphan process: compute runs an execution the store has no record of"
+                                .into()
+                        } else {
+                            "orphan workspace: compute keeps an execution the store has no record of"
+                                .into()
+                        },
+                    ));
+                }
+                Some(e) => {
+                    let Some(keep_ms) = self.workspace_retention_ms else {
+                        continue;
+                    };
+                    let expired = e.completed_at_ms.is_some_and(|c| now - c > keep_ms);
+                    if !e.is_settled() || !expired {
+                        continue;
+                    }
+                    match self.compute.cleanup(&cid).await {
+                        Ok(true) => report.workspaces_removed += 1,
+                        Ok(false) => {}
+                        Err(err) => report.issues.push(issue(
+                            "error",
+                            "workspace",
+                            &cid,
+                            "reported",
+                            format!("could not remove the finished execution's workspace: {err}"),
+                        )),
+                    }
+                }
+            }
+        }
+    }
 }
+
+#[cfg(test)]
+#[path = "processor_tests.rs"]
+mod tests;

@@ -2,16 +2,19 @@
 //!
 //! * [`record`]: the records `runvoy-runner` writes to its stdout, one JSON object per line.
 //! * [`api`]: REST request and response bodies under `/api/v1`.
+//! * [`health`]: reconciler reports.
 //! * [`ws`]: WebSocket frames sent on `/api/v1/executions/{id}/logs/ws`.
 //!
 //! This crate has no behaviour beyond (de)serialisation so that the runner, the CLI and the server
 //! can agree on formats without pulling each other's dependencies.
 
 pub mod api;
+pub mod health;
 pub mod record;
 pub mod ws;
 
 pub use api::*;
+pub use health::*;
 
 /// Standard base64 with padding (used for non-UTF-8 log bytes).
 pub fn b64_encode(data: &[u8]) -> String {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use runvoy_domain::ports::{ListQuery, LogStats, Store, StoreError};
 use runvoy_domain::{Execution, LogRecord, Role, Status, Stream, User};
+use runvoy_proto::ReconcileReport;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 const READERS: usize = 4;
@@ -55,6 +56,10 @@ CREATE TABLE IF NOT EXISTS users (
     created_at_ms INTEGER NOT NULL,
     revoked INTEGER NOT NULL DEFAULT 0,
     last_used_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS reconcile_reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    report TEXT NOT NULL
 );
 ";
 
@@ -463,6 +468,42 @@ impl Store for SqliteStore {
             )
             .map_err(unavailable)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn save_report(&self, report: &ReconcileReport, keep: usize) -> Result<(), StoreError> {
+        let json = serde_json::to_string(report).map_err(unavailable)?;
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            tx.execute("INSERT INTO reconcile_reports (report) VALUES (?1)", [json])
+                .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM reconcile_reports WHERE id NOT IN \
+                 (SELECT id FROM reconcile_reports ORDER BY id DESC LIMIT ?1)",
+                [keep as i64],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn recent_reports(&self, limit: usize) -> Result<Vec<ReconcileReport>, StoreError> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT report FROM reconcile_reports ORDER BY id DESC LIMIT ?1")
+                .map_err(unavailable)?;
+            let rows: Vec<String> = st
+                .query_map([limit as i64], |r| r.get(0))
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)?;
+            // A report this version cannot read is skipped rather than failing the whole list.
+            Ok(rows
+                .iter()
+                .filter_map(|r| serde_json::from_str(r).ok())
+                .collect())
         })
         .await
     }

@@ -1,10 +1,13 @@
 //! `runvoyd`: the runvoy server.
 //!
 //! * `runvoyd serve`: the API, the event processor and the reconciler on one backend.
+//! * `runvoyd admin create EMAIL`: adds a user with a key to a deployed store.
 //! * `runvoyd supervise DIR`: the detached per-execution supervisor of the local backend
 //!   (started by `serve`, not by people).
 
+mod admin;
 mod serve;
+mod testclock;
 
 use std::path::PathBuf;
 
@@ -22,6 +25,9 @@ struct Cli {
 enum Command {
     /// Serve the API on a backend.
     Serve(serve::ServeArgs),
+    /// Manage users directly in the store (first admin of a deployed server).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Run one execution's supervisor (internal: started by `serve` on the local backend).
     #[command(hide = true)]
     Supervise {
@@ -40,5 +46,9 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(serve::serve(args)),
+        Command::Admin(cmd) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(admin::run(cmd)),
     }
 }

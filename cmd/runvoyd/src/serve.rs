@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use runvoy_api::AppState;
 use runvoy_api::auth::TokenSigner;
+use runvoy_api::serverlog::{ServerLogQueue, server_log_layer, write_server_logs};
 use runvoy_compute_local::{Bus, Isolation, LocalCompute, LocalComputeConfig, RecordFileSource};
 use runvoy_domain::clock::{Clock, SystemClock};
 use runvoy_domain::fault::{FaultyCompute, FaultyStore};
@@ -16,7 +17,8 @@ use runvoy_domain::hub::LogHub;
 use runvoy_domain::ports::{Compute, Store};
 use runvoy_domain::processor::Processor;
 use runvoy_domain::service::{Service, ServiceConfig};
-use runvoy_domain::{Role, User, auth};
+use runvoy_domain::users::server_created_user;
+use runvoy_domain::{Role, auth};
 use runvoy_store_sqlite::SqliteStore;
 
 /// Backends `serve` can run on.
@@ -95,21 +97,40 @@ pub struct ServeArgs {
     /// Do not write a CLI config file for the local user.
     #[arg(long, env = "RUNVOY_NO_CLIENT_CONFIG")]
     no_client_config: bool,
+    /// Failed authentications (bad key, bad WebSocket token, unknown claim token) allowed at
+    /// once from one client address before answering 429.
+    #[arg(long, env = "RUNVOY_AUTH_FAILURE_BURST", default_value_t = 20)]
+    auth_failure_burst: u32,
+    /// Failed authentications per minute one client address regains.
+    #[arg(long, env = "RUNVOY_AUTH_FAILURE_PER_MINUTE", default_value_t = 20)]
+    auth_failure_per_minute: u32,
+    /// Server log lines kept for `GET /trace/{request_id}` (the oldest are dropped).
+    #[arg(long, env = "RUNVOY_SERVER_LOG_KEEP", default_value_t = 200_000)]
+    server_log_keep: u64,
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stderr, and request-scoped events also to the server log store read by
+/// `GET /trace/{request_id}` (returned queue; see `runvoy_api::serverlog`).
+fn init_tracing(format: LogFormat) -> ServerLogQueue {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_env("RUNVOY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (server_logs, queue) = server_log_layer();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(server_logs);
     match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry
+            .with(fmt.json().flatten_event(true).with_current_span(true))
+            .init(),
     }
+    queue
 }
 
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
@@ -130,7 +151,7 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -158,7 +179,8 @@ fn token_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(k.to_vec())
 }
 
-/// Creates the first admin on an empty store; prints the key once and keeps it in `admin.key`.
+/// Creates the first admin on an empty store and keeps its key in `admin.key` (mode 0600). The
+/// key itself is never printed: the server's output ends up in logs.
 async fn bootstrap_admin(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -170,20 +192,19 @@ async fn bootstrap_admin(
     }
     let key = auth::new_api_key();
     store
-        .create_user(&User {
-            email: email.to_owned(),
-            role: Role::Admin,
-            key_hash: auth::hash_key(&key),
-            created_at_ms: clock.now_ms(),
-            revoked: false,
-            last_used_ms: None,
-        })
+        .create_user(&server_created_user(
+            email,
+            Role::Admin,
+            auth::hash_key(&key),
+            clock.now_ms(),
+        ))
         .await?;
     let p = data_dir.join("admin.key");
     write_private(&p, format!("{key}\n").as_bytes())
         .with_context(|| format!("writing {}", p.display()))?;
     eprintln!(
-        "runvoyd: created admin {email}; API key (shown once, also saved to {}):\n{key}",
+        "runvoyd: created admin {email}; its API key is in {} (read it with: cat {})",
+        p.display(),
         p.display()
     );
     Ok(Some(key))
@@ -191,14 +212,17 @@ async fn bootstrap_admin(
 
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+    let server_log_queue = init_tracing(args.log_format);
     let Backend::Local = args.backend;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
 
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = match crate::testclock::from_env()? {
+        Some(c) => c,
+        None => Arc::new(SystemClock),
+    };
     let mut store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&data_dir.join("runvoy.db")).context("opening the SQLite store")?,
     );
@@ -265,6 +289,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let admin_key =
         bootstrap_admin(store.as_ref(), clock.as_ref(), &args.admin_email, &data_dir).await?;
+    tokio::spawn(write_server_logs(
+        server_log_queue,
+        store.clone(),
+        args.server_log_keep,
+    ));
+    {
+        // Unclaimed users expire with their claim token.
+        let (store, clock) = (store.clone(), clock.clone());
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                t.tick().await;
+                match store.purge_unclaimed(clock.now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(users = n, "expired unclaimed users removed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not remove expired unclaimed users")
+                    }
+                }
+            }
+        });
+    }
 
     // Re-attach to executions that were running when runvoyd stopped, then settle the rest.
     for e in store.list_unsettled().await? {
@@ -349,7 +395,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "local".into(),
         args.public_url.clone(),
         shutdown_rx,
-    );
+    )
+    .with_auth_failure_limit(args.auth_failure_burst, args.auth_failure_per_minute);
     let app = runvoy_api::router(state);
     axum::serve(
         listener,

@@ -1,23 +1,33 @@
-//! Request ids, API-key authentication and WebSocket log tokens.
+//! Request ids, the access layer (API keys, roles, ownership, failed-auth rate limit) and
+//! WebSocket log tokens.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hmac::{Hmac, Mac};
+use runvoy_domain::User;
 use runvoy_domain::auth::{hash_key, new_request_id, valid_request_id};
 use runvoy_domain::service::Caller;
 use runvoy_proto::codes;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::policy::{self, Access, Grant, Resource};
 
 /// The request id of the current request (an extension set by [`request_id`]).
 #[derive(Debug, Clone)]
@@ -25,6 +35,9 @@ pub struct RequestId(pub String);
 
 /// Assigns a request id (the caller's `X-Request-Id` when well-formed), records it in the
 /// tracing span and returns it as `X-Request-Id`.
+///
+/// The span carries the route *template* (recorded by [`enforce`] once routed), never the raw
+/// URI: paths and queries can hold secrets (`/claim/{token}`, the WebSocket `?token=`).
 pub async fn request_id(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -34,7 +47,18 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = %req.uri().path(), user = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        route = tracing::field::Empty,
+        path = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
+    // Web app paths hold nothing secret and help when debugging; API paths are never recorded.
+    if !req.uri().path().starts_with("/api") {
+        span.record("path", req.uri().path());
+    }
     let mut resp = {
         use tracing::Instrument;
         next.run(req).instrument(span.clone()).await
@@ -52,6 +76,74 @@ pub struct LastUsed(Mutex<HashMap<String, i64>>);
 
 const LAST_USED_EVERY_MS: i64 = 60_000;
 
+/// The client's address (peer address of the connection), set by [`enforce`] for handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+/// What an owner-scoped grant lets the caller see, set by [`enforce`] for list handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything.
+    All,
+    /// Only the caller's own resources.
+    Own,
+}
+
+/// Per-address limit on failed authentications (wrong or revoked key, bad WebSocket token,
+/// unknown claim token). Successful requests are never limited, so a teammate behind the same
+/// NAT as a misconfigured script keeps working.
+pub struct AuthLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl AuthLimiter {
+    /// Allows `burst` failures at once, refilled at `per_minute` a minute.
+    pub fn new(burst: u32, per_minute: u32) -> Self {
+        let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
+        AuthLimiter {
+            limiter: RateLimiter::keyed(Quota::per_minute(nz(per_minute)).allow_burst(nz(burst))),
+        }
+    }
+
+    /// Records a failure from `ip`; returns how long to wait when it is over the limit.
+    pub fn failed(&self, ip: IpAddr) -> Option<Duration> {
+        if self.limiter.len() > 10_000 {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(&ip)
+            .err()
+            .map(|nu| nu.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+impl Default for AuthLimiter {
+    fn default() -> Self {
+        AuthLimiter::new(20, 20)
+    }
+}
+
+/// Turns an authentication failure into a 429 when `ip` has failed too often.
+pub(crate) fn auth_failure(st: &AppState, ip: IpAddr, err: ApiError) -> Response {
+    match st.auth_limiter.failed(ip) {
+        None => err.into_response(),
+        Some(wait) => {
+            let secs = wait.as_secs() + 1;
+            tracing::warn!(client = %ip, "too many failed authentications");
+            let mut r = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                "too many failed authentications from this address",
+            )
+            .details(format!("retry in {secs} s"))
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r
+        }
+    }
+}
+
 fn presented_key(req: &Request) -> Option<String> {
     let h = req.headers();
     if let Some(k) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
@@ -66,43 +158,136 @@ fn presented_key(req: &Request) -> Option<String> {
         .map(|k| k.trim().to_owned())
 }
 
-/// Authenticates `X-API-Key` / `Authorization: Bearer` and stores the [`Caller`] in the request.
-pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let rid = req
-        .extensions()
+/// True when `key` hashes to `stored`, compared in constant time. The store already looked the
+/// user up by this hash; this guards against any lookup that is not an exact match.
+fn key_matches(key: &str, stored: &str) -> bool {
+    hash_key(key).as_bytes().ct_eq(stored.as_bytes()).into()
+}
+
+/// The one access layer in front of every API handler: finds the matched route's [`Rule`] in
+/// the policy table, authenticates the API key when the rule needs one (reading the user from
+/// the store on every request, so revocations and role changes apply on the next request on
+/// every instance), checks the caller's role and ownership, and hands the handler the
+/// [`Caller`] and its [`Scope`]. A route without a rule is refused.
+pub async fn enforce(
+    State(st): State<AppState>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    parts.extensions.insert(ClientAddr(ip));
+    let span = tracing::Span::current();
+    let template = matched.as_ref().map(|m| m.as_str()).unwrap_or("");
+    span.record("route", template);
+    let Some(rule) = policy::lookup(parts.method.as_str(), template) else {
+        tracing::error!(method = %parts.method, route = template, "route has no access rule; refused");
+        return ApiError::forbidden("this route has no access rule").into_response();
+    };
+    let Access::Key(resource, _) = rule.access else {
+        // Public, or authenticated by its own token in the handler.
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+    let rid = parts
+        .extensions
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_else(new_request_id);
+    let user = match authenticate(&st, &parts, ip).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    span.record("user", user.email.as_str());
+    let scope = match rule.access.grant(user.role) {
+        Grant::Deny => {
+            return ApiError::forbidden(format!(
+                "the {} role may not {} {}",
+                user.role.as_str(),
+                parts.method,
+                template
+            ))
+            .into_response();
+        }
+        Grant::All => Scope::All,
+        Grant::Own => match resource {
+            Resource::None | Resource::ExecutionList => Scope::Own,
+            Resource::Execution => {
+                let id = match RawPathParams::from_request_parts(&mut parts, &()).await {
+                    Ok(p) => p
+                        .iter()
+                        .find(|(k, _)| *k == "id")
+                        .map(|(_, v)| v.to_owned())
+                        .unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                match st.service.get(&id).await {
+                    Ok(e) if e.created_by == user.email => Scope::Own,
+                    Ok(_) => {
+                        return ApiError::forbidden(
+                            "this execution belongs to another user; your role may only use your own",
+                        )
+                        .into_response();
+                    }
+                    Err(e) => return ApiError::from(e).into_response(),
+                }
+            }
+        },
+    };
+    parts.extensions.insert(scope);
+    parts.extensions.insert(Caller {
+        user,
+        request_id: rid,
+    });
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Checks the presented API key; answers 401 (or 429 after repeated failures) when it fails.
+async fn authenticate(st: &AppState, parts: &Parts, ip: IpAddr) -> Result<User, Response> {
+    let req = Request::from_parts(parts.clone(), axum::body::Body::empty());
     let Some(key) = presented_key(&req).filter(|k| !k.is_empty()) else {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHORIZED,
             "API key is required",
         )
         .details("send it as X-API-Key or Authorization: Bearer")
-        .into_response();
+        .into_response());
     };
     let user = match st.service.store.user_by_key_hash(&hash_key(&key)).await {
-        Ok(Some(u)) => u,
-        Ok(None) => {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                codes::INVALID_API_KEY,
-                "invalid API key",
-            )
-            .into_response();
+        Ok(Some(u)) if key_matches(&key, &u.key_hash) => u,
+        Ok(_) => {
+            tracing::info!("rejected an invalid API key");
+            return Err(auth_failure(
+                st,
+                ip,
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    codes::INVALID_API_KEY,
+                    "invalid API key",
+                ),
+            ));
         }
-        Err(e) => return ApiError::from(runvoy_domain::DomainError::Store(e)).into_response(),
+        Err(e) => {
+            return Err(ApiError::from(runvoy_domain::DomainError::Store(e)).into_response());
+        }
     };
     if user.revoked {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            codes::API_KEY_REVOKED,
-            "this API key was revoked",
-        )
-        .into_response();
+        tracing::info!(user = %user.email, "rejected a revoked API key");
+        return Err(auth_failure(
+            st,
+            ip,
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                codes::API_KEY_REVOKED,
+                "this API key was revoked",
+            ),
+        ));
     }
-    tracing::Span::current().record("user", user.email.as_str());
     let now = st.service.clock.now_ms();
     let touch = {
         let mut m = st.last_used.0.lock().expect("last_used");
@@ -120,11 +305,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
             let _ = store.touch_user(&email, now).await;
         });
     }
-    req.extensions_mut().insert(Caller {
-        user,
-        request_id: rid,
-    });
-    next.run(req).await
+    Ok(user)
 }
 
 /// Signs and checks short-lived WebSocket tokens bound to a user and an execution.

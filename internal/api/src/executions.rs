@@ -13,6 +13,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::AppState;
+use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 
@@ -56,6 +57,7 @@ pub(crate) async fn run(
     Json(req): Json<RunRequest>,
 ) -> Result<Response, ApiError> {
     let e = st.service.run(&caller, req).await?;
+    tracing::info!(execution_id = %e.id, image = %e.image, "execution started");
     let body = RunResponse {
         websocket_url: websocket_url(&st, &headers, &e.id, &caller.user.email),
         execution_id: e.id,
@@ -78,12 +80,14 @@ pub(crate) struct ListParams {
     cursor: Option<String>,
 }
 
-/// Lists executions, newest first.
+/// Lists executions, newest first (only the caller's own for developers and viewers).
 #[utoipa::path(get, path = "/api/v1/executions", params(ListParams),
     responses((status = 200, body = ExecutionList), (status = 400, body = runvoy_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn list(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<Scope>,
     Query(p): Query<ListParams>,
 ) -> Result<axum::Json<ExecutionList>, ApiError> {
     let limit = p.limit.unwrap_or(50);
@@ -114,7 +118,7 @@ pub(crate) async fn list(
     let q = ListQuery {
         limit,
         statuses,
-        created_by: None,
+        created_by: (scope == Scope::Own).then(|| caller.user.email.clone()),
         cursor: p.cursor,
     };
     let (rows, next) = st.service.list(&q).await?;
@@ -144,6 +148,7 @@ pub(crate) async fn kill(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    tracing::info!(execution_id = %id, "kill requested");
     match st.service.kill(&caller, &id).await? {
         KillOutcome::AlreadyTerminal => Ok(StatusCode::NO_CONTENT.into_response()),
         KillOutcome::Started => Ok(axum::Json(KillResponse {

@@ -9,22 +9,27 @@ mod executions;
 mod extract;
 mod health;
 mod openapi;
+pub mod policy;
+pub mod serverlog;
+mod trace;
+mod users;
 mod ws;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::{HeaderName, Method, StatusCode};
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use runvoy_domain::service::Service;
 use runvoy_proto::codes;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{LastUsed, TokenSigner};
+use crate::auth::{AuthLimiter, LastUsed, TokenSigner};
 use crate::error::ApiError;
 
 pub use openapi::ApiDoc;
@@ -41,6 +46,8 @@ pub struct AppState {
     pub tokens: Arc<TokenSigner>,
     /// `last_used` throttle.
     pub last_used: Arc<LastUsed>,
+    /// Per-address limit on failed authentications.
+    pub auth_limiter: Arc<AuthLimiter>,
     /// Server version.
     pub version: String,
     /// Backend name (`local`, `gcp`).
@@ -66,10 +73,17 @@ impl AppState {
             service,
             tokens: Arc::new(tokens),
             last_used: Arc::default(),
+            auth_limiter: Arc::default(),
             version,
             backend,
             public_url,
         }
+    }
+
+    /// Allows `burst` failed authentications per client address, refilled at `per_minute`.
+    pub fn with_auth_failure_limit(mut self, burst: u32, per_minute: u32) -> Self {
+        self.auth_limiter = Arc::new(AuthLimiter::new(burst, per_minute));
+        self
     }
 }
 
@@ -85,30 +99,60 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// One API route: method, template under `/api/v1`, handler.
+pub(crate) type ApiRoute = (&'static str, &'static str, MethodRouter<AppState>);
+
+fn route<H, T>(method: &'static str, path: &'static str, handler: H) -> ApiRoute
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let m = Method::from_bytes(method.as_bytes()).expect("valid method");
+    let filter = MethodFilter::try_from(m).expect("routable method");
+    (method, path, on(filter, handler))
+}
+
+/// Every API route. The router is built from this list only, and the policy test checks it
+/// against [`policy::POLICY`] rule by rule.
+pub(crate) fn api_routes() -> Vec<ApiRoute> {
+    vec![
+        route("GET", "/health", executions::health),
+        route("GET", "/openapi.json", openapi::serve),
+        route("GET", "/claim/{token}", users::claim),
+        route("GET", "/executions/{id}/logs/ws", ws::handler),
+        route("POST", "/run", executions::run),
+        route("GET", "/executions", executions::list),
+        route("GET", "/executions/{id}", executions::get),
+        route("DELETE", "/executions/{id}", executions::kill),
+        route("GET", "/executions/{id}/status", executions::get),
+        route("GET", "/executions/{id}/logs", executions::logs),
+        route("POST", "/health/reconcile", executions::reconcile),
+        route("GET", "/health/reports", health::reports),
+        route("GET", "/users", users::list),
+        route("GET", "/users/", users::list),
+        route("POST", "/users/create", users::create),
+        route("POST", "/users/revoke", users::revoke),
+        route("POST", "/users/set-role", users::set_role),
+        route("POST", "/users/rotate-key", users::rotate_key),
+        route("GET", "/trace/{request_id}", trace::get),
+    ]
+}
+
 /// Builds the application.
 pub fn router(state: AppState) -> Router {
-    let authed = Router::new()
-        .route("/run", post(executions::run))
-        .route("/executions", get(executions::list))
-        .route(
-            "/executions/{id}",
-            get(executions::get).delete(executions::kill),
-        )
-        .route("/executions/{id}/status", get(executions::get))
-        .route("/executions/{id}/logs", get(executions::logs))
-        .route("/health/reconcile", post(executions::reconcile))
-        .route("/health/reports", get(health::reports))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ));
-    let public = Router::new()
-        .route("/health", get(executions::health))
-        .route("/openapi.json", get(openapi::serve))
-        .route("/executions/{id}/logs/ws", get(ws::handler));
+    let mut routes = Router::new();
+    for (method, path, handler) in api_routes() {
+        // Fail at start-up rather than serve a route the policy does not know (which the access
+        // layer would refuse on every call anyway).
+        assert!(
+            policy::lookup(method, path).is_some(),
+            "{method} {path} has no access rule in policy::POLICY"
+        );
+        routes = routes.route(path, handler);
+    }
+    let routes = routes.route_layer(middleware::from_fn_with_state(state.clone(), auth::enforce));
     let api = Router::new()
-        .merge(authed)
-        .merge(public)
+        .merge(routes)
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

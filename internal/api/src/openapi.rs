@@ -18,6 +18,13 @@ use utoipa::{Modify, OpenApi};
         crate::executions::reconcile,
         crate::health::reports,
         crate::ws::handler,
+        crate::users::list,
+        crate::users::create,
+        crate::users::claim,
+        crate::users::revoke,
+        crate::users::set_role,
+        crate::users::rotate_key,
+        crate::trace::get,
     ),
     components(schemas(
         runvoy_proto::RunRequest, runvoy_proto::RunResponse, runvoy_proto::Execution,
@@ -26,6 +33,11 @@ use utoipa::{Modify, OpenApi};
         runvoy_proto::Status, runvoy_proto::record::Stream, runvoy_proto::ws::Disconnect,
         runvoy_proto::ReconcileReport, runvoy_proto::ReconcileIssue,
         runvoy_proto::ReconcileResponse, runvoy_proto::ReconcileReports,
+        runvoy_proto::User, runvoy_proto::UserList, runvoy_proto::CreateUserRequest,
+        runvoy_proto::CreateUserResponse, runvoy_proto::ClaimResponse,
+        runvoy_proto::RevokeUserRequest, runvoy_proto::SetRoleRequest,
+        runvoy_proto::UserChangeResponse, runvoy_proto::TraceResponse,
+        runvoy_proto::TraceLogLine, runvoy_proto::TraceResources,
     )),
     modifiers(&Security)
 )]

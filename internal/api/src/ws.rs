@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::AppState;
+use crate::auth::{ClientAddr, auth_failure};
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
 
@@ -37,6 +39,7 @@ const PING_EVERY: Duration = Duration::from_secs(20);
                (status = 401, body = runvoy_proto::ErrorBody), (status = 404, body = runvoy_proto::ErrorBody)))]
 pub(crate) async fn handler(
     State(st): State<AppState>,
+    Extension(ClientAddr(ip)): Extension<ClientAddr>,
     Path(id): Path<String>,
     Query(p): Query<WsParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -46,13 +49,26 @@ pub(crate) async fn handler(
     let token = p
         .token
         .ok_or_else(|| unauthorized("a token is required (take websocket_url from the API)"))?;
-    let email = st
-        .tokens
-        .verify(&token, &id, st.service.clock.now_ms())
-        .map_err(unauthorized)?;
+    let email = match st.tokens.verify(&token, &id, st.service.clock.now_ms()) {
+        Ok(e) => e,
+        Err(m) => {
+            tracing::info!(reason = m, "rejected a WebSocket token");
+            return Ok(auth_failure(&st, ip, unauthorized(m)));
+        }
+    };
+    // Read on every handshake: a token dies with its user's key.
     match st.service.store.user_by_email(&email).await {
-        Ok(Some(u)) if !u.revoked => {}
-        Ok(_) => return Err(unauthorized("the token's user is no longer valid")),
+        Ok(Some(u)) if !u.revoked => {
+            tracing::Span::current().record("user", u.email.as_str());
+        }
+        Ok(_) => {
+            tracing::info!(user = %email, "rejected a WebSocket token of a revoked user");
+            return Ok(auth_failure(
+                &st,
+                ip,
+                unauthorized("the token's user is no longer valid"),
+            ));
+        }
         Err(e) => return Err(runvoy_domain::DomainError::Store(e).into()),
     }
     let follower = st.service.follow(&id, p.after_seq.unwrap_or(0)).await?;

@@ -22,8 +22,9 @@ pub use error::ClientError;
 pub use follow::{FollowOptions, LogFollower};
 pub use runvoy_proto as proto;
 use runvoy_proto::{
-    Execution, ExecutionList, HealthResponse, KillResponse, LogsResponse, RunRequest, RunResponse,
-    Status,
+    ClaimResponse, CreateUserRequest, CreateUserResponse, Execution, ExecutionList, HealthResponse,
+    KillResponse, LogsResponse, RevokeUserRequest, RunRequest, RunResponse, SetRoleRequest, Status,
+    TraceResponse, UserChangeResponse, UserList,
 };
 
 /// Query of `GET /api/v1/executions`.
@@ -164,10 +165,72 @@ impl Client {
     }
 
     /// `GET /health/reports` (admin): the most recent sweep reports, newest first.
-    pub async fn reconcile_reports(&self) -> Result<Vec<runvoy_proto::ReconcileReport>, ClientError> {
-        let r: runvoy_proto::ReconcileReports =
-            self.send(self.http.get(self.url("health/reports")?)).await?;
+    pub async fn reconcile_reports(
+        &self,
+    ) -> Result<Vec<runvoy_proto::ReconcileReport>, ClientError> {
+        let r: runvoy_proto::ReconcileReports = self
+            .send(self.http.get(self.url("health/reports")?))
+            .await?;
         Ok(r.reports)
+    }
+
+    /// `GET /users` (admin, operator): every user, sorted by email.
+    pub async fn list_users(&self) -> Result<UserList, ClientError> {
+        self.send(self.http.get(self.url("users")?)).await
+    }
+
+    /// `POST /users/create` (admin): a pending user and its one-time claim token.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        role: &str,
+    ) -> Result<CreateUserResponse, ClientError> {
+        let body = CreateUserRequest {
+            email: email.to_owned(),
+            role: role.to_owned(),
+        };
+        self.send(self.http.post(self.url("users/create")?).json(&body))
+            .await
+    }
+
+    /// `POST /users/revoke` (admin): the user's key stops working at once.
+    pub async fn revoke_user(&self, email: &str) -> Result<UserChangeResponse, ClientError> {
+        let body = RevokeUserRequest {
+            email: email.to_owned(),
+        };
+        self.send(self.http.post(self.url("users/revoke")?).json(&body))
+            .await
+    }
+
+    /// `POST /users/set-role` (admin): effective from the user's next request.
+    pub async fn set_user_role(
+        &self,
+        email: &str,
+        role: &str,
+    ) -> Result<UserChangeResponse, ClientError> {
+        let body = SetRoleRequest {
+            email: email.to_owned(),
+            role: role.to_owned(),
+        };
+        self.send(self.http.post(self.url("users/set-role")?).json(&body))
+            .await
+    }
+
+    /// `POST /users/rotate-key`: a new key for the caller; this client's key stops working.
+    pub async fn rotate_key(&self) -> Result<ClaimResponse, ClientError> {
+        self.send(self.http.post(self.url("users/rotate-key")?))
+            .await
+    }
+
+    /// `GET /trace/{request_id}` (admin): what a request touched and its server log lines.
+    pub async fn trace(&self, request_id: &str) -> Result<TraceResponse, ClientError> {
+        let mut url = self.api.clone();
+        url.path_segments_mut()
+            .map_err(|_| ClientError::InvalidInput("base URL cannot have a path".into()))?
+            .pop_if_empty()
+            .push("trace")
+            .push(request_id);
+        self.send(self.http.get(url)).await
     }
 
     /// Follows the logs of `id` over the WebSocket from record `after_seq + 1`. Nothing is
@@ -222,6 +285,28 @@ fn strip_empty_query(url: &mut Url) {
     if url.query() == Some("") {
         url.set_query(None);
     }
+}
+
+/// `GET /api/v1/claim/{token}` on `base_url` (no API key needed): the new API key, once.
+pub async fn claim(base_url: &str, token: &str) -> Result<ClaimResponse, ClientError> {
+    let mut url = api_base(base_url)?;
+    url.path_segments_mut()
+        .map_err(|_| ClientError::InvalidInput("base URL cannot have a path".into()))?
+        .pop_if_empty()
+        .push("claim")
+        .push(token.trim());
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("runvoy-client/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| ClientError::InvalidInput(error::full_chain(&e)))?;
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(ClientError::from_reqwest)?;
+    decode(resp).await
 }
 
 /// Normalises a user-supplied server URL to its `/api/v1/` root.

@@ -24,6 +24,7 @@ pub mod processor;
 pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod users;
 
 pub use error::DomainError;
 pub use event::Event;

@@ -218,6 +218,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, most privileged first.
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Developer, Role::Viewer];
+
     /// Lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -254,6 +257,15 @@ pub struct User {
     pub revoked: bool,
     /// Last time the key was used (coarse).
     pub last_used_ms: Option<i64>,
+    /// Until when an unclaimed user may claim its key (epoch ms); `None` once the key exists.
+    /// Unclaimed users cannot authenticate (their `key_hash` matches no key) and expire.
+    pub claim_expires_at_ms: Option<i64>,
+    /// Email of the user who created this one (`runvoyd` for users created on the server).
+    pub created_by: String,
+    /// Request that created it.
+    pub created_by_request_id: String,
+    /// Last request that changed it.
+    pub modified_by_request_id: String,
 }
 
 /// A new random execution id: 32 lowercase hex characters.

@@ -44,6 +44,69 @@ pub struct LogStats {
     pub contiguous: u64,
 }
 
+/// A pending claim: the hash of a one-time token that turns an unclaimed user into one with a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// SHA-256 of the claim token, hex (the token itself is never stored).
+    pub token_hash: String,
+    /// The unclaimed user.
+    pub email: String,
+    /// When it was issued.
+    pub created_at_ms: i64,
+    /// When it stops working.
+    pub expires_at_ms: i64,
+}
+
+/// Result of [`Store::redeem_claim`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    /// The key was set; the user as stored now.
+    Claimed(User),
+    /// The token was already used.
+    AlreadyClaimed,
+    /// Unknown or expired token (or its user is gone or revoked).
+    NotFound,
+}
+
+/// One change to a user, applied atomically by [`Store::update_user`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    /// Sets the role.
+    Role(crate::model::Role),
+    /// Revokes the key for good.
+    Revoke,
+    /// Replaces the key of an active, claimed user.
+    KeyHash(String),
+}
+
+/// Result of [`Store::update_user`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserUpdate {
+    /// Applied; the user as stored now.
+    Updated(User),
+    /// No such user, or the change does not apply to it (revoked, or unclaimed for a key).
+    NotFound,
+    /// Refused: no active admin would remain.
+    LastAdmin,
+}
+
+/// One server log line kept for `GET /trace/{request_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLogLine {
+    /// Epoch ms of the event.
+    pub ts_ms: i64,
+    /// Request the event belongs to.
+    pub request_id: String,
+    /// The whole line, a JSON object.
+    pub line: String,
+}
+
+fn unsupported<T>(what: &str) -> Result<T, StoreError> {
+    Err(StoreError::Unavailable(format!(
+        "{what} is not supported by this store"
+    )))
+}
+
 /// Durable metadata and logs.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -86,6 +149,71 @@ pub trait Store: Send + Sync + 'static {
     async fn count_users(&self) -> Result<u64, StoreError>;
     /// Records that a user's key was used (callers throttle this).
     async fn touch_user(&self, email: &str, at_ms: i64) -> Result<(), StoreError>;
+    /// Every user, sorted by email.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        unsupported("listing users")
+    }
+    /// Inserts an unclaimed user and its claim together; `AlreadyExists` when the email is taken.
+    async fn create_user_with_claim(&self, u: &User, claim: &Claim) -> Result<(), StoreError> {
+        let _ = (u, claim);
+        unsupported("creating users with a claim")
+    }
+    /// Atomically uses a claim: when `token_hash` is known, unused and not expired at `now_ms`,
+    /// marks it used and gives its user the key `key_hash`.
+    async fn redeem_claim(
+        &self,
+        token_hash: &str,
+        key_hash: &str,
+        now_ms: i64,
+        request_id: &str,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let _ = (token_hash, key_hash, now_ms, request_id);
+        unsupported("claiming keys")
+    }
+    /// Applies one change to a user atomically, refusing any that would leave no active admin.
+    async fn update_user(
+        &self,
+        email: &str,
+        change: &UserChange,
+        request_id: &str,
+    ) -> Result<UserUpdate, StoreError> {
+        let _ = (email, change, request_id);
+        unsupported("changing users")
+    }
+    /// Deletes users whose claim expired before `now_ms` unclaimed, and old used claims.
+    /// Returns how many users were deleted.
+    async fn purge_unclaimed(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let _ = now_ms;
+        Ok(0)
+    }
+    /// Users created or last changed by a request.
+    async fn users_by_request(&self, request_id: &str) -> Result<Vec<User>, StoreError> {
+        let _ = request_id;
+        Ok(Vec::new())
+    }
+    /// Executions created or last changed by a request.
+    async fn executions_by_request(&self, request_id: &str) -> Result<Vec<Execution>, StoreError> {
+        let _ = request_id;
+        Ok(Vec::new())
+    }
+    /// Appends server log lines, then drops all but the newest `keep`.
+    async fn append_server_logs(
+        &self,
+        lines: &[ServerLogLine],
+        keep: u64,
+    ) -> Result<(), StoreError> {
+        let _ = (lines, keep);
+        Ok(())
+    }
+    /// The server log lines of a request, oldest first, at most `limit`.
+    async fn server_logs(
+        &self,
+        request_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ServerLogLine>, StoreError> {
+        let _ = (request_id, limit);
+        Ok(Vec::new())
+    }
     /// Keeps a reconcile sweep report, dropping all but the newest `keep`. The default keeps
     /// nothing (stores without report history).
     async fn save_report(&self, report: &ReconcileReport, keep: usize) -> Result<(), StoreError> {

@@ -242,6 +242,149 @@ pub struct HealthResponse {
     pub provider: String,
 }
 
+/// A user as the API shows it (never with a key or key hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct User {
+    /// Email, unique, lower-case.
+    pub email: String,
+    /// `admin`, `operator`, `developer` or `viewer`.
+    pub role: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// True once the key was revoked.
+    pub revoked: bool,
+    /// `pending` (key not claimed yet), `active` or `revoked`.
+    pub status: String,
+    /// RFC 3339 time the key was last used (coarse, about a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<String>,
+    /// RFC 3339 time the claim token expires, while the user is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_expires_at: Option<String>,
+    /// Who created the user.
+    #[serde(default)]
+    pub created_by: String,
+    /// Request that created it.
+    #[serde(default)]
+    pub created_by_request_id: String,
+    /// Last request that changed it.
+    #[serde(default)]
+    pub modified_by_request_id: String,
+}
+
+/// `GET /api/v1/users` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserList {
+    /// Sorted by email.
+    pub users: Vec<User>,
+}
+
+/// `POST /api/v1/users/create` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    /// The new user's email.
+    pub email: String,
+    /// `admin`, `operator`, `developer` or `viewer`.
+    pub role: String,
+}
+
+/// `POST /api/v1/users/create` answer (201).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateUserResponse {
+    /// The new (pending) user.
+    pub user: User,
+    /// One-time token for `GET /api/v1/claim/{token}`; valid 15 minutes, shown only here.
+    pub claim_token: String,
+}
+
+/// `GET /api/v1/claim/{token}` answer; also `POST /api/v1/users/rotate-key`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimResponse {
+    /// The API key; shown only in this answer.
+    pub api_key: String,
+    /// Whose key it is.
+    pub user_email: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// `POST /api/v1/users/revoke` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RevokeUserRequest {
+    /// The user to revoke.
+    pub email: String,
+}
+
+/// `POST /api/v1/users/set-role` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetRoleRequest {
+    /// The user to change.
+    pub email: String,
+    /// The new role.
+    pub role: String,
+}
+
+/// Answer of `POST /api/v1/users/revoke` and `POST /api/v1/users/set-role`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserChangeResponse {
+    /// Human message.
+    pub message: String,
+    /// The user's email.
+    pub email: String,
+    /// The user as stored now.
+    pub user: User,
+}
+
+/// One server log line of a traced request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TraceLogLine {
+    /// Epoch milliseconds.
+    pub timestamp: i64,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    /// The log message.
+    pub message: String,
+    /// The whole structured line (time, level, message, request_id, user, route and fields).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub fields: serde_json::Value,
+}
+
+/// Records a request created or changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TraceResources {
+    /// Executions.
+    #[serde(default)]
+    pub executions: Vec<Execution>,
+    /// Users.
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+/// `GET /api/v1/trace/{request_id}` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TraceResponse {
+    /// The traced request id.
+    pub request_id: String,
+    /// The server's log lines carrying the id, oldest first.
+    pub logs: Vec<TraceLogLine>,
+    /// Records the request created or last changed.
+    pub related_resources: TraceResources,
+}
+
 /// Error body of every non-2xx answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use runvoy_domain::ports::{ListQuery, LogStats, Store, StoreError};
+use runvoy_domain::ports::{
+    Claim, ClaimOutcome, ListQuery, LogStats, ServerLogLine, Store, StoreError, UserChange,
+    UserUpdate,
+};
 use runvoy_domain::{Execution, LogRecord, Role, Status, Stream, User};
 use runvoy_proto::ReconcileReport;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -57,11 +60,55 @@ CREATE TABLE IF NOT EXISTS users (
     revoked INTEGER NOT NULL DEFAULT 0,
     last_used_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS claims (
+    token_hash TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    claimed_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS claims_by_email ON claims (email);
+CREATE TABLE IF NOT EXISTS server_logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ms INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS server_logs_by_request ON server_logs (request_id, id);
 CREATE TABLE IF NOT EXISTS reconcile_reports (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     report TEXT NOT NULL
 );
 ";
+
+/// Columns added to `users` after its first version, added to older databases on open.
+const USER_COLUMNS_ADDED: &[(&str, &str)] = &[
+    ("claim_expires_at_ms", "INTEGER"),
+    ("created_by", "TEXT NOT NULL DEFAULT ''"),
+    ("created_by_request_id", "TEXT NOT NULL DEFAULT ''"),
+    ("modified_by_request_id", "TEXT NOT NULL DEFAULT ''"),
+];
+
+fn migrate_users(c: &Connection) -> Result<(), StoreError> {
+    let have: Vec<String> = c
+        .prepare("SELECT name FROM pragma_table_info('users')")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(unavailable)?;
+    for (name, ty) in USER_COLUMNS_ADDED {
+        if !have.iter().any(|h| h == name) {
+            c.execute_batch(&format!("ALTER TABLE users ADD COLUMN {name} {ty}"))
+                .map_err(unavailable)?;
+        }
+    }
+    c.execute_batch(
+        "CREATE INDEX IF NOT EXISTS users_by_created_request ON users (created_by_request_id);
+         CREATE INDEX IF NOT EXISTS users_by_modified_request ON users (modified_by_request_id);",
+    )
+    .map_err(unavailable)
+}
+
+/// Used claims are kept this long (so a second use answers 409), then deleted.
+const USED_CLAIM_KEEP_MS: i64 = 24 * 3600 * 1000;
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -91,6 +138,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let w = open(path)?;
         w.execute_batch(SCHEMA).map_err(unavailable)?;
+        migrate_users(&w)?;
         let readers = (0..READERS)
             .map(|_| open(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -159,6 +207,9 @@ fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<Execution> {
     })
 }
 
+const USER_COLS: &str = "email, role, key_hash, created_at_ms, revoked, last_used_ms, \
+    claim_expires_at_ms, created_by, created_by_request_id, modified_by_request_id";
+
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     let role: String = r.get(1)?;
     Ok(User {
@@ -168,7 +219,57 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         created_at_ms: r.get(3)?,
         revoked: r.get(4)?,
         last_used_ms: r.get(5)?,
+        claim_expires_at_ms: r.get(6)?,
+        created_by: r.get(7)?,
+        created_by_request_id: r.get(8)?,
+        modified_by_request_id: r.get(9)?,
     })
+}
+
+fn insert_user(c: &Connection, u: &User) -> Result<(), StoreError> {
+    c.execute(
+        &format!("INSERT INTO users ({USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+        params![
+            u.email,
+            u.role.as_str(),
+            u.key_hash,
+            u.created_at_ms,
+            u.revoked,
+            u.last_used_ms,
+            u.claim_expires_at_ms,
+            u.created_by,
+            u.created_by_request_id,
+            u.modified_by_request_id
+        ],
+    )
+    .map_err(|err| {
+        if is_constraint(&err) {
+            StoreError::AlreadyExists(u.email.clone())
+        } else {
+            unavailable(err)
+        }
+    })?;
+    Ok(())
+}
+
+fn get_user(c: &Connection, email: &str) -> Result<Option<User>, StoreError> {
+    c.query_row(
+        &format!("SELECT {USER_COLS} FROM users WHERE email = ?1"),
+        [email],
+        user_from_row,
+    )
+    .optional()
+    .map_err(unavailable)
+}
+
+fn active_admins(c: &Connection) -> Result<i64, StoreError> {
+    c.query_row(
+        "SELECT COUNT(*) FROM users WHERE role = 'admin' AND revoked = 0 \
+         AND claim_expires_at_ms IS NULL",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(unavailable)
 }
 
 fn stream_code(s: Stream) -> i64 {
@@ -411,22 +512,14 @@ impl Store for SqliteStore {
 
     async fn create_user(&self, u: &User) -> Result<(), StoreError> {
         let u = u.clone();
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO users (email, role, key_hash, created_at_ms, revoked, last_used_ms) VALUES (?1,?2,?3,?4,?5,?6)",
-                params![u.email, u.role.as_str(), u.key_hash, u.created_at_ms, u.revoked, u.last_used_ms],
-            )
-            .map_err(|err| if is_constraint(&err) { StoreError::AlreadyExists(u.email.clone()) } else { unavailable(err) })?;
-            Ok(())
-        })
-        .await
+        self.write(move |c| insert_user(c, &u)).await
     }
 
     async fn user_by_key_hash(&self, key_hash: &str) -> Result<Option<User>, StoreError> {
         let h = key_hash.to_owned();
         self.read(move |c| {
             c.query_row(
-                "SELECT email, role, key_hash, created_at_ms, revoked, last_used_ms FROM users WHERE key_hash = ?1",
+                &format!("SELECT {USER_COLS} FROM users WHERE key_hash = ?1"),
                 [h],
                 user_from_row,
             )
@@ -438,16 +531,7 @@ impl Store for SqliteStore {
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         let e = email.to_owned();
-        self.read(move |c| {
-            c.query_row(
-                "SELECT email, role, key_hash, created_at_ms, revoked, last_used_ms FROM users WHERE email = ?1",
-                [e],
-                user_from_row,
-            )
-            .optional()
-            .map_err(unavailable)
-        })
-        .await
+        self.read(move |c| get_user(c, &e)).await
     }
 
     async fn count_users(&self) -> Result<u64, StoreError> {
@@ -468,6 +552,244 @@ impl Store for SqliteStore {
             )
             .map_err(unavailable)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(&format!("SELECT {USER_COLS} FROM users ORDER BY email"))
+                .map_err(unavailable)?;
+            st.query_map([], user_from_row)
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_user_with_claim(&self, u: &User, claim: &Claim) -> Result<(), StoreError> {
+        let (u, claim) = (u.clone(), claim.clone());
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            insert_user(&tx, &u)?;
+            tx.execute(
+                "INSERT INTO claims (token_hash, email, created_at_ms, expires_at_ms) VALUES (?1,?2,?3,?4)",
+                params![claim.token_hash, claim.email, claim.created_at_ms, claim.expires_at_ms],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn redeem_claim(
+        &self,
+        token_hash: &str,
+        key_hash: &str,
+        now_ms: i64,
+        request_id: &str,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let (t, k, rid) = (
+            token_hash.to_owned(),
+            key_hash.to_owned(),
+            request_id.to_owned(),
+        );
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let row: Option<(String, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT email, expires_at_ms, claimed_at_ms FROM claims WHERE token_hash = ?1",
+                    [&t],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            let Some((email, expires, claimed)) = row else {
+                return Ok(ClaimOutcome::NotFound);
+            };
+            if claimed.is_some() {
+                return Ok(ClaimOutcome::AlreadyClaimed);
+            }
+            if expires < now_ms {
+                return Ok(ClaimOutcome::NotFound);
+            }
+            let n = tx
+                .execute(
+                    "UPDATE users SET key_hash = ?2, claim_expires_at_ms = NULL, \
+                     modified_by_request_id = ?3 WHERE email = ?1 AND revoked = 0 \
+                     AND claim_expires_at_ms IS NOT NULL",
+                    params![email, k, rid],
+                )
+                .map_err(unavailable)?;
+            if n != 1 {
+                return Ok(ClaimOutcome::NotFound);
+            }
+            tx.execute(
+                "UPDATE claims SET claimed_at_ms = ?2 WHERE token_hash = ?1",
+                params![t, now_ms],
+            )
+            .map_err(unavailable)?;
+            let u = get_user(&tx, &email)?.ok_or_else(|| unavailable("claimed user vanished"))?;
+            tx.commit().map_err(unavailable)?;
+            Ok(ClaimOutcome::Claimed(u))
+        })
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        email: &str,
+        change: &UserChange,
+        request_id: &str,
+    ) -> Result<UserUpdate, StoreError> {
+        let (email, change, rid) = (email.to_owned(), change.clone(), request_id.to_owned());
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let n = match &change {
+                UserChange::Role(r) => tx.execute(
+                    "UPDATE users SET role = ?2, modified_by_request_id = ?3 \
+                     WHERE email = ?1 AND revoked = 0",
+                    params![email, r.as_str(), rid],
+                ),
+                UserChange::Revoke => tx.execute(
+                    "UPDATE users SET revoked = 1, modified_by_request_id = ?2 WHERE email = ?1",
+                    params![email, rid],
+                ),
+                UserChange::KeyHash(h) => tx.execute(
+                    "UPDATE users SET key_hash = ?2, modified_by_request_id = ?3 \
+                     WHERE email = ?1 AND revoked = 0 AND claim_expires_at_ms IS NULL",
+                    params![email, h, rid],
+                ),
+            }
+            .map_err(unavailable)?;
+            if n != 1 {
+                return Ok(UserUpdate::NotFound);
+            }
+            // Checked inside the transaction: two concurrent demotions cannot both pass.
+            if active_admins(&tx)? == 0 {
+                return Ok(UserUpdate::LastAdmin); // dropping `tx` rolls back
+            }
+            let u = get_user(&tx, &email)?.ok_or_else(|| unavailable("updated user vanished"))?;
+            tx.commit().map_err(unavailable)?;
+            Ok(UserUpdate::Updated(u))
+        })
+        .await
+    }
+
+    async fn purge_unclaimed(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM users WHERE claim_expires_at_ms IS NOT NULL AND claim_expires_at_ms < ?1",
+                    [now_ms],
+                )
+                .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM claims WHERE (claimed_at_ms IS NULL AND expires_at_ms < ?1) \
+                 OR claimed_at_ms < ?2",
+                params![now_ms, now_ms - USED_CLAIM_KEEP_MS],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn users_by_request(&self, request_id: &str) -> Result<Vec<User>, StoreError> {
+        let rid = request_id.to_owned();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLS} FROM users WHERE created_by_request_id = ?1 \
+                     OR modified_by_request_id = ?1 ORDER BY email"
+                ))
+                .map_err(unavailable)?;
+            st.query_map([rid], user_from_row)
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn executions_by_request(&self, request_id: &str) -> Result<Vec<Execution>, StoreError> {
+        let rid = request_id.to_owned();
+        self.read(move |c| {
+            // A full scan: traces are rare admin queries, and this keeps the executions table
+            // free of indexes that every write would pay for.
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {EXEC_COLS} FROM executions WHERE created_by_request_id = ?1 \
+                     OR modified_by_request_id = ?1 ORDER BY created_at_ms DESC LIMIT 1000"
+                ))
+                .map_err(unavailable)?;
+            st.query_map([rid], exec_from_row)
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn append_server_logs(
+        &self,
+        lines: &[ServerLogLine],
+        keep: u64,
+    ) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let lines = lines.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO server_logs (ts_ms, request_id, line) VALUES (?1,?2,?3)",
+                    )
+                    .map_err(unavailable)?;
+                for l in &lines {
+                    st.execute(params![l.ts_ms, l.request_id, l.line])
+                        .map_err(unavailable)?;
+                }
+            }
+            tx.execute(
+                "DELETE FROM server_logs WHERE id <= (SELECT MAX(id) FROM server_logs) - ?1",
+                [keep as i64],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn server_logs(
+        &self,
+        request_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ServerLogLine>, StoreError> {
+        let rid = request_id.to_owned();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT ts_ms, request_id, line FROM server_logs WHERE request_id = ?1 \
+                     ORDER BY id LIMIT ?2",
+                )
+                .map_err(unavailable)?;
+            st.query_map(params![rid, limit as i64], |r| {
+                Ok(ServerLogLine {
+                    ts_ms: r.get(0)?,
+                    request_id: r.get(1)?,
+                    line: r.get(2)?,
+                })
+            })
+            .map_err(unavailable)?
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
         })
         .await
     }

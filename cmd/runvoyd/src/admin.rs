@@ -1,0 +1,65 @@
+//! `runvoyd admin create EMAIL`: adds an admin (or another role) to a deployed store and prints
+//! its API key once. Works while `runvoyd serve` runs on the same data dir (SQLite WAL).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use runvoy_domain::clock::{Clock, SystemClock};
+use runvoy_domain::ports::{Store, StoreError};
+use runvoy_domain::users::{checked_email, parse_role, server_created_user};
+use runvoy_domain::{DomainError, auth};
+use runvoy_store_sqlite::SqliteStore;
+
+/// `runvoyd admin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user with a key right away (no claim step) and print the key once on stdout.
+    Create(CreateArgs),
+}
+
+/// Arguments of `runvoyd admin create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The user's email.
+    email: String,
+    /// Role: admin, operator, developer or viewer.
+    #[arg(long, default_value = "admin")]
+    role: String,
+    /// The server's data directory.
+    #[arg(long, env = "RUNVOY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// Runs an admin subcommand.
+pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
+    let AdminCommand::Create(a) = cmd;
+    let email = checked_email(&a.email).map_err(domain)?;
+    let role = parse_role(&a.role).map_err(domain)?;
+    let data_dir = a.data_dir.unwrap_or_else(crate::serve::default_data_dir);
+    let db = data_dir.join("runvoy.db");
+    if !db.exists() {
+        bail!(
+            "no runvoy store at {} (start `runvoyd serve` once, or pass --data-dir)",
+            db.display()
+        );
+    }
+    let store = SqliteStore::open(&db).context("opening the SQLite store")?;
+    let key = auth::new_api_key();
+    let user = server_created_user(&email, role, auth::hash_key(&key), SystemClock.now_ms());
+    match store.create_user(&user).await {
+        Ok(()) => {}
+        Err(StoreError::AlreadyExists(_)) => bail!("user {email} already exists"),
+        Err(e) => return Err(e).context("creating the user"),
+    }
+    eprintln!(
+        "runvoyd: created {} {email}; its API key (shown only now):",
+        role.as_str()
+    );
+    println!("{key}");
+    Ok(())
+}
+
+fn domain(e: DomainError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}

@@ -178,7 +178,8 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
         .stderr(side_log)
         .spawn()?;
     let code = wait(&mut sidecar, grace, |c| {
-        signal(c.id() as i32, libc::SIGTERM)
+        signal(c.id() as i32, libc::SIGTERM);
+        true
     });
     let mut x = ExitFile {
         sidecar_exit_code: Some(code),
@@ -225,14 +226,22 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
         let root = c.id() as i32;
         match isolation {
             // The runner is inside bubblewrap's pid namespace: signal it by its host pid.
+            // Right after the spawn it may not have exec'd yet: then nothing is signalled and
+            // `wait` tries again.
             Isolation::Bwrap => {
+                let mut found = false;
                 for p in descendants(root) {
                     if comm(p) == "runvoy-runner" {
                         signal(p, libc::SIGTERM);
+                        found = true;
                     }
                 }
+                found
             }
-            Isolation::Process => signal(root, libc::SIGTERM),
+            Isolation::Process => {
+                signal(root, libc::SIGTERM);
+                true
+            }
         }
     });
     x.runner_exit_code = Some(code);
@@ -245,10 +254,12 @@ fn signal(pid: i32, sig: libc::c_int) {
     unsafe { libc::kill(pid, sig) };
 }
 
-/// Waits for `child`; on a stop request calls `stop` once, then SIGKILLs after the grace period
-/// plus a margin for the runner to write its final record.
-fn wait(child: &mut Child, grace: Duration, stop: impl Fn(&Child)) -> i32 {
+/// Waits for `child`; on a stop request calls `stop` until it reports that it signalled the
+/// target, then SIGKILLs after the grace period plus a margin for the runner to write its final
+/// record.
+fn wait(child: &mut Child, grace: Duration, stop: impl Fn(&Child) -> bool) -> i32 {
     let mut stop_at: Option<Instant> = None;
+    let mut signalled = false;
     loop {
         match child.try_wait() {
             Ok(Some(st)) => return exit_code(st),
@@ -256,11 +267,11 @@ fn wait(child: &mut Child, grace: Duration, stop: impl Fn(&Child)) -> i32 {
             Err(_) => return 1,
         }
         if STOP.load(Ordering::SeqCst) {
+            if !signalled {
+                signalled = stop(child);
+            }
             match stop_at {
-                None => {
-                    stop(child);
-                    stop_at = Some(Instant::now());
-                }
+                None => stop_at = Some(Instant::now()),
                 Some(t) if t.elapsed() > grace + Duration::from_secs(5) => {
                     let _ = child.kill();
                 }

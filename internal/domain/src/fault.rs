@@ -18,7 +18,10 @@ use async_trait::async_trait;
 use runvoy_proto::ReconcileReport;
 
 use crate::model::{Execution, JobSpec, LogRecord, User};
-use crate::ports::{Compute, ComputeError, ComputeState, ListQuery, LogStats, Store, StoreError};
+use crate::ports::{
+    Claim, ClaimOutcome, Compute, ComputeError, ComputeState, ListQuery, LogStats, ServerLogLine,
+    Store, StoreError, UserChange, UserUpdate,
+};
 
 /// File whose presence takes the store down.
 pub const STORE_DOWN: &str = "store-down";
@@ -113,6 +116,64 @@ impl Store for FaultyStore {
     async fn touch_user(&self, email: &str, at_ms: i64) -> Result<(), StoreError> {
         self.check()?;
         self.inner.touch_user(email, at_ms).await
+    }
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.check()?;
+        self.inner.list_users().await
+    }
+    async fn create_user_with_claim(&self, u: &User, claim: &Claim) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create_user_with_claim(u, claim).await
+    }
+    async fn redeem_claim(
+        &self,
+        token_hash: &str,
+        key_hash: &str,
+        now_ms: i64,
+        request_id: &str,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.check()?;
+        self.inner
+            .redeem_claim(token_hash, key_hash, now_ms, request_id)
+            .await
+    }
+    async fn update_user(
+        &self,
+        email: &str,
+        change: &UserChange,
+        request_id: &str,
+    ) -> Result<UserUpdate, StoreError> {
+        self.check()?;
+        self.inner.update_user(email, change, request_id).await
+    }
+    async fn purge_unclaimed(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.purge_unclaimed(now_ms).await
+    }
+    async fn users_by_request(&self, request_id: &str) -> Result<Vec<User>, StoreError> {
+        self.check()?;
+        self.inner.users_by_request(request_id).await
+    }
+    async fn executions_by_request(&self, request_id: &str) -> Result<Vec<Execution>, StoreError> {
+        self.check()?;
+        self.inner.executions_by_request(request_id).await
+    }
+    async fn append_server_logs(
+        &self,
+        lines: &[ServerLogLine],
+        keep: u64,
+    ) -> Result<(), StoreError> {
+        // Server log lines are written while the store is down too; failing them would only
+        // lose diagnostics, so they pass through.
+        self.inner.append_server_logs(lines, keep).await
+    }
+    async fn server_logs(
+        &self,
+        request_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ServerLogLine>, StoreError> {
+        self.check()?;
+        self.inner.server_logs(request_id, limit).await
     }
     async fn save_report(&self, report: &ReconcileReport, keep: usize) -> Result<(), StoreError> {
         self.check()?;

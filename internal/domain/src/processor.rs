@@ -481,6 +481,18 @@ impl Processor {
                 .push(issue("warning", kind, &e.id, action, message));
         }
         self.housekeeping(&unsettled, now, &mut report).await;
+        // Expired claims (and the unclaimed users they were for). WebSocket tokens are
+        // stateless HMAC tokens: nothing stored, nothing to purge.
+        match self.store.purge_unclaimed(now).await {
+            Ok(n) => report.purged += n,
+            Err(err) => report.issues.push(issue(
+                "error",
+                "users",
+                "",
+                "reported",
+                format!("could not purge expired claims: {err}"),
+            )),
+        }
         report.error_count = report
             .issues
             .iter()

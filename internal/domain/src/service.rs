@@ -68,16 +68,14 @@ fn validate_run(req: &RunRequest) -> Result<(), DomainError> {
     if req.command.contains('\0') {
         return bad("command must not contain NUL bytes".into());
     }
-    if let Some(img) = &req.image {
-        if img.trim().is_empty()
+    if let Some(img) = &req.image
+        && (img.trim().is_empty()
             || img.len() > 256
-            || img.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return bad(
-                "image must be a non-empty reference without whitespace, at most 256 characters"
-                    .into(),
-            );
-        }
+            || img.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return bad(
+            "image must be a non-empty reference without whitespace, at most 256 characters".into(),
+        );
     }
     if req.env.len() > MAX_ENV_VARS {
         return bad(format!("at most {MAX_ENV_VARS} env variables are allowed"));
@@ -99,12 +97,12 @@ fn validate_run(req: &RunRequest) -> Result<(), DomainError> {
     if size > MAX_ENV_BYTES {
         return bad(format!("env is larger than {MAX_ENV_BYTES} bytes"));
     }
-    if let Some(t) = req.timeout {
-        if t == 0 || t > MAX_TIMEOUT_SECS {
-            return bad(format!(
-                "timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds"
-            ));
-        }
+    if let Some(t) = req.timeout
+        && (t == 0 || t > MAX_TIMEOUT_SECS)
+    {
+        return bad(format!(
+            "timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds"
+        ));
     }
     Ok(())
 }

@@ -19,6 +19,17 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 const READERS: usize = 4;
 
+/// Rows per multi-row log insert (6 parameters each, well under SQLite's parameter limit).
+const ROWS_PER_INSERT: usize = 128;
+
+static MULTI_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let row = "(?,?,?,?,?,?)";
+    format!(
+        "INSERT OR IGNORE INTO logs (exec_id, seq, stream, ts_ms, data, eol) VALUES {}",
+        vec![row; ROWS_PER_INSERT].join(",")
+    )
+});
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS executions (
     id TEXT PRIMARY KEY,
@@ -422,14 +433,27 @@ impl Store for SqliteStore {
         let id = execution_id.to_owned();
         let records = records.to_vec();
         self.write(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+let tx = c.transaction().map_err(unavailable)?;
+            // Multi-row statements: per-statement overhead dominates for short lines.
+            let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
+            {
+                let mut st = tx.prepare_cached(&MULTI_INSERT).map_err(unavailable)?;
+                for chunk in &mut chunks {
+                    let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(ROWS_PER_INSERT * 6);
+                    let keys: Vec<(i64, i64)> = chunk.iter().map(|r| (r.seq as i64, stream_code(r.stream))).collect();
+                    for (r, k) in chunk.iter().zip(&keys) {
+                        args.extend_from_slice(&[&id, &k.0, &k.1, &r.ts_ms, &r.data, &r.eol]);
+                    }
+                    st.execute(&*args).map_err(unavailable)?;
+                }
+            }
             {
                 let mut st = tx
                     .prepare_cached(
                         "INSERT OR IGNORE INTO logs (exec_id, seq, stream, ts_ms, data, eol) VALUES (?1,?2,?3,?4,?5,?6)",
                     )
                     .map_err(unavailable)?;
-                for r in &records {
+                for r in chunks.remainder() {
                     st.execute(params![id, r.seq as i64, stream_code(r.stream), r.ts_ms, r.data, r.eol])
                         .map_err(unavailable)?;
                 }

@@ -34,6 +34,11 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
         Cmd::Kill { id } => kill(&client(&overrides)?, &id, ui).await,
         Cmd::List(a) => list(&client(&overrides)?, a, ui).await,
         Cmd::Health(h) => crate::health::run(&client(&overrides)?, h, ui).await,
+        Cmd::Users(u) => crate::users::run(&overrides, u, ui).await,
+        Cmd::Claim { token } => crate::users::claim(&overrides, &token, ui).await,
+        Cmd::Trace { request_id, output } => {
+            crate::users::trace(&client(&overrides)?, &request_id, output).await
+        }
     }
 }
 

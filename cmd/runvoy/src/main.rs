@@ -8,6 +8,7 @@ mod commands;
 mod health;
 mod stream;
 mod ui;
+mod users;
 mod util;
 
 use std::process::ExitCode;
@@ -58,6 +59,22 @@ pub enum Cmd {
     /// The reconciler: run a sweep now, or show recent sweep reports (admin).
     #[command(subcommand)]
     Health(health::HealthCmd),
+    /// Manage users and API keys: create, list, revoke, set-role, rotate-key.
+    #[command(subcommand)]
+    Users(users::UsersCmd),
+    /// Redeem a claim token from your admin and save the API key to the config file.
+    Claim {
+        /// The one-time claim token.
+        token: String,
+    },
+    /// Show what a request did: the records it touched and its server log lines (admin).
+    Trace {
+        /// The request id (X-Request-Id, also printed in the runner banner).
+        request_id: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Show the CLI and server versions.
     Version,
     /// Print a shell completion script.

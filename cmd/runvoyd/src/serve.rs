@@ -166,12 +166,11 @@ pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// The signing key for WebSocket tokens, kept in the data dir so tokens survive a restart.
 fn token_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let p = data_dir.join("token.key");
-    if let Ok(k) = std::fs::read_to_string(&p) {
-        if let Ok(b) = hex::decode(k.trim()) {
-            if b.len() >= 32 {
-                return Ok(b);
-            }
-        }
+    if let Ok(k) = std::fs::read_to_string(&p)
+        && let Ok(b) = hex::decode(k.trim())
+        && b.len() >= 32
+    {
+        return Ok(b);
     }
     let k: [u8; 32] = rand::random();
     write_private(&p, hex::encode(k).as_bytes())
@@ -372,18 +371,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
 
-    if !args.no_client_config {
-        if let Some(key) = admin_key {
-            let cfg = runvoy_client::config::Config {
-                api_endpoint: url.clone(),
-                api_key: key,
-                web_url: url.clone(),
-            };
-            match cfg.write_if_missing(None) {
-                Ok(Some(p)) => eprintln!("runvoyd: wrote CLI config {}", p.display()),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "could not write the CLI config"),
-            }
+    if !args.no_client_config
+        && let Some(key) = admin_key
+    {
+        let cfg = runvoy_client::config::Config {
+            api_endpoint: url.clone(),
+            api_key: key,
+            web_url: url.clone(),
+        };
+        match cfg.write_if_missing(None) {
+            Ok(Some(p)) => eprintln!("runvoyd: wrote CLI config {}", p.display()),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not write the CLI config"),
         }
     }
 

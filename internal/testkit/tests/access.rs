@@ -741,3 +741,142 @@ async fn trace_shows_what_a_request_touched_and_its_log_lines() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_creates_claims_lists_rotates_and_traces() {
+    let s = TestServer::start();
+    let out = s
+        .runvoy()
+        .args(["users", "create", "cli@example.com", "--role", "developer"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("rvc_"), "{token}");
+
+    // The new user has no config yet: `claim` writes it.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    let user_cli = || {
+        let mut c = std::process::Command::new(runvoy_testkit::bin("runvoy"));
+        c.env("RUNVOY_CONFIG", &cfg)
+            .env_remove("RUNVOY_API_URL")
+            .env_remove("RUNVOY_API_KEY")
+            .env("NO_COLOR", "1");
+        c
+    };
+    let out = user_cli()
+        .args(["claim", &token, "--api-url", &s.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("api_key: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(key.starts_with("rvk_"));
+    let out = user_cli().args(["claim", &token]).output().unwrap();
+    assert!(!out.status.success(), "a token works once");
+
+    let out = user_cli().args(["list"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = user_cli().args(["users", "list"]).output().unwrap();
+    assert!(!out.status.success(), "developers cannot list users");
+
+    let out = user_cli().args(["users", "rotate-key"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "the key went to the config file, not the terminal"
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let new_key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("api_key: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(new_key, key);
+    assert_eq!(
+        call(&s, "GET", "/executions", Some(&key), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(user_cli().args(["list"]).output().unwrap().status.success());
+
+    let out = s
+        .runvoy()
+        .args(["users", "set-role", "cli@example.com", "viewer"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = s.runvoy().args(["users", "list"]).output().unwrap();
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        list.lines().any(|l| l.starts_with("cli@example.com")
+            && l.contains("viewer")
+            && l.contains("active")),
+        "{list}"
+    );
+    let out = s
+        .runvoy()
+        .args(["users", "revoke", "cli@example.com"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !user_cli().args(["list"]).output().unwrap().status.success(),
+        "revoked"
+    );
+
+    let a = call_with(
+        &s,
+        "GET",
+        "/executions",
+        Some(&s.admin_key),
+        None,
+        &[("x-request-id", "cli-trace-01")],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = s.runvoy().args(["trace", "cli-trace-01"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("request done"));
+
+    for secret in [&token, &key, &new_key] {
+        assert!(!s.log().contains(secret.as_str()));
+    }
+}

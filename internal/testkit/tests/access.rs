@@ -880,3 +880,70 @@ async fn cli_creates_claims_lists_rotates_and_traces() {
         assert!(!s.log().contains(secret.as_str()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runvoyd_admin_create_adds_a_user_to_a_running_server() {
+    let s = TestServer::start();
+    let out = std::process::Command::new(runvoy_testkit::bin("runvoyd"))
+        .args([
+            "admin",
+            "create",
+            "Ops@Example.com",
+            "--role",
+            "operator",
+            "--data-dir",
+        ])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("rvk_"), "{key}");
+    assert_eq!(
+        call(&s, "GET", "/users", Some(&key), None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/users/create",
+            Some(&key),
+            Some(json!({"email": "x@y.z", "role": "viewer"}))
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let again = std::process::Command::new(runvoy_testkit::bin("runvoyd"))
+        .args(["admin", "create", "ops@example.com", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "an existing user is refused");
+    assert!(!s.log().contains(&key));
+}
+
+#[test]
+fn the_test_clock_needs_both_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(runvoy_testkit::bin("runvoyd"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-client-config",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUNVOY_TEST_CLOCK_OFFSET_FILE", dir.path().join("offset"))
+        .env_remove("RUNVOY_ALLOW_TEST_CLOCK")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be set together"));
+}

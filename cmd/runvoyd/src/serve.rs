@@ -123,8 +123,12 @@ fn init_tracing(format: LogFormat) -> ServerLogQueue {
         .with(server_logs);
     match format {
         LogFormat::Text => registry.with(fmt).init(),
+        // Cloud Logging's structured format: severity, message, time, fields at the top level.
         LogFormat::Json => registry
-            .with(fmt.json().flatten_event(true).with_current_span(true))
+            .with(
+                fmt.fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(crate::logfmt::CloudLogging),
+            )
             .init(),
     }
     queue
@@ -179,7 +183,8 @@ fn token_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Creates the first admin on an empty store and keeps its key in `admin.key` (mode 0600). The
-/// key itself is never printed: the server's output ends up in logs.
+/// key is printed once, and only to a terminal: redirected output ends up in log files, which
+/// must never hold a key.
 async fn bootstrap_admin(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -201,11 +206,19 @@ async fn bootstrap_admin(
     let p = data_dir.join("admin.key");
     write_private(&p, format!("{key}\n").as_bytes())
         .with_context(|| format!("writing {}", p.display()))?;
-    eprintln!(
-        "runvoyd: created admin {email}; its API key is in {} (read it with: cat {})",
-        p.display(),
-        p.display()
-    );
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "runvoyd: created admin {email}; API key (shown once, also saved to {}):\n{key}",
+            p.display()
+        );
+    } else {
+        eprintln!(
+            "runvoyd: created admin {email}; its API key is in {} (read it with: cat {})",
+            p.display(),
+            p.display()
+        );
+    }
     Ok(Some(key))
 }
 

@@ -61,10 +61,10 @@ where
         // Span fields first (outermost to innermost), so event fields win on a name clash.
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
-                if let Some(f) = span.extensions().get::<FormattedFields<JsonFields>>() {
-                    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(f) {
-                        m.extend(o);
-                    }
+                if let Some(f) = span.extensions().get::<FormattedFields<JsonFields>>()
+                    && let Ok(Value::Object(o)) = serde_json::from_str::<Value>(f)
+                {
+                    m.extend(o);
                 }
             }
         }

@@ -22,7 +22,11 @@ pub fn bin_dir() -> PathBuf {
 /// Path of a built binary; panics with a helpful message when it is missing.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --bins` (or `make test`) first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --bins` (or `make test`) first",
+        p.display()
+    );
     p
 }
 
@@ -46,14 +50,20 @@ impl TestServer {
 
     /// Starts a server with extra `serve` arguments and environment variables.
     pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> TestServer {
-        let dir = tempfile::Builder::new().prefix("runvoy-test").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("runvoy-test")
+            .tempdir()
+            .expect("temp dir");
         let mut s = TestServer {
             url: String::new(),
             admin_key: String::new(),
             dir,
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
-            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn();
         s.admin_key = std::fs::read_to_string(s.data_dir().join("admin.key"))
@@ -81,7 +91,13 @@ impl TestServer {
             .arg("serve")
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen", "127.0.0.1:0", "--no-client-config", "--log-format", "json"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--no-client-config",
+                "--log-format",
+                "json",
+            ])
             .args(&self.extra_args)
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUNVOY_LOG", "info")
@@ -93,16 +109,20 @@ impl TestServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(raw) = std::fs::read(data.join("server.json")) {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw) {
-                    self.url = v["url"].as_str().expect("url").to_owned();
-                    return;
-                }
+            if let Ok(raw) = std::fs::read(data.join("server.json"))
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw)
+            {
+                self.url = v["url"].as_str().expect("url").to_owned();
+                return;
             }
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("runvoyd exited early ({st}); log:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "runvoyd did not start; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "runvoyd did not start; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -174,7 +194,11 @@ impl TestServer {
                 if e.status.is_terminal() && e.logs_complete {
                     return e;
                 }
-                assert!(Instant::now() < deadline, "execution {id} not settled in time: {e:?}\nlog:\n{}", self.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "execution {id} not settled in time: {e:?}\nlog:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -186,7 +210,10 @@ impl TestServer {
         let mut out = Vec::new();
         let mut after = 0;
         loop {
-            let page = c.logs_page(id, after, Some(10_000)).await.expect("logs page");
+            let page = c
+                .logs_page(id, after, Some(10_000))
+                .await
+                .expect("logs page");
             if let Some(l) = page.events.last() {
                 after = l.seq;
             }
@@ -200,17 +227,22 @@ impl TestServer {
 
 /// Stops every supervisor under a data dir (executions outlive runvoyd by design; tests clean up).
 fn kill_supervisors(data: &Path) {
-    let Ok(rd) = std::fs::read_dir(data.join("executions")) else { return };
+    let Ok(rd) = std::fs::read_dir(data.join("executions")) else {
+        return;
+    };
     for e in rd.flatten() {
         if e.path().join("exit.json").exists() {
             continue;
         }
-        if let Ok(s) = std::fs::read_to_string(e.path().join("supervisor.pid")) {
-            if let Some(pid) = s.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
-                // SAFETY: SIGKILL to a supervisor this test started; bubblewrap's
-                // --die-with-parent takes the sandbox down with it.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        if let Ok(s) = std::fs::read_to_string(e.path().join("supervisor.pid"))
+            && let Some(pid) = s
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: SIGKILL to a supervisor this test started; bubblewrap's
+            // --die-with-parent takes the sandbox down with it.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }

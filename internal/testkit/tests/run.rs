@@ -15,11 +15,20 @@ fn server() -> TestServer {
 }
 
 fn local(cmd: &str) -> Output {
-    Command::new("/bin/sh").arg("-c").arg(cmd).stdin(Stdio::null()).output().expect("sh")
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh")
 }
 
 fn remote(s: &TestServer, args: &[&str]) -> Output {
-    s.runvoy().args(args).stdin(Stdio::null()).output().expect("runvoy")
+    s.runvoy()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runvoy")
 }
 
 fn run_q(s: &TestServer, cmd: &str) -> Output {
@@ -44,21 +53,54 @@ async fn output_is_byte_identical_to_running_locally() {
     for cmd in cases {
         let want = local(cmd);
         let got = run_q(&s, cmd);
-        assert_eq!(got.status.code(), want.status.code(), "exit code of {cmd:?}: {}", String::from_utf8_lossy(&got.stderr));
-        assert!(got.stdout == want.stdout, "stdout of {cmd:?} differs ({} vs {} bytes)", got.stdout.len(), want.stdout.len());
-        assert!(got.stderr == want.stderr, "stderr of {cmd:?} differs: {:?} vs {:?}", String::from_utf8_lossy(&got.stderr), String::from_utf8_lossy(&want.stderr));
+        assert_eq!(
+            got.status.code(),
+            want.status.code(),
+            "exit code of {cmd:?}: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert!(
+            got.stdout == want.stdout,
+            "stdout of {cmd:?} differs ({} vs {} bytes)",
+            got.stdout.len(),
+            want.stdout.len()
+        );
+        assert!(
+            got.stderr == want.stderr,
+            "stderr of {cmd:?} differs: {:?} vs {:?}",
+            String::from_utf8_lossy(&got.stderr),
+            String::from_utf8_lossy(&want.stderr)
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_exit_codes_are_returned() {
     let s = server();
-    for (cmd, code) in [("exit 0", 0), ("exit 1", 1), ("exit 42", 42), ("kill -9 $$", 137)] {
+    for (cmd, code) in [
+        ("exit 0", 0),
+        ("exit 1", 1),
+        ("exit 42", 42),
+        ("kill -9 $$", 137),
+    ] {
         let out = run_q(&s, cmd);
-        assert_eq!(out.status.code(), Some(code), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let list = s.client().list_executions(&Default::default()).await.unwrap();
-    let codes: HashSet<_> = list.executions.iter().map(|e| (e.status, e.exit_code)).collect();
+    let list = s
+        .client()
+        .list_executions(&Default::default())
+        .await
+        .unwrap();
+    let codes: HashSet<_> = list
+        .executions
+        .iter()
+        .map(|e| (e.status, e.exit_code))
+        .collect();
     assert!(codes.contains(&(Status::Succeeded, Some(0))));
     assert!(codes.contains(&(Status::Failed, Some(42))));
     assert!(codes.contains(&(Status::Failed, Some(137))));
@@ -67,8 +109,20 @@ async fn remote_exit_codes_are_returned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_stops_the_command_and_marks_it_stopped() {
     let s = server();
-    let out = remote(&s, &["run", "--detach", "--", "echo started; trap 'echo got term; exit 7' TERM; sleep 60 & wait"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = remote(
+        &s,
+        &[
+            "run",
+            "--detach",
+            "--",
+            "echo started; trap 'echo got term; exit 7' TERM; sleep 60 & wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     // Wait until it runs, then kill through the CLI.
     let c = s.client();
@@ -83,7 +137,12 @@ async fn kill_stops_the_command_and_marks_it_stopped() {
     let e = s.wait_settled(&id, Duration::from_secs(30)).await;
     assert_eq!(e.status, Status::Stopped);
     assert_eq!(e.exit_code, Some(7));
-    let text: Vec<String> = s.all_logs(&id).await.into_iter().map(|l| l.message).collect();
+    let text: Vec<String> = s
+        .all_logs(&id)
+        .await
+        .into_iter()
+        .map(|l| l.message)
+        .collect();
     assert!(text.contains(&"got term".to_string()), "{text:?}");
     // Killing again: already terminal → 204, the CLI says so and succeeds.
     let again = remote(&s, &["kill", &id]);
@@ -93,10 +152,19 @@ async fn kill_stops_the_command_and_marks_it_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let s = server();
-    let r = s.client().run(&RunRequest { command: "trap '' TERM; sleep 60".into(), ..Default::default() }).await.unwrap();
+    let r = s
+        .client()
+        .run(&RunRequest {
+            command: "trap '' TERM; sleep 60".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.client().kill(&r.execution_id).await.unwrap();
-    let e = s.wait_settled(&r.execution_id, Duration::from_secs(30)).await;
+    let e = s
+        .wait_settled(&r.execution_id, Duration::from_secs(30))
+        .await;
     assert_eq!(e.status, Status::Stopped);
     assert_eq!(e.exit_code, Some(137));
 }
@@ -104,10 +172,29 @@ async fn a_command_that_ignores_sigterm_is_killed_after_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_fires_and_the_cli_exits_124() {
     let s = server();
-    let out = remote(&s, &["run", "-q", "--timeout", "1s", "--", "echo before; sleep 30; echo after"]);
-    assert_eq!(out.status.code(), Some(124), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = remote(
+        &s,
+        &[
+            "run",
+            "-q",
+            "--timeout",
+            "1s",
+            "--",
+            "echo before; sleep 30; echo after",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"before\n");
-    let list = s.client().list_executions(&Default::default()).await.unwrap();
+    let list = s
+        .client()
+        .list_executions(&Default::default())
+        .await
+        .unwrap();
     let e = &list.executions[0];
     assert_eq!(e.status, Status::Failed);
     assert!(e.timed_out);
@@ -136,8 +223,13 @@ fn runvoy_domain_id(id: &str) -> bool {
 }
 
 /// Reads log frames from a WebSocket URL until `stop_after` records or the disconnect frame.
-async fn read_ws(url: &str, stop_after: Option<usize>) -> (Vec<u64>, Option<runvoy_proto::ws::Disconnect>) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+async fn read_ws(
+    url: &str,
+    stop_after: Option<usize>,
+) -> (Vec<u64>, Option<runvoy_proto::ws::Disconnect>) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
     let mut seqs = Vec::new();
     while let Some(msg) = ws.next().await {
         match msg.expect("ws frame") {
@@ -162,23 +254,43 @@ async fn websocket_client_resumes_without_gap_or_duplicate() {
     let s = server();
     let c = s.client();
     let r = c
-        .run(&RunRequest { command: "for i in $(seq 1 300); do echo $i; sleep 0.005; done".into(), ..Default::default() })
+        .run(&RunRequest {
+            command: "for i in $(seq 1 300); do echo $i; sleep 0.005; done".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut seen: Vec<u64> = Vec::new();
     let mut url = r.websocket_url.clone();
     let mut disconnect = None;
     for round in 0..50 {
-        let (seqs, d) = read_ws(&format!("{url}&after_seq={}", seen.last().copied().unwrap_or(0)), Some(40 + round)).await;
+        let (seqs, d) = read_ws(
+            &format!("{url}&after_seq={}", seen.last().copied().unwrap_or(0)),
+            Some(40 + round),
+        )
+        .await;
         seen.extend(seqs);
         if d.is_some() {
             disconnect = d;
             break;
         }
         // A fresh token for the next connection, as a client would get it.
-        url = c.logs_page(&r.execution_id, 0, Some(1)).await.unwrap().websocket_url;
-        if s.client().get_execution(&r.execution_id).await.unwrap().logs_complete {
-            let (rest, d) = read_ws(&format!("{url}&after_seq={}", seen.last().copied().unwrap_or(0)), None).await;
+        url = c
+            .logs_page(&r.execution_id, 0, Some(1))
+            .await
+            .unwrap()
+            .websocket_url;
+        if s.client()
+            .get_execution(&r.execution_id)
+            .await
+            .unwrap()
+            .logs_complete
+        {
+            let (rest, d) = read_ws(
+                &format!("{url}&after_seq={}", seen.last().copied().unwrap_or(0)),
+                None,
+            )
+            .await;
             seen.extend(rest);
             disconnect = d;
             break;
@@ -194,9 +306,18 @@ async fn websocket_client_resumes_without_gap_or_duplicate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_with_bad_token_is_refused_at_handshake() {
     let s = server();
-    let r = s.client().run(&RunRequest { command: "echo x".into(), ..Default::default() }).await.unwrap();
+    let r = s
+        .client()
+        .run(&RunRequest {
+            command: "echo x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let bad = r.websocket_url.replace("token=", "token=AAAA");
-    let err = tokio_tungstenite::connect_async(bad).await.expect_err("must be refused");
+    let err = tokio_tungstenite::connect_async(bad)
+        .await
+        .expect_err("must be refused");
     match err {
         tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 401),
         other => panic!("unexpected {other:?}"),
@@ -212,7 +333,16 @@ async fn fifty_concurrent_executions_keep_every_line_exactly_once() {
     let mut ids = Vec::new();
     for i in 0..50 {
         let cmd = format!("for j in $(seq 1 200); do echo {i}-$j; done; echo {i}-err >&2");
-        ids.push((i, c.run(&RunRequest { command: cmd, ..Default::default() }).await.unwrap().execution_id));
+        ids.push((
+            i,
+            c.run(&RunRequest {
+                command: cmd,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .execution_id,
+        ));
     }
     for (i, id) in &ids {
         let e = s.wait_settled(id, Duration::from_secs(120)).await;
@@ -220,10 +350,19 @@ async fn fifty_concurrent_executions_keep_every_line_exactly_once() {
         let logs = s.all_logs(id).await;
         let seqs: Vec<u64> = logs.iter().map(|l| l.seq).collect();
         assert_eq!(seqs, (1..=logs.len() as u64).collect::<Vec<_>>());
-        let out: Vec<&str> = logs.iter().filter(|l| l.stream == runvoy_proto::record::Stream::Stdout).map(|l| l.message.as_str()).collect();
+        let out: Vec<&str> = logs
+            .iter()
+            .filter(|l| l.stream == runvoy_proto::record::Stream::Stdout)
+            .map(|l| l.message.as_str())
+            .collect();
         let want: Vec<String> = (1..=200).map(|j| format!("{i}-{j}")).collect();
         assert_eq!(out, want);
-        assert_eq!(logs.iter().filter(|l| l.message == format!("{i}-err")).count(), 1);
+        assert_eq!(
+            logs.iter()
+                .filter(|l| l.message == format!("{i}-err"))
+                .count(),
+            1
+        );
     }
 }
 
@@ -232,45 +371,128 @@ async fn client_mistakes_get_clear_4xx_and_change_nothing() {
     let s = server();
     let http = reqwest::Client::new();
     let api = format!("{}/api/v1", s.url);
-    let count = || async { s.client().list_executions(&Default::default()).await.unwrap().executions.len() };
+    let count = || async {
+        s.client()
+            .list_executions(&Default::default())
+            .await
+            .unwrap()
+            .executions
+            .len()
+    };
     let before = count().await;
 
-    let r = http.get(format!("{api}/executions/0123456789abcdef0123456789abcdef")).header("X-API-Key", &s.admin_key).send().await.unwrap();
+    let r = http
+        .get(format!("{api}/executions/0123456789abcdef0123456789abcdef"))
+        .header("X-API-Key", &s.admin_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "NOT_FOUND");
 
-    for bad in ["{", "{\"command\": 5}", "[]", "{\"command\":\"x\",\"bogus\":1}", "{\"command\":\"  \"}", "{\"command\":\"x\",\"timeout\":-1}", "{\"command\":\"x\",\"env\":{\"1BAD\":\"v\"}}"] {
-        let r = http.post(format!("{api}/run")).header("X-API-Key", &s.admin_key).header("content-type", "application/json").body(bad).send().await.unwrap();
+    for bad in [
+        "{",
+        "{\"command\": 5}",
+        "[]",
+        "{\"command\":\"x\",\"bogus\":1}",
+        "{\"command\":\"  \"}",
+        "{\"command\":\"x\",\"timeout\":-1}",
+        "{\"command\":\"x\",\"env\":{\"1BAD\":\"v\"}}",
+    ] {
+        let r = http
+            .post(format!("{api}/run"))
+            .header("X-API-Key", &s.admin_key)
+            .header("content-type", "application/json")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "{bad}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["code"], "INVALID_REQUEST", "{bad}");
         assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    let r = http.post(format!("{api}/run")).header("X-API-Key", &s.admin_key).body("{\"command\":\"x\"}").send().await.unwrap();
+    let r = http
+        .post(format!("{api}/run"))
+        .header("X-API-Key", &s.admin_key)
+        .body("{\"command\":\"x\"}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
 
-    let r = http.post(format!("{api}/run")).header("content-type", "application/json").body("{\"command\":\"echo\"}").send().await.unwrap();
+    let r = http
+        .post(format!("{api}/run"))
+        .header("content-type", "application/json")
+        .body("{\"command\":\"echo\"}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "UNAUTHORIZED");
-    let r = http.post(format!("{api}/run")).header("X-API-Key", "rvk_wrong").header("content-type", "application/json").body("{\"command\":\"echo\"}").send().await.unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "UNAUTHORIZED"
+    );
+    let r = http
+        .post(format!("{api}/run"))
+        .header("X-API-Key", "rvk_wrong")
+        .header("content-type", "application/json")
+        .body("{\"command\":\"echo\"}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "INVALID_API_KEY");
-    let r = http.get(format!("{api}/executions?limit=0")).header("Authorization", format!("Bearer {}", s.admin_key)).send().await.unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "INVALID_API_KEY"
+    );
+    let r = http
+        .get(format!("{api}/executions?limit=0"))
+        .header("Authorization", format!("Bearer {}", s.admin_key))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = http.get(format!("{api}/executions?status=BOGUS")).header("X-API-Key", &s.admin_key).send().await.unwrap();
+    let r = http
+        .get(format!("{api}/executions?status=BOGUS"))
+        .header("X-API-Key", &s.admin_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = http.get(format!("{api}/nope")).header("X-API-Key", &s.admin_key).send().await.unwrap();
+    let r = http
+        .get(format!("{api}/nope"))
+        .header("X-API-Key", &s.admin_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     assert_eq!(count().await, before, "rejected requests wrote nothing");
-    assert!(!s.data_dir().join("executions").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false));
+    assert!(
+        !s.data_dir()
+            .join("executions")
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    );
 
     // The CLI turns errors into exit code 125 with a message.
-    let out = s.runvoy().env("RUNVOY_API_KEY", "rvk_wrong").args(["run", "--", "echo"]).output().unwrap();
+    let out = s
+        .runvoy()
+        .env("RUNVOY_API_KEY", "rvk_wrong")
+        .args(["run", "--", "echo"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_API_KEY"));
-    let out = s.runvoy().env("RUNVOY_API_URL", "http://127.0.0.1:1").args(["status", "0123456789abcdef0123456789abcdef"]).output().unwrap();
+    let out = s
+        .runvoy()
+        .env("RUNVOY_API_URL", "http://127.0.0.1:1")
+        .args(["status", "0123456789abcdef0123456789abcdef"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(125));
 }
 
@@ -280,14 +502,26 @@ async fn list_pages_newest_first_and_openapi_is_served() {
     let c = s.client();
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(c.run(&RunRequest { command: format!("exit {i}"), ..Default::default() }).await.unwrap().execution_id);
+        ids.push(
+            c.run(&RunRequest {
+                command: format!("exit {i}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .execution_id,
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
         let page = c
-            .list_executions(&runvoy_client::ListQuery { limit: Some(2), status: vec![], cursor: cursor.clone() })
+            .list_executions(&runvoy_client::ListQuery {
+                limit: Some(2),
+                status: vec![],
+                cursor: cursor.clone(),
+            })
             .await
             .unwrap();
         seen.extend(page.executions.into_iter().map(|e| e.execution_id));
@@ -298,8 +532,18 @@ async fn list_pages_newest_first_and_openapi_is_served() {
     }
     ids.reverse();
     assert_eq!(seen, ids);
-    let doc: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", s.url)).await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["paths"]["/api/v1/run"]["post"].is_object());
-    let h: serde_json::Value = reqwest::get(format!("{}/api/v1/health", s.url)).await.unwrap().json().await.unwrap();
+    let h: serde_json::Value = reqwest::get(format!("{}/api/v1/health", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["backend"], "local");
 }

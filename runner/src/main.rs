@@ -165,7 +165,13 @@ fn spawn(config: &Config) -> Result<std::process::Child, String> {
             let mut set = std::mem::zeroed::<libc::sigset_t>();
             libc::sigemptyset(&mut set);
             libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            for sig in [libc::SIGPIPE, libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGCHLD] {
+            for sig in [
+                libc::SIGPIPE,
+                libc::SIGTERM,
+                libc::SIGINT,
+                libc::SIGQUIT,
+                libc::SIGCHLD,
+            ] {
                 libc::signal(sig, libc::SIG_DFL);
             }
             Ok(())

@@ -387,7 +387,10 @@ fn a_command_can_trap_sigterm_on_kill() {
     let child = Command::new(env!("CARGO_BIN_EXE_runvoy-runner"))
         .env("RUNVOY_EXECUTION_ID", "trap")
         .env("RUNVOY_KILL_GRACE_SECONDS", "10")
-        .env("RUNVOY_COMMAND", "trap 'echo got term; exit 7' TERM; echo ready; sleep 60 & wait")
+        .env(
+            "RUNVOY_COMMAND",
+            "trap 'echo got term; exit 7' TERM; echo ready; sleep 60 & wait",
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

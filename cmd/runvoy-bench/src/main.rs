@@ -69,7 +69,10 @@ fn rss_peak_kib(pid: u32) -> Option<u64> {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 #[tokio::main]
@@ -84,9 +87,22 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
         .and_then(|v| v["pid"].as_u64())
         .unwrap_or(0) as u32;
-    let isolation = if s.log().contains("bubblewrap (new pid") { "bubblewrap" } else { "process group" };
-    println!("runvoy-bench: runvoyd {} (local backend, isolation: {isolation})", s.url);
-    println!("machine: {} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), cpu_model());
+    let isolation = if s.log().contains("bubblewrap (new pid") {
+        "bubblewrap"
+    } else {
+        "process group"
+    };
+    println!(
+        "runvoy-bench: runvoyd {} (local backend, isolation: {isolation})",
+        s.url
+    );
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        cpu_model()
+    );
     println!();
 
     // Launch overhead.
@@ -99,8 +115,18 @@ async fn main() -> anyhow::Result<()> {
         rv.push(time(c)?);
     }
     let (b, r) = (median(&mut base) * 1e3, median(&mut rv) * 1e3);
-    println!("{:<44} {:>12} {:>12} {:>10}", "benchmark", "sh -c", "runvoy", "ratio");
-    println!("{:<44} {:>9.2} ms {:>9.2} ms {:>9.1}x   overhead {:.1} ms (goal <= 25 ms)", format!("launch `true` (median of {})", a.launches), b, r, r / b, r - b);
+    println!(
+        "{:<44} {:>12} {:>12} {:>10}",
+        "benchmark", "sh -c", "runvoy", "ratio"
+    );
+    println!(
+        "{:<44} {:>9.2} ms {:>9.2} ms {:>9.1}x   overhead {:.1} ms (goal <= 25 ms)",
+        format!("launch `true` (median of {})", a.launches),
+        b,
+        r,
+        r / b,
+        r - b
+    );
 
     // Throughput through the CLI, every record persisted.
     let cmd = format!("seq 1 {}", a.lines);
@@ -110,7 +136,9 @@ async fn main() -> anyhow::Result<()> {
     let tr = time(c)?;
     let client = s.client();
     let list = client.list_executions(&Default::default()).await?;
-    let e = s.wait_settled(&list.executions[0].execution_id, Duration::from_secs(300)).await;
+    let e = s
+        .wait_settled(&list.executions[0].execution_id, Duration::from_secs(300))
+        .await;
     let stored = e.log_lines.unwrap_or(0);
     println!(
         "{:<44} {:>9.0} k/s {:>9.0} k/s {:>9.1}x   {} records persisted; runvoy {:.2} s (goal >= 1000 k/s)",
@@ -122,7 +150,12 @@ async fn main() -> anyhow::Result<()> {
         tr
     );
     if let Some(kib) = rss_peak_kib(pid) {
-        println!("{:<44} {:>12} {:>9.1} MiB", "runvoyd peak RSS so far", "", kib as f64 / 1024.0);
+        println!(
+            "{:<44} {:>12} {:>9.1} MiB",
+            "runvoyd peak RSS so far",
+            "",
+            kib as f64 / 1024.0
+        );
     }
 
     // Latency: the command prints its clock; we read the CLI's stdout as it arrives.
@@ -131,7 +164,9 @@ async fn main() -> anyhow::Result<()> {
         a.latency_lines
     );
     let mut c = s.runvoy();
-    c.args(["run", "-q", "--", &script]).stdout(Stdio::piped()).stderr(Stdio::null());
+    c.args(["run", "-q", "--", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut child = c.spawn()?;
     let mut lat = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
@@ -153,10 +188,27 @@ async fn main() -> anyhow::Result<()> {
     child.wait()?;
     let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
     let (b50, b99) = (pct(&mut base_lat, 0.5), pct(&mut base_lat, 0.99));
-    println!("{:<44} {:>9.2} ms {:>9.2} ms {:>9.1}x", format!("latency p50 at 100 lines/s ({} lines)", lat.len()), b50, p50, p50 / b50.max(1e-3));
-    println!("{:<44} {:>9.2} ms {:>9.2} ms {:>9.1}x   (goal p99 <= 10 ms)", "latency p99 at 100 lines/s", b99, p99, p99 / b99.max(1e-3));
+    println!(
+        "{:<44} {:>9.2} ms {:>9.2} ms {:>9.1}x",
+        format!("latency p50 at 100 lines/s ({} lines)", lat.len()),
+        b50,
+        p50,
+        p50 / b50.max(1e-3)
+    );
+    println!(
+        "{:<44} {:>9.2} ms {:>9.2} ms {:>9.1}x   (goal p99 <= 10 ms)",
+        "latency p99 at 100 lines/s",
+        b99,
+        p99,
+        p99 / b99.max(1e-3)
+    );
     if let Some(kib) = rss_peak_kib(pid) {
-        println!("{:<44} {:>12} {:>9.1} MiB", "runvoyd peak RSS", "", kib as f64 / 1024.0);
+        println!(
+            "{:<44} {:>12} {:>9.1} MiB",
+            "runvoyd peak RSS",
+            "",
+            kib as f64 / 1024.0
+        );
     }
     Ok(())
 }
@@ -164,6 +216,10 @@ async fn main() -> anyhow::Result<()> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }

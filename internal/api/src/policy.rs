@@ -103,7 +103,7 @@ pub const POLICY: &[Rule] = &[
     key("GET",    "/executions/{id}/status",      Resource::Execution,     [A, A, O, O]),
     key("GET",    "/executions/{id}/logs",        Resource::Execution,     [A, A, O, O]),
     key("DELETE", "/executions/{id}",             Resource::Execution,     [A, A, O, N]),
-    key("POST",   "/health/reconcile",            Resource::None,          [A, A, N, N]),
+    key("POST",   "/health/reconcile",            Resource::None,          [A, N, N, N]),
     key("GET",    "/health/reports",              Resource::None,          [A, N, N, N]),
     key("GET",    "/users",                       Resource::None,          [A, A, N, N]),
     key("GET",    "/users/",                      Resource::None,          [A, A, N, N]),

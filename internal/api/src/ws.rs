@@ -95,7 +95,7 @@ async fn stream(
                 match item {
                     Ok(Some(FollowItem::Records(recs))) => {
                         for r in &recs {
-                            let text = serde_json::to_string(&r.to_event(&id)).expect("event serialises");
+                            let text = serde_json::to_string(&r.event_ref(&id)).expect("event serialises");
                             if tx.feed(Message::Text(text.into())).await.is_err() {
                                 return;
                             }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use runvoy_domain::ports::{ComputeError, LogSource};
 use runvoy_domain::{ExitInfo, LogRecord};
-use runvoy_proto::record::RunnerRecord;
+use runvoy_proto::record::{RecordRef, RunnerRecord, parse_line};
 
 /// Parses complete lines of runner records. Lines that are not records (e.g. stray output) are
 /// skipped with a warning rather than failing the whole batch.
@@ -16,16 +16,23 @@ pub fn parse_records(buf: &[u8], after_seq: u64, out: &mut Vec<LogRecord>) -> Op
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<RunnerRecord>(line) {
-            Ok(RunnerRecord::Log(w)) => {
-                if w.seq > after_seq {
-                    match LogRecord::from_wire(w) {
+        match parse_line(line) {
+            Ok(RecordRef::Log {
+                seq,
+                stream,
+                time,
+                message,
+                b64,
+                eol,
+            }) => {
+                if seq > after_seq {
+                    match LogRecord::from_parts(seq, stream, &time, message, b64.as_deref(), eol) {
                         Some(r) => out.push(r),
                         None => tracing::warn!("runner record with malformed base64 skipped"),
                     }
                 }
             }
-            Ok(RunnerRecord::Exit(x)) => exit = Some(ExitInfo::from(x)),
+            Ok(RecordRef::Exit(x)) => exit = Some(ExitInfo::from(x)),
             Err(e) => tracing::warn!(error = %e, "unparsable line in record file skipped"),
         }
     }

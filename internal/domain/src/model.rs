@@ -142,6 +142,48 @@ impl LogRecord {
         }
     }
 
+    /// A borrowed API event (same JSON as [`LogRecord::to_event`], without copying the line).
+    pub fn event_ref<'a>(&'a self, execution_id: &'a str) -> runvoy_proto::LogEventRef<'a> {
+        let (message, data_b64) = match std::str::from_utf8(&self.data) {
+            Ok(s) => (std::borrow::Cow::Borrowed(s), None),
+            Err(_) => (
+                String::from_utf8_lossy(&self.data),
+                Some(runvoy_proto::b64_encode(&self.data)),
+            ),
+        };
+        runvoy_proto::LogEventRef {
+            event_id: (execution_id, self.seq),
+            seq: self.seq,
+            stream: self.stream,
+            timestamp: self.ts_ms,
+            message,
+            data_b64,
+            eol: self.eol,
+        }
+    }
+
+    /// Builds a record from parsed runner fields. Returns `None` when `b64` is malformed.
+    pub fn from_parts(
+        seq: u64,
+        stream: Stream,
+        time: &str,
+        message: std::borrow::Cow<'_, str>,
+        b64: Option<&str>,
+        eol: bool,
+    ) -> Option<LogRecord> {
+        let data = match b64 {
+            Some(b) => runvoy_proto::b64_decode(b)?,
+            None => message.into_owned().into_bytes(),
+        };
+        Some(LogRecord {
+            seq,
+            stream,
+            ts_ms: crate::clock::parse_rfc3339(time).unwrap_or(0),
+            data,
+            eol,
+        })
+    }
+
     /// Converts a runner record. Returns `None` when its `b64` is malformed.
     pub fn from_wire(w: runvoy_proto::record::LogRecordWire) -> Option<LogRecord> {
         let data = match w.b64 {
@@ -332,6 +374,10 @@ mod tests {
         };
         let e = r.to_event("x");
         assert_eq!(e.event_id, "x-3");
+        assert_eq!(
+            serde_json::to_value(r.event_ref("x")).unwrap(),
+            serde_json::to_value(&e).unwrap()
+        );
         assert_eq!(e.bytes(), r.data);
         assert!(!e.eol);
     }

@@ -200,6 +200,33 @@ impl LogEvent {
     }
 }
 
+/// A borrowed [`LogEvent`] that serialises to the same JSON without copying the line: the
+/// WebSocket hot path.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEventRef<'a> {
+    /// Execution id and seq, written as `<execution_id>-<seq>`.
+    #[serde(serialize_with = "event_id")]
+    pub event_id: (&'a str, u64),
+    /// Sequence number.
+    pub seq: u64,
+    /// Source stream.
+    pub stream: Stream,
+    /// Epoch milliseconds.
+    pub timestamp: i64,
+    /// The line (lossy UTF-8 when `data_b64` is present).
+    pub message: std::borrow::Cow<'a, str>,
+    /// Exact bytes, base64, when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_b64: Option<String>,
+    /// False when no newline followed.
+    #[serde(skip_serializing_if = "is_true")]
+    pub eol: bool,
+}
+
+fn event_id<S: serde::Serializer>(v: &(&str, u64), s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{}-{}", v.0, v.1))
+}
+
 /// `GET /api/v1/executions/{id}/logs` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

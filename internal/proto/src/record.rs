@@ -167,3 +167,137 @@ mod tests {
         }
     }
 }
+
+/// A record borrowed from the line it was parsed from: the fast path for consumers that parse
+/// millions of records (no intermediate tree, no copies of unescaped strings).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordRef<'a> {
+    /// A log line.
+    Log {
+        /// Sequence number.
+        seq: u64,
+        /// Source stream.
+        stream: Stream,
+        /// RFC 3339 time.
+        time: std::borrow::Cow<'a, str>,
+        /// Line without newline (lossy when `b64` is present).
+        message: std::borrow::Cow<'a, str>,
+        /// Exact bytes, base64, when not UTF-8.
+        b64: Option<std::borrow::Cow<'a, str>>,
+        /// A newline followed.
+        eol: bool,
+    },
+    /// The final record.
+    Exit(ExitRecordWire),
+}
+
+#[derive(Deserialize)]
+struct Flat<'a> {
+    #[serde(borrow)]
+    runvoy: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    exec: std::borrow::Cow<'a, str>,
+    seq: u64,
+    #[serde(default)]
+    stream: Option<Stream>,
+    #[serde(borrow)]
+    time: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    message: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    b64: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default = "yes")]
+    eol: bool,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    lines: Option<u64>,
+    #[serde(default)]
+    timed_out: bool,
+    #[serde(default)]
+    killed: bool,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Parses one record line. Equivalent to deserialising [`RunnerRecord`], several times faster.
+pub fn parse_line(line: &[u8]) -> Result<RecordRef<'_>, serde_json::Error> {
+    use serde::de::Error;
+    let f: Flat<'_> = serde_json::from_slice(line)?;
+    match &*f.runvoy {
+        "log" => Ok(RecordRef::Log {
+            seq: f.seq,
+            stream: f
+                .stream
+                .ok_or_else(|| serde_json::Error::missing_field("stream"))?,
+            time: f.time,
+            message: f
+                .message
+                .ok_or_else(|| serde_json::Error::missing_field("message"))?,
+            b64: f.b64,
+            eol: f.eol,
+        }),
+        "exit" => Ok(RecordRef::Exit(ExitRecordWire {
+            exec: f.exec.into_owned(),
+            seq: f.seq,
+            time: f.time.into_owned(),
+            exit_code: f
+                .exit_code
+                .ok_or_else(|| serde_json::Error::missing_field("exit_code"))?,
+            lines: f
+                .lines
+                .ok_or_else(|| serde_json::Error::missing_field("lines"))?,
+            timed_out: f.timed_out,
+            killed: f.killed,
+            error: f.error,
+        })),
+        other => Err(serde_json::Error::unknown_variant(other, &["log", "exit"])),
+    }
+}
+
+#[cfg(test)]
+mod parse_line_tests {
+    use super::*;
+
+    #[test]
+    fn agrees_with_the_enum() {
+        let lines = [
+            r#"{"runvoy":"log","exec":"e","seq":1,"stream":"stdout","time":"t","message":"a\u001b[31m\"b"}"#,
+            r#"{"runvoy":"log","exec":"e","seq":2,"stream":"stderr","time":"t","message":"\ufffd","b64":"/w==","eol":false}"#,
+            r#"{"runvoy":"exit","exec":"e","seq":3,"time":"t","exit_code":137,"lines":2,"killed":true}"#,
+        ];
+        for l in lines {
+            let full: RunnerRecord = serde_json::from_str(l).unwrap();
+            match (full, parse_line(l.as_bytes()).unwrap()) {
+                (
+                    RunnerRecord::Log(w),
+                    RecordRef::Log {
+                        seq,
+                        stream,
+                        time,
+                        message,
+                        b64,
+                        eol,
+                    },
+                ) => {
+                    assert_eq!(
+                        (w.seq, w.stream, w.time, w.message, w.b64, w.eol),
+                        (
+                            seq,
+                            stream,
+                            time.into_owned(),
+                            message.into_owned(),
+                            b64.map(|b| b.into_owned()),
+                            eol
+                        )
+                    );
+                }
+                (RunnerRecord::Exit(a), RecordRef::Exit(b)) => assert_eq!(a, b),
+                _ => panic!("kinds differ for {l}"),
+            }
+        }
+        assert!(parse_line(br#"{"runvoy":"nope","exec":"e","seq":1,"time":"t"}"#).is_err());
+        assert!(parse_line(br#"{"runvoy":"log","exec":"e","seq":1,"time":"t"}"#).is_err());
+        assert!(parse_line(b"not json").is_err());
+    }
+}

@@ -94,7 +94,7 @@ async fn stream(
             item = follower.next() => {
                 match item {
                     Ok(Some(FollowItem::Records(recs))) => {
-                        for r in &recs {
+                        for r in recs.iter() {
                             let text = serde_json::to_string(&r.event_ref(&id)).expect("event serialises");
                             if tx.feed(Message::Text(text.into())).await.is_err() {
                                 return;

@@ -20,9 +20,41 @@ const RECHECK: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub enum FollowItem {
     /// The next records, contiguous with everything yielded before.
-    Records(Vec<LogRecord>),
+    Records(Records),
     /// The execution is settled and every record was yielded.
     Done(Box<Execution>),
+}
+
+/// A run of records, possibly a slice of a batch shared with other followers (no copy).
+#[derive(Debug, Clone)]
+pub struct Records {
+    batch: Arc<Vec<LogRecord>>,
+    range: std::ops::Range<usize>,
+}
+
+impl Records {
+    /// The records, in seq order.
+    pub fn iter(&self) -> impl Iterator<Item = &LogRecord> {
+        self.batch[self.range.clone()].iter()
+    }
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
+
+impl From<Vec<LogRecord>> for Records {
+    fn from(v: Vec<LogRecord>) -> Self {
+        let n = v.len();
+        Records {
+            batch: Arc::new(v),
+            range: 0..n,
+        }
+    }
 }
 
 /// Iterates an execution's records after a given seq.
@@ -63,7 +95,7 @@ impl Follower {
             let recs = self.store.read_logs(&self.id, self.last, PAGE).await?;
             let recs = self.contiguous(recs);
             if !recs.is_empty() {
-                return Ok(Some(FollowItem::Records(recs)));
+                return Ok(Some(FollowItem::Records(recs.into())));
             }
             let e =
                 self.store.get_execution(&self.id).await?.ok_or_else(|| {
@@ -80,11 +112,14 @@ impl Follower {
                         if rs.first().is_some_and(|r| r.seq > self.last + 1) {
                             break; // a gap: let the store fill it
                         }
+                        if let Some(shared) = self.shared_run(&rs) {
+                            return Ok(Some(FollowItem::Records(shared)));
+                        }
                         let fresh: Vec<LogRecord> =
                             rs.iter().filter(|r| r.seq > self.last).cloned().collect();
                         let fresh = self.contiguous(fresh);
                         if !fresh.is_empty() {
-                            return Ok(Some(FollowItem::Records(fresh)));
+                            return Ok(Some(FollowItem::Records(fresh.into())));
                         }
                         // Only duplicates: keep waiting.
                     }
@@ -96,6 +131,21 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// The live fast path: when a published batch is in seq order and continues from `last`,
+    /// hand out the continuing run as a slice of the shared batch instead of copying it.
+    fn shared_run(&mut self, rs: &Arc<Vec<LogRecord>>) -> Option<Records> {
+        let start = rs.iter().position(|r| r.seq == self.last + 1)?;
+        let mut end = start + 1;
+        while end < rs.len() && rs[end].seq == rs[end - 1].seq + 1 {
+            end += 1;
+        }
+        self.last = rs[end - 1].seq;
+        Some(Records {
+            batch: rs.clone(),
+            range: start..end,
+        })
     }
 
     /// Keeps the prefix of `recs` (sorted by seq) that continues from `last`, and advances `last`.

@@ -25,7 +25,7 @@ const ROWS_PER_INSERT: usize = 128;
 static MULTI_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let row = "(?,?,?,?,?,?)";
     format!(
-        "INSERT OR IGNORE INTO logs (exec_id, seq, stream, ts_ms, data, eol) VALUES {}",
+        "INSERT OR IGNORE INTO logs (exec, seq, stream, ts_ms, data, eol) VALUES {}",
         vec![row; ROWS_PER_INSERT].join(",")
     )
 });
@@ -54,14 +54,20 @@ CREATE TABLE IF NOT EXISTS executions (
 CREATE INDEX IF NOT EXISTS executions_newest ON executions (created_at_ms DESC, id DESC);
 CREATE INDEX IF NOT EXISTS executions_by_user ON executions (created_by, created_at_ms DESC, id DESC);
 CREATE INDEX IF NOT EXISTS executions_unsettled ON executions (logs_complete, status);
+-- Log records are keyed by a small integer per execution rather than the 32-character id:
+-- rows stay short and key comparisons cheap on the million-record path.
+CREATE TABLE IF NOT EXISTS log_streams (
+    key INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS logs (
-    exec_id TEXT NOT NULL,
+    exec INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     stream INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL,
     data BLOB NOT NULL,
     eol INTEGER NOT NULL,
-    PRIMARY KEY (exec_id, seq)
+    PRIMARY KEY (exec, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (
     email TEXT PRIMARY KEY,
@@ -434,6 +440,11 @@ impl Store for SqliteStore {
         let records = records.to_vec();
         self.write(move |c| {
 let tx = c.transaction().map_err(unavailable)?;
+            tx.execute("INSERT OR IGNORE INTO log_streams (id) VALUES (?1)", [&id])
+                .map_err(unavailable)?;
+            let key: i64 = tx
+                .query_row("SELECT key FROM log_streams WHERE id = ?1", [&id], |r| r.get(0))
+                .map_err(unavailable)?;
             // Multi-row statements: per-statement overhead dominates for short lines.
             let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
             {
@@ -442,7 +453,7 @@ let tx = c.transaction().map_err(unavailable)?;
                     let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(ROWS_PER_INSERT * 6);
                     let keys: Vec<(i64, i64)> = chunk.iter().map(|r| (r.seq as i64, stream_code(r.stream))).collect();
                     for (r, k) in chunk.iter().zip(&keys) {
-                        args.extend_from_slice(&[&id, &k.0, &k.1, &r.ts_ms, &r.data, &r.eol]);
+                        args.extend_from_slice(&[&key, &k.0, &k.1, &r.ts_ms, &r.data, &r.eol]);
                     }
                     st.execute(&*args).map_err(unavailable)?;
                 }
@@ -450,11 +461,11 @@ let tx = c.transaction().map_err(unavailable)?;
             {
                 let mut st = tx
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO logs (exec_id, seq, stream, ts_ms, data, eol) VALUES (?1,?2,?3,?4,?5,?6)",
+                        "INSERT OR IGNORE INTO logs (exec, seq, stream, ts_ms, data, eol) VALUES (?1,?2,?3,?4,?5,?6)",
                     )
                     .map_err(unavailable)?;
                 for r in chunks.remainder() {
-                    st.execute(params![id, r.seq as i64, stream_code(r.stream), r.ts_ms, r.data, r.eol])
+                    st.execute(params![key, r.seq as i64, stream_code(r.stream), r.ts_ms, r.data, r.eol])
                         .map_err(unavailable)?;
                 }
             }
@@ -473,7 +484,7 @@ let tx = c.transaction().map_err(unavailable)?;
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT seq, stream, ts_ms, data, eol FROM logs WHERE exec_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    "SELECT seq, stream, ts_ms, data, eol FROM logs WHERE exec = (SELECT key FROM log_streams WHERE id = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )
                 .map_err(unavailable)?;
             st.query_map(params![id, after_seq as i64, limit as i64], |r| {
@@ -497,7 +508,7 @@ let tx = c.transaction().map_err(unavailable)?;
         self.read(move |c| {
             let (count, max): (i64, Option<i64>) = c
                 .query_row(
-                    "SELECT COUNT(*), MAX(seq) FROM logs WHERE exec_id = ?1",
+                    "SELECT COUNT(*), MAX(seq) FROM logs WHERE exec = (SELECT key FROM log_streams WHERE id = ?1)",
                     [&id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
@@ -508,7 +519,7 @@ let tx = c.transaction().map_err(unavailable)?;
             } else {
                 let has_first: bool = c
                     .query_row(
-                        "SELECT EXISTS(SELECT 1 FROM logs WHERE exec_id = ?1 AND seq = 1)",
+                        "SELECT EXISTS(SELECT 1 FROM logs WHERE exec = (SELECT key FROM log_streams WHERE id = ?1) AND seq = 1)",
                         [&id],
                         |r| r.get(0),
                     )
@@ -517,8 +528,8 @@ let tx = c.transaction().map_err(unavailable)?;
                     0
                 } else {
                     c.query_row(
-                        "SELECT MIN(a.seq) FROM logs a WHERE a.exec_id = ?1 AND NOT EXISTS \
-                         (SELECT 1 FROM logs b WHERE b.exec_id = ?1 AND b.seq = a.seq + 1)",
+                        "SELECT MIN(a.seq) FROM logs a WHERE a.exec = (SELECT key FROM log_streams WHERE id = ?1) AND NOT EXISTS \
+                         (SELECT 1 FROM logs b WHERE b.exec = a.exec AND b.seq = a.seq + 1)",
                         [&id],
                         |r| r.get::<_, i64>(0),
                     )

@@ -222,6 +222,20 @@ async fn bootstrap_admin(
     Ok(Some(key))
 }
 
+/// Runs one reconcile sweep and logs its outcome (the report itself is stored by the sweep).
+async fn sweep_and_log(p: &Processor, trigger: &str) {
+    match p.sweep(trigger).await {
+        Ok(r) => tracing::info!(
+            trigger,
+            checked = r.checked,
+            reconciled = r.reconciled_count,
+            errors = r.error_count,
+            "reconcile sweep done"
+        ),
+        Err(e) => tracing::warn!(trigger, error = %e, "reconcile sweep failed"),
+    }
+}
+
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_log_queue = init_tracing(args.log_format);
@@ -335,17 +349,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     {
         let p = processor.clone();
-        tokio::spawn(async move {
-            match p.sweep("startup").await {
-                Ok(r) => tracing::info!(
-                    checked = r.checked,
-                    reconciled = r.reconciled_count,
-                    errors = r.error_count,
-                    "startup reconcile done"
-                ),
-                Err(e) => tracing::warn!(error = %e, "startup reconcile failed"),
-            }
-        });
+        tokio::spawn(async move { sweep_and_log(&p, "startup").await });
     }
     {
         let p = processor.clone();
@@ -355,15 +359,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             t.tick().await;
             loop {
                 t.tick().await;
-                match p.sweep("schedule").await {
-                    Ok(r) => tracing::info!(
-                        checked = r.checked,
-                        reconciled = r.reconciled_count,
-                        errors = r.error_count,
-                        "scheduled reconcile done"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "scheduled reconcile failed"),
-                }
+                sweep_and_log(&p, "schedule").await;
             }
         });
     }

@@ -124,21 +124,15 @@ pub struct LogRecord {
 impl LogRecord {
     /// The API / WebSocket representation.
     pub fn to_event(&self, execution_id: &str) -> LogEvent {
-        let (message, data_b64) = match std::str::from_utf8(&self.data) {
-            Ok(s) => (s.to_owned(), None),
-            Err(_) => (
-                String::from_utf8_lossy(&self.data).into_owned(),
-                Some(runvoy_proto::b64_encode(&self.data)),
-            ),
-        };
+        let r = self.event_ref(execution_id);
         LogEvent {
             event_id: format!("{execution_id}-{}", self.seq),
-            seq: self.seq,
-            stream: self.stream,
-            timestamp: self.ts_ms,
-            message,
-            data_b64,
-            eol: self.eol,
+            seq: r.seq,
+            stream: r.stream,
+            timestamp: r.timestamp,
+            message: r.message.into_owned(),
+            data_b64: r.data_b64,
+            eol: r.eol,
         }
     }
 

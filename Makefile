@@ -6,7 +6,7 @@ LISTEN ?= 127.0.0.1:8080
 RELEASE_BIN := target/release
 DEBUG_BIN := target/debug
 
-.PHONY: run stop deps build build-release test test-rust test-web lint fmt bench clean
+.PHONY: run stop deps build build-release runner-static test test-rust test-web lint fmt bench clean
 
 ## deps: install what runvoy needs on this machine (bubblewrap for isolation; best effort).
 deps:
@@ -17,6 +17,11 @@ build:
 
 build-release:
 	$(CARGO) build --release --workspace --bins
+
+## runner-static: the statically linked runner that container images ship
+## (target/x86_64-unknown-linux-gnu/release/runvoy-runner).
+runner-static:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -p runvoy-runner --release --target x86_64-unknown-linux-gnu
 
 ## run: build, start runvoyd on the local backend, run a sample command end to end, leave it running.
 run: deps build-release

@@ -87,6 +87,46 @@ pub(crate) struct JobFile {
     pub sidecar_bin: PathBuf,
 }
 
+/// Failure reason of an execution whose supervisor died without writing `exit.json`.
+pub(crate) const SUPERVISOR_VANISHED: &str =
+    "the execution's supervisor vanished (killed or machine restarted)";
+
+/// How long a started execution may have no live supervisor pid file before it counts as gone
+/// (covers the supervisor's own start-up).
+const SUPERVISOR_START_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether an execution's supervisor is still there (only meaningful before `exit.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// Its pid file names a live process.
+    Alive,
+    /// No pid file yet, and the execution was started recently.
+    Starting,
+    /// Its process is gone (SIGKILLed, crashed, machine restarted), or it never wrote its pid
+    /// file: nothing will write `exit.json`.
+    Gone,
+}
+
+/// Reads the supervisor's pid file and `/proc` to tell whether it is still alive.
+pub(crate) fn supervisor_liveness(dir: &Path) -> Liveness {
+    match read_pid_file(dir) {
+        Some(p) if pid_alive(&p) => Liveness::Alive,
+        Some(_) => Liveness::Gone,
+        None => {
+            let age = std::fs::metadata(dir.join("job.json"))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            if age < SUPERVISOR_START_GRACE {
+                Liveness::Starting
+            } else {
+                Liveness::Gone
+            }
+        }
+    }
+}
+
 /// Local compute.
 pub struct LocalCompute {
     cfg: LocalComputeConfig,
@@ -277,31 +317,22 @@ impl Compute for LocalCompute {
         if let Some(x) = exited(&dir) {
             return Ok(ComputeState::Exited(x));
         }
-        match read_pid_file(&dir) {
-            Some(p) if pid_alive(&p) => Ok(if dir.join("running").exists() {
+        match supervisor_liveness(&dir) {
+            Liveness::Alive => Ok(if dir.join("running").exists() {
                 ComputeState::Running
             } else {
                 ComputeState::Pending
             }),
-            found => {
+            Liveness::Starting => Ok(ComputeState::Pending),
+            Liveness::Gone => {
                 // Re-check: it may have finished between the two reads.
                 if let Some(x) = exited(&dir) {
                     return Ok(ComputeState::Exited(x));
                 }
-                let age_ms = std::fs::metadata(dir.join("job.json"))
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .map_or(0, |d| d.as_millis());
-                if found.is_none() && age_ms < 30_000 {
-                    return Ok(ComputeState::Pending); // supervisor still starting
-                }
                 Ok(ComputeState::Exited(ComputeExit {
                     runner: read_exit_record(&dir.join("records.jsonl")),
                     process_exit_code: None,
-                    failure: Some(
-                        "the execution's supervisor vanished (killed or machine restarted)".into(),
-                    ),
+                    failure: Some(SUPERVISOR_VANISHED.into()),
                 }))
             }
         }

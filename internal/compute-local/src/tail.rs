@@ -9,6 +9,7 @@ use runvoy_domain::Event;
 use tokio::sync::Notify;
 
 use crate::bus::Bus;
+use crate::compute::{Liveness, supervisor_liveness};
 use crate::records::parse_records;
 use crate::watch::DirWatcher;
 
@@ -16,6 +17,9 @@ use crate::watch::DirWatcher;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Fallback re-check interval when no file event arrives.
 const POLL: Duration = Duration::from_millis(250);
+/// While no output arrives, whether the supervisor is still alive is checked every this many
+/// waits (about a second).
+const LIVENESS_EVERY_POLLS: u32 = 4;
 
 pub(crate) async fn tail(
     id: String,
@@ -30,9 +34,17 @@ pub(crate) async fn tail(
     let mut offset = 0u64;
     let mut pending: Vec<u8> = Vec::new();
     let mut told_running = false;
+    let mut idle_polls = 0u32;
     loop {
-        // Check for the end first: everything the runner wrote is in the file once exit.json exists.
-        let ended = dir.join("exit.json").exists();
+        // Check for the end first: everything the runner wrote is in the file once exit.json
+        // exists, or once the supervisor is gone without writing it (SIGKILLed: bubblewrap's
+        // --die-with-parent takes the runner with it). Without the second check, an execution
+        // whose supervisor was killed would wait for the next scheduled sweep.
+        let ended = dir.join("exit.json").exists()
+            || (idle_polls >= LIVENESS_EVERY_POLLS && supervisor_liveness(&dir) == Liveness::Gone);
+        if idle_polls >= LIVENESS_EVERY_POLLS {
+            idle_polls = 0;
+        }
         let (chunk, new_offset) = match read_from(&path, offset, MAX_BATCH_BYTES).await {
             Ok(v) => v,
             Err(e) => {
@@ -64,6 +76,7 @@ pub(crate) async fn tail(
             .await;
         }
         if got_data {
+            idle_polls = 0;
             continue; // more may be waiting; drain before sleeping
         }
         if ended {
@@ -73,6 +86,7 @@ pub(crate) async fn tail(
             .await;
             return;
         }
+        idle_polls += 1;
         let _ = tokio::time::timeout(POLL, notify.notified()).await;
     }
 }

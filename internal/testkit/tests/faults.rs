@@ -169,3 +169,56 @@ async fn a_store_outage_during_a_run_loses_no_record() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("(startup)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_supervisor_fails_its_execution_without_waiting_for_a_sweep() {
+    let faults = tempfile::tempdir().unwrap();
+    let s = server(faults.path());
+    let c = s.client();
+    let r = c
+        .run(&RunRequest {
+            command: "for i in $(seq 1 600); do echo \"$i\"; sleep 0.2; done".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = r.execution_id;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.logs_page(&id, 0, Some(100)).await.unwrap().events.len() < 5 {
+        assert!(Instant::now() < deadline, "no output; log:\n{}", s.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid_file = s
+        .data_dir()
+        .join("executions")
+        .join(&id)
+        .join("supervisor.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // The scheduled sweep is an hour away: the execution must end on its own, FAILED with the
+    // reason, its logs complete.
+    let e = s.wait_settled(&id, Duration::from_secs(60)).await;
+    assert_eq!(e.status, Status::Failed, "{e:?}");
+    assert!(
+        e.failure_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("supervisor vanished"),
+        "{e:?}"
+    );
+    let logs = s.all_logs(&id).await;
+    let n = logs.len() as u64;
+    assert_eq!(e.log_lines, Some(n));
+    assert!(logs.iter().map(|l| l.seq).eq(1..=n), "seqs are 1..={n}");
+}

@@ -352,9 +352,13 @@ impl Processor {
                 process_exit_code: None,
                 failure: Some("execution ended without a final record".into()),
             });
-            // A kill the reconciler sent because of a timeout is not a user's stop request.
-            let killed_on_request = e.status == Status::Terminating
-                || (e.kill_requested_at_ms.is_some() && !e.timed_out);
+            // A kill the reconciler sent because of a timeout is not a user's stop request. And
+            // when the runner's final record says the stop never reached the command (it ended
+            // on its own while the kill was on its way), the command's own result stands.
+            let ended_on_its_own = runner.as_ref().is_some_and(|r| !r.killed);
+            let killed_on_request = (e.status == Status::Terminating
+                || (e.kill_requested_at_ms.is_some() && !e.timed_out))
+                && !ended_on_its_own;
             let timed_out = e.timed_out || runner.as_ref().is_some_and(|r| r.timed_out);
             let code = runner.as_ref().map(|r| r.exit_code).or(x.process_exit_code);
             let (status, code, reason) = match (&runner, killed_on_request) {

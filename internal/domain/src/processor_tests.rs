@@ -625,3 +625,49 @@ async fn without_a_final_record_a_hole_is_never_called_complete() {
     assert!(e.logs_complete);
     assert_eq!(e.log_lines, Some(5));
 }
+
+#[tokio::test]
+async fn a_kill_racing_a_natural_completion_keeps_the_commands_own_result() {
+    let r = rig();
+    for (n, code, want) in [(1, 0, Status::Succeeded), (2, 3, Status::Failed)] {
+        let x = r.create(n, Status::Running).await;
+        let now = r.clock.now_ms();
+        r.edit(&x, |e| {
+            e.status = Status::Terminating;
+            e.kill_requested_at_ms = Some(now);
+        })
+        .await;
+        // The command had already ended when the stop arrived: the runner was never told to stop.
+        r.source.set(&x, records(2), Some(exit_info(code, 2)));
+        r.store.append_logs(&x, &records(2)).await.unwrap();
+        r.compute.set(&x, exited(code, 2));
+        r.p.reconcile(&x).await.unwrap();
+        let e = r.get(&x).await;
+        assert_eq!(
+            (e.status, e.exit_code, e.logs_complete),
+            (want, Some(code), true),
+            "{e:?}"
+        );
+    }
+    // The stop reached it: STOPPED, whatever the exit code.
+    let x = r.create(3, Status::Running).await;
+    let now = r.clock.now_ms();
+    r.edit(&x, |e| {
+        e.status = Status::Terminating;
+        e.kill_requested_at_ms = Some(now);
+    })
+    .await;
+    let mut stopped = exit_info(0, 0);
+    stopped.killed = true;
+    r.compute.set(
+        &x,
+        ComputeState::Exited(ComputeExit {
+            runner: Some(stopped),
+            process_exit_code: Some(0),
+            failure: None,
+        }),
+    );
+    r.p.reconcile(&x).await.unwrap();
+    let e = r.get(&x).await;
+    assert_eq!((e.status, e.exit_code), (Status::Stopped, Some(0)));
+}

@@ -167,14 +167,21 @@ impl Service {
             .notify(|err, d| tracing::warn!(execution_id = %spec.execution_id, error = %err, retry_in = ?d, "compute start failed, retrying"))
             .await;
         if let Err(err) = started {
-            // Keep the record (audit trail) but never leave it STARTING.
+            // Keep the record (audit trail) but never leave it STARTING. Its logs are left to
+            // the reconciler, which completes them when compute has nothing and kills the
+            // execution when a start that answered with an error did start it after all.
             let mut failed = e.clone();
             failed.status = Status::Failed;
             failed.failure_reason = Some(format!("could not start: {err}"));
             failed.completed_at_ms = Some(self.clock.now_ms());
-            failed.logs_complete = true;
-            failed.log_lines = Some(0);
-            let _ = self.store.update_execution(&failed).await;
+            if self.store.update_execution(&failed).await.unwrap_or(false) {
+                let (p, id) = (self.processor.clone(), e.id.clone());
+                tokio::spawn(async move {
+                    if let Err(err) = p.reconcile(&id).await {
+                        tracing::warn!(execution_id = %id, error = %err, "reconcile after a failed start failed; the next sweep retries");
+                    }
+                });
+            }
             return Err(err.into());
         }
         Ok(e)
@@ -252,6 +259,163 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::ports::{ComputeState, LogSource};
+    use crate::testing::{FakeCompute, FakeLogSource, MemStore};
+    use async_trait::async_trait;
+
+    /// Starts the execution, then reports a failure (a start that timed out on its way back).
+    struct StartsThenFails(Arc<FakeCompute>);
+
+    #[async_trait]
+    impl Compute for StartsThenFails {
+        fn platform(&self) -> &str {
+            "fake"
+        }
+        async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
+            self.0.set(&spec.execution_id, ComputeState::Running);
+            Err(ComputeError::Unavailable("start timed out".into()))
+        }
+        async fn state(&self, id: &str) -> Result<ComputeState, ComputeError> {
+            self.0.state(id).await
+        }
+        async fn kill(&self, id: &str) -> Result<(), ComputeError> {
+            self.0.kill(id).await
+        }
+        async fn list(&self) -> Result<Vec<String>, ComputeError> {
+            self.0.list().await
+        }
+        async fn cleanup(&self, id: &str) -> Result<bool, ComputeError> {
+            self.0.cleanup(id).await
+        }
+    }
+
+    fn service(compute: Arc<dyn Compute>, store: Arc<MemStore>) -> Service {
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let hub = Arc::new(LogHub::new());
+        let source: Arc<dyn LogSource> = Arc::new(FakeLogSource::new());
+        let processor = Arc::new(Processor::new(
+            store.clone(),
+            compute.clone(),
+            source,
+            hub.clone(),
+            clock.clone(),
+            10,
+        ));
+        Service {
+            store,
+            compute,
+            hub,
+            clock,
+            processor,
+            config: ServiceConfig {
+                default_image: "local".into(),
+                kill_grace_secs: 10,
+            },
+        }
+    }
+
+    fn caller() -> Caller {
+        Caller {
+            user: crate::users::server_created_user(
+                "a@b.c",
+                Role::Admin,
+                "h".into(),
+                1_800_000_000_000,
+            ),
+            request_id: "req-00000001".into(),
+        }
+    }
+
+    async fn wait_for(mut done: impl FnMut() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_that_did_start_is_killed_not_left_running() {
+        let fake = Arc::new(FakeCompute::new());
+        let store = Arc::new(MemStore::new());
+        let svc = service(Arc::new(StartsThenFails(fake.clone())), store.clone());
+        let req = RunRequest {
+            command: "echo".into(),
+            ..Default::default()
+        };
+        let err = svc.run(&caller(), req).await.expect_err("start failed");
+        assert!(matches!(err, DomainError::Compute(_)), "{err:?}");
+        wait_for(|| !fake.kills().is_empty()).await;
+        let (rows, _) = store.list_executions(&ListQuery::default()).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].status, Status::Failed);
+        assert!(
+            !rows[0].logs_complete,
+            "left to the reconciler while compute runs it"
+        );
+        assert_eq!(fake.kills(), vec![rows[0].id.clone()]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_is_settled_with_complete_logs() {
+        let store = Arc::new(MemStore::new());
+        struct Down;
+        #[async_trait]
+        impl Compute for Down {
+            fn platform(&self) -> &str {
+                "fake"
+            }
+            async fn start(&self, _: &JobSpec) -> Result<(), ComputeError> {
+                Err(ComputeError::Unavailable("down".into()))
+            }
+            async fn state(&self, _: &str) -> Result<ComputeState, ComputeError> {
+                Ok(ComputeState::NotFound)
+            }
+            async fn kill(&self, _: &str) -> Result<(), ComputeError> {
+                Ok(())
+            }
+            async fn list(&self) -> Result<Vec<String>, ComputeError> {
+                Ok(vec![])
+            }
+            async fn cleanup(&self, _: &str) -> Result<bool, ComputeError> {
+                Ok(false)
+            }
+        }
+        let svc = service(Arc::new(Down), store.clone());
+        let req = RunRequest {
+            command: "echo".into(),
+            ..Default::default()
+        };
+        svc.run(&caller(), req).await.expect_err("compute is down");
+        let settled = || {
+            let store = store.clone();
+            async move {
+                let (rows, _) = store.list_executions(&ListQuery::default()).await.unwrap();
+                rows[0].is_settled()
+            }
+        };
+        for _ in 0..2000 {
+            if settled().await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (rows, _) = store.list_executions(&ListQuery::default()).await.unwrap();
+        let e = &rows[0];
+        assert_eq!(
+            (e.status, e.logs_complete, e.log_lines),
+            (Status::Failed, true, Some(0))
+        );
+        assert!(
+            e.failure_reason
+                .as_deref()
+                .unwrap()
+                .contains("could not start")
+        );
+    }
 
     #[test]
     fn run_validation() {

@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::auth::{ClientAddr, auth_failure};
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
+use crate::policy::{self, Grant};
 
 /// Query of the WebSocket route.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -56,10 +57,12 @@ pub(crate) async fn handler(
             return Ok(auth_failure(&st, ip, unauthorized(m)));
         }
     };
-    // Read on every handshake: a token dies with its user's key.
-    match st.service.store.user_by_email(&email).await {
+    // Read on every handshake: a token dies with its user's key, and follows the user's role
+    // (a token minted before a demotion does not outlive the access it was minted under).
+    let user = match st.service.store.user_by_email(&email).await {
         Ok(Some(u)) if !u.revoked => {
             tracing::Span::current().record("user", u.email.as_str());
+            u
         }
         Ok(_) => {
             tracing::info!(user = %email, "rejected a WebSocket token of a revoked user");
@@ -70,6 +73,19 @@ pub(crate) async fn handler(
             ));
         }
         Err(e) => return Err(runvoy_domain::DomainError::Store(e).into()),
+    };
+    let grant = policy::lookup("GET", "/executions/{id}/logs")
+        .map_or(Grant::Deny, |r| r.access.grant(user.role));
+    let allowed = match grant {
+        Grant::All => true,
+        Grant::Own => st.service.get(&id).await?.created_by == user.email,
+        Grant::Deny => false,
+    };
+    if !allowed {
+        tracing::info!(user = %user.email, role = user.role.as_str(), "rejected a WebSocket token its user's role no longer covers");
+        return Err(unauthorized(
+            "the token's user may no longer follow this execution",
+        ));
     }
     let follower = st.service.follow(&id, p.after_seq.unwrap_or(0)).await?;
     let upgrade = upgrade

@@ -518,6 +518,62 @@ async fn revocation_and_role_changes_apply_on_the_next_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_token_does_not_outlive_a_demotion() {
+    let s = TestServer::start();
+    let root = s.admin_key.clone();
+    let (key, _) = new_user(&s, &root, "ops@example.com", "operator").await;
+    let theirs = run_sleep(&s, &root).await;
+    let own = run_sleep(&s, &key).await;
+    let ws_of = |a: &Answer| a.body["websocket_url"].as_str().unwrap().to_owned();
+    let a = call(
+        &s,
+        "GET",
+        &format!("/executions/{theirs}/logs"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "operators read every execution");
+    let ws_theirs = ws_of(&a);
+    let a = call(
+        &s,
+        "GET",
+        &format!("/executions/{own}/logs"),
+        Some(&key),
+        None,
+    )
+    .await;
+    let ws_own = ws_of(&a);
+    assert_eq!(ws_status(&ws_theirs).await, 101);
+    let a = call(
+        &s,
+        "POST",
+        "/users/set-role",
+        Some(&root),
+        Some(json!({"email": "ops@example.com", "role": "developer"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    // A developer follows only its own executions, whatever token it kept from before.
+    assert_eq!(
+        ws_status(&ws_theirs).await,
+        401,
+        "a token minted before the demotion still opens another user's logs"
+    );
+    assert_eq!(ws_status(&ws_own).await, 101);
+    for id in [theirs, own] {
+        call(
+            &s,
+            "DELETE",
+            &format!("/executions/{id}"),
+            Some(&root),
+            None,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let s = TestServer::start();
     let root = s.admin_key.clone();

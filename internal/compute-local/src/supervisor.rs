@@ -366,6 +366,17 @@ fn runner_command(job: &JobFile, ws: &Path) -> Command {
                 .env("HOME", ws)
                 .env(env::ENV_FILE, ws.join(".env"));
             c.env(env::WORKDIR, ws).current_dir(ws);
+            // Without bubblewrap's --die-with-parent, a runner whose supervisor is killed would
+            // leave the command running unseen: ask the kernel for a SIGTERM when the supervisor
+            // dies, which the runner turns into a stop of the command's process group.
+            // SAFETY: prctl is async-signal-safe.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                c.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
             c
         }
     }

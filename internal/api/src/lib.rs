@@ -134,6 +134,7 @@ pub(crate) fn api_routes() -> Vec<ApiRoute> {
         route("POST", "/users/revoke", users::revoke),
         route("POST", "/users/set-role", users::set_role),
         route("POST", "/users/rotate-key", users::rotate_key),
+        route("GET", "/users/me", users::me),
         route("GET", "/trace/{request_id}", trace::get),
     ]
 }

@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         crate::users::revoke,
         crate::users::set_role,
         crate::users::rotate_key,
+        crate::users::me,
         crate::trace::get,
     ),
     components(schemas(
@@ -39,7 +40,7 @@ use utoipa::{Modify, OpenApi};
         runvoy_proto::UserChangeResponse, runvoy_proto::TraceResponse,
         runvoy_proto::TraceLogLine, runvoy_proto::TraceResources,
     )),
-    modifiers(&Security)
+    modifiers(&Security, &Aliases)
 )]
 pub struct ApiDoc;
 
@@ -55,7 +56,76 @@ impl Modify for Security {
     }
 }
 
+/// Routes served by a handler that is documented under another path: `/executions/{id}/status`
+/// (same as `/executions/{id}`), `/users/` (same as `/users`), and this document itself.
+struct Aliases;
+
+impl Modify for Aliases {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+        use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+        let paths = &mut api.paths.paths;
+        for (alias, of, id) in [
+            (
+                "/api/v1/executions/{id}/status",
+                "/api/v1/executions/{id}",
+                "get_status",
+            ),
+            ("/api/v1/users/", "/api/v1/users", "list_users_slash"),
+        ] {
+            let Some(mut op) = paths.get(of).and_then(|p| p.get.clone()) else {
+                continue;
+            };
+            op.operation_id = Some(id.to_owned());
+            paths.insert(alias.to_owned(), PathItem::new(HttpMethod::Get, op));
+        }
+        let doc = OperationBuilder::new()
+            .operation_id(Some("openapi"))
+            .description(Some("This OpenAPI document (public)."))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The OpenAPI document")
+                    .content("application/json", ContentBuilder::new().build()),
+            )
+            .build();
+        paths.insert(
+            "/api/v1/openapi.json".to_owned(),
+            PathItem::new(HttpMethod::Get, doc),
+        );
+    }
+}
+
 /// `GET /api/v1/openapi.json`.
 pub(crate) async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented() {
+        let doc = ApiDoc::openapi();
+        let mut missing = Vec::new();
+        for (method, path, _) in crate::api_routes() {
+            let item = doc.paths.paths.get(&format!("/api/v1{path}"));
+            let op = item.and_then(|i| match method {
+                "GET" => i.get.as_ref(),
+                "POST" => i.post.as_ref(),
+                "PUT" => i.put.as_ref(),
+                "DELETE" => i.delete.as_ref(),
+                "PATCH" => i.patch.as_ref(),
+                _ => None,
+            });
+            if op.is_none() {
+                missing.push(format!("{method} {path}"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "routes missing from the OpenAPI document: {missing:?}"
+        );
+    }
 }

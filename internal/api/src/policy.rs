@@ -112,6 +112,8 @@ pub const POLICY: &[Rule] = &[
     key("POST",   "/users/set-role",              Resource::None,          [A, N, N, N]),
     // Acts on the caller's own key only, so every role may.
     key("POST",   "/users/rotate-key",            Resource::None,          [A, A, A, A]),
+    // The caller's own user (email, role): what a client needs to show only what it may do.
+    key("GET",    "/users/me",                    Resource::None,          [A, A, A, A]),
     key("GET",    "/trace/{request_id}",          Resource::None,          [A, N, N, N]),
 ];
 

@@ -164,3 +164,11 @@ pub(crate) async fn rotate_key(
         message: "API key rotated; the previous key no longer works".into(),
     }))
 }
+
+/// The caller's own user (email and role), so a client can show only what the caller may do.
+#[utoipa::path(get, path = "/api/v1/users/me",
+    responses((status = 200, body = runvoy_proto::User), (status = 401, body = runvoy_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn me(Extension(caller): Extension<Caller>) -> axum::Json<runvoy_proto::User> {
+    axum::Json(user_to_api(&caller.user))
+}

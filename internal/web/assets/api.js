@@ -105,6 +105,11 @@ export class Client {
     return this.request('DELETE', `/executions/${encodeURIComponent(id)}`);
   }
 
+  /** `GET /users/me`: the caller's own user (email, role). */
+  me() {
+    return this.request('GET', '/users/me');
+  }
+
   /** `POST /run`. */
   run(req) {
     return this.request('POST', '/run', { body: req });

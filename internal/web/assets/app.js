@@ -123,6 +123,43 @@ const app = {
 };
 if (app.session) app.client = new Client(app.session.baseUrl, app.session.apiKey);
 
+/**
+ * The signed-in user (`{email, role}`), fetched once per sign-in; null when the server cannot say
+ * (an older runvoyd without `GET /users/me`), in which case every action is offered and the
+ * server's 403 is the answer.
+ */
+function whoami() {
+  if (!app.client) return Promise.resolve(null);
+  if (!app.mePromise) {
+    app.mePromise = app.client.me().catch((err) => {
+      if (err instanceof ApiError && err.status === 401) throw err;
+      app.mePromise = null; // try again next time
+      return null;
+    });
+  }
+  return app.mePromise;
+}
+
+/** Whether `me` may start runs (viewers only read). */
+function mayRun(me) {
+  return !me || me.role !== 'viewer';
+}
+
+/** Whether `me` may kill `ex`: admins and operators any, developers their own, viewers none. */
+function mayKill(me, ex) {
+  if (!me) return true;
+  if (me.role === 'admin' || me.role === 'operator') return true;
+  if (me.role !== 'developer' || !ex) return false;
+  return ex.created_by === me.email || (ex.owned_by || []).includes(me.email);
+}
+
+/** Hides the "New run" buttons from users who may not run. */
+function applyRunPermission() {
+  whoami().then((me) => {
+    for (const b of document.querySelectorAll('.run-action')) b.hidden = !mayRun(me);
+  }, () => {});
+}
+
 /** Debug hook used by tests and for troubleshooting: read-only views of the app's state. */
 window.__runvoy = Object.freeze({
   lines: () => (app.logView ? app.logView.lines() : []),
@@ -177,6 +214,7 @@ function signOut() {
   clearSession();
   app.session = null;
   app.client = null;
+  app.mePromise = null;
   navigate('/', { replace: true });
 }
 
@@ -185,7 +223,7 @@ function topbar() {
   return h('header.topbar',
     link('/', { class: 'brand' }, h('span.logo', '▸'), 'runvoy'),
     s ? h('nav', link('/', {}, 'Executions'),
-      h('button.ghost', { type: 'button', onclick: openRunDialog, title: 'New run (c)' }, 'New run')) : null,
+      h('button.ghost.run-action', { type: 'button', onclick: openRunDialog, title: 'New run (c)' }, 'New run')) : null,
     h('div.spacer'),
     s ? h('span.server', { title: 'Server' }, s.baseUrl) : null,
     h('button.ghost.icon', {
@@ -206,6 +244,7 @@ function route() {
   const m = path.match(/^\/executions\/([^/]+)\/?$/);
   if (m) executionView(main, decodeURIComponent(m[1]));
   else listView(main);
+  applyRunPermission();
 }
 
 // ---- sign in ------------------------------------------------------------------------------------
@@ -228,6 +267,7 @@ function signInView(main) {
         saveSession({ baseUrl, apiKey: client.apiKey, remember: remember.checked });
         app.session = loadSession();
         app.client = client;
+        app.mePromise = null;
         route();
       } catch (err) {
         errors.replaceChildren(errorBox(err));
@@ -271,7 +311,7 @@ function listView(main) {
       h('h1', 'Executions'),
       h('div.spacer'),
       filter,
-      h('button.primary', { type: 'button', onclick: openRunDialog, title: 'New run (c)' }, 'New run')),
+      h('button.primary.run-action', { type: 'button', onclick: openRunDialog, title: 'New run (c)' }, 'New run')),
     errors,
     h('div.tablewrap', table),
     h('div.listfoot', more, updated));
@@ -364,8 +404,10 @@ export function parseEnv(text) {
   return env;
 }
 
-function openRunDialog() {
+async function openRunDialog() {
   if (!app.session || document.querySelector('dialog.run')) return;
+  if (!mayRun(await whoami().catch(() => null))) return;
+  if (document.querySelector('dialog.run')) return;
   const command = h('textarea', { id: 'run-command', name: 'command', rows: 4, required: true, spellcheck: false, placeholder: 'echo hello from runvoy' });
   const image = h('input', { id: 'run-image', name: 'image', placeholder: 'default image' });
   const env = h('textarea', { id: 'run-env', name: 'env', rows: 3, spellcheck: false, placeholder: 'KEY=VALUE, one per line' });
@@ -435,6 +477,8 @@ function executionView(main, id) {
   let final = null; // the disconnect frame
   let pollTimer = 0;
   let searchTimer = 0;
+  let me = null; // the signed-in user, once known
+  let killRefused = false; // the server said 403 to a kill
 
   const status = h('span');
   const exitCode = h('span.exit');
@@ -542,7 +586,8 @@ function executionView(main, id) {
       ...item('Timeout', ex.timeout_seconds ? `${ex.timeout_seconds}s` : ''),
       ...item('Timed out', timedOut ? 'yes' : ''),
       ...item('Failure', ex.failure_reason));
-    killBtn.hidden = !st || TERMINAL.has(st) || st === 'TERMINATING';
+    killBtn.hidden = !st || TERMINAL.has(st) || st === 'TERMINATING' || killRefused
+      || !execution || !mayKill(me, execution);
     document.title = `${st ? `${st} · ` : ''}${(ex.command || id).slice(0, 40)} · runvoy`;
   }
 
@@ -569,6 +614,8 @@ function executionView(main, id) {
       const box = errorBox(err, { onClose: () => errors.replaceChildren() });
       if (err instanceof ApiError && err.status === 403) {
         box.prepend(h('div', 'You are not allowed to kill this execution.'));
+        killRefused = true;
+        renderHeader();
       }
       errors.replaceChildren(box);
     } finally {
@@ -601,6 +648,10 @@ function executionView(main, id) {
   stream.start();
   renderHeader();
   poll();
+  whoami().then((u) => {
+    me = u;
+    renderHeader();
+  }, () => {});
 
   const onOnline = () => stream.nudge();
   const onVisible = () => {

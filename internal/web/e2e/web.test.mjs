@@ -234,6 +234,75 @@ describe('runvoy web app', () => {
     await screenshot(page, '08-killed');
   });
 
+  test('the key stays in sessionStorage unless "remember me", never in a URL', async () => {
+    const stored = () => page.evaluate(() => ({
+      session: sessionStorage.getItem('runvoy.session'),
+      local: localStorage.getItem('runvoy.session'),
+    }));
+    await page.goto(`${appUrl}/`);
+    await page.click('button:has-text("Sign out")');
+    await page.locator('#apikey').waitFor();
+    assert.deepEqual(await stored(), { session: null, local: null }, 'signing out forgets the key');
+    await page.fill('#server', server.url);
+    await page.fill('#apikey', server.key);
+    await page.check('#remember');
+    await page.click('form.signin button[type=submit]');
+    await page.locator('h1', { hasText: 'Executions' }).waitFor();
+    let st = await stored();
+    assert.equal(st.session, null);
+    assert.ok(st.local && st.local.includes(server.key), 'remembered in localStorage');
+    await page.click('button:has-text("Sign out")');
+    await signIn();
+    await page.locator('h1', { hasText: 'Executions' }).waitFor();
+    st = await stored();
+    assert.equal(st.local, null, 'not remembered');
+    assert.ok(st.session && st.session.includes(server.key), 'kept for this tab only');
+    assert.ok(!page.url().includes(server.key));
+  });
+
+  test('viewers get no kill button and no run form; owners do', async () => {
+    // A user who runs as a developer, then is made a viewer (viewers cannot start runs).
+    const email = `viewer${Date.now()}@example.com`;
+    const created = await api(server, 'POST', '/users/create', { email, role: 'developer' });
+    const claimed = await (await fetch(`${server.url}/api/v1/claim/${created.claim_token}`)).json();
+    const key = claimed.api_key;
+    const runAs = async (k, body) => {
+      const r = await fetch(`${server.url}/api/v1/run`, {
+        method: 'POST',
+        headers: { 'X-API-Key': k, 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      assert.equal(r.status, 202);
+      return r.json();
+    };
+    const own = await runAs(key, { command: 'echo started; sleep 120' });
+
+    // As the developer who owns it: the kill button is there.
+    await page.goto(`${appUrl}/`);
+    await page.click('button:has-text("Sign out")');
+    await signIn(key);
+    await page.locator('h1', { hasText: 'Executions' }).waitFor();
+    await page.goto(`${appUrl}/executions/${own.execution_id}`);
+    await until(async () => (await lines()).includes('started'), { timeout: 60000, what: 'first line' });
+    await page.locator('button:has-text("Kill")').waitFor();
+    assert.ok(await page.locator('button.run-action:visible').count() > 0, 'developers may run');
+
+    await api(server, 'POST', '/users/set-role', { email, role: 'viewer' });
+    await page.reload();
+    await until(async () => (await lines()).includes('started'), { timeout: 60000, what: 'first line' });
+    await until(async () => (await page.locator('button.run-action:visible').count()) === 0, { what: 'no New run for a viewer' });
+    assert.equal(await page.locator('.badge').first().textContent(), 'RUNNING');
+    assert.equal(await page.locator('button:has-text("Kill"):visible').count(), 0, 'no kill button for a viewer');
+    await page.keyboard.press('c');
+    assert.equal(await page.locator('dialog.run').count(), 0, 'no run form for a viewer');
+    await screenshot(page, '09-viewer');
+
+    await api(server, 'DELETE', `/executions/${own.execution_id}`);
+    await page.click('button:has-text("Sign out")');
+    await signIn();
+    await page.locator('h1', { hasText: 'Executions' }).waitFor();
+  });
+
   test('a 200,000-line log stays virtualised', async () => {
     const res = await api(server, 'POST', '/run', { command: 'seq 1 200000' });
     // Live streaming is covered above; here the log is read back from the store once complete.
@@ -251,6 +320,15 @@ describe('runvoy web app', () => {
     });
     // Following: the bottom is shown.
     assert.equal(await lastRowText(), '200000');
+    assert.equal(await page.locator('button[title^="Follow"]').getAttribute('aria-pressed'), 'true');
+    // Scrolling up pauses following; G resumes it.
+    await page.locator('.log-scroll').hover();
+    await page.mouse.wheel(0, -2000);
+    await until(async () => (await page.locator('button[title^="Follow"]').getAttribute('aria-pressed')) === 'false',
+      { what: 'follow paused by scrolling up' });
+    await page.locator('.log-scroll').focus();
+    await page.keyboard.press('G');
+    assert.equal(await page.locator('button[title^="Follow"]').getAttribute('aria-pressed'), 'true');
 
     await page.locator('.log-scroll').focus();
     await page.keyboard.press('g');
@@ -269,7 +347,7 @@ describe('runvoy web app', () => {
       const mid = Number(shown[Math.floor(shown.length / 2)]);
       assert.ok(Math.abs(mid - 200000 * frac) < 2000, `around ${frac}: ${mid}`);
     }
-    await screenshot(page, '09-200k-middle');
+    await screenshot(page, '10-200k-middle');
 
     // Search a rare term in the big log.
     await page.keyboard.press('/');
@@ -288,7 +366,7 @@ describe('runvoy web app', () => {
     assert.ok((await renderedRows()) < 500);
     assert.equal(await page.locator('.log-rows .row .msg').first().textContent(), all[0]);
     await page.keyboard.press('w');
-    await screenshot(page, '10-200k');
+    await screenshot(page, '11-200k');
   });
 
   test('the app works against another runvoyd given at sign-in (cross-origin)', async () => {
@@ -305,7 +383,7 @@ describe('runvoy web app', () => {
       await page.goto(`${appUrl}/executions/${res.execution_id}`);
       await waitComplete(60000);
       assert.ok((await lines()).includes('from-the-other-server'));
-      await screenshot(page, '11-cross-origin');
+      await screenshot(page, '12-cross-origin');
       await page.click('button:has-text("Sign out")');
       await page.locator('#apikey').waitFor();
     } finally {

@@ -29,6 +29,11 @@ pub struct FollowOptions {
     pub max_delay: Duration,
     /// Give up when no record could be received for this long since the stream broke.
     pub give_up_after: Duration,
+    /// Treat a connection as broken when nothing at all (not even the server's keep-alive ping,
+    /// sent every 20 s) arrives for this long, or when its handshake takes this long: a
+    /// connection that died without a close (a laptop asleep, a NAT forgetting it) is then
+    /// re-established instead of waited on forever.
+    pub idle_timeout: Duration,
 }
 
 impl Default for FollowOptions {
@@ -37,6 +42,7 @@ impl Default for FollowOptions {
             initial_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
             give_up_after: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(65),
         }
     }
 }
@@ -129,7 +135,15 @@ impl LogFollower {
                 self.connect().await?;
                 continue;
             };
-            let msg = match ws.next().await {
+            let idle = self.opts.idle_timeout;
+            let Ok(next) = tokio::time::timeout(idle, ws.next()).await else {
+                self.broken(format!(
+                    "no data on the log stream for {}s",
+                    idle.as_secs_f64()
+                ));
+                continue;
+            };
+            let msg = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
                     self.broken(format!(
@@ -261,7 +275,12 @@ impl LogFollower {
             },
         };
         let url = resume_url(&url, self.last_seq)?;
-        match tokio_tungstenite::connect_async(url.as_str()).await {
+        let connecting = tokio_tungstenite::connect_async(url.as_str());
+        let Ok(connected) = tokio::time::timeout(self.opts.idle_timeout, connecting).await else {
+            self.broken("the log stream handshake did not complete".into());
+            return Ok(());
+        };
+        match connected {
             Ok((ws, _)) => {
                 tracing::debug!(execution_id = %self.id, after_seq = self.last_seq, "log stream connected");
                 self.ws = Some(ws);

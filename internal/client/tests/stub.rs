@@ -21,6 +21,10 @@ use runvoy_client::{Client, ClientError, FollowOptions, KillOutcome, ListQuery};
 /// finish with the disconnect frame (otherwise it drops the connection).
 type Script = Vec<(Vec<u64>, bool)>;
 
+/// In a script's seqs: from here on, the connection stays open and silent (no close, no ping),
+/// as a connection that died without a FIN looks to the client.
+const SILENT: u64 = u64::MAX;
+
 #[derive(Clone)]
 struct Stub {
     base: String,
@@ -91,6 +95,11 @@ async fn ws(
     let (seqs, finish) = s.script.get(n).cloned().unwrap_or((vec![], false));
     up.on_upgrade(move |mut sock: WebSocket| async move {
         for seq in seqs {
+            if seq == SILENT {
+                // Keep the connection open and say nothing, until the client goes away.
+                while let Some(Ok(_)) = sock.recv().await {}
+                return;
+            }
             let t = serde_json::to_string(&event(seq)).unwrap();
             if sock.send(Message::Text(t.into())).await.is_err() {
                 return;
@@ -178,6 +187,7 @@ fn fast() -> FollowOptions {
         initial_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(50),
         give_up_after: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
     }
 }
 
@@ -209,6 +219,20 @@ async fn resumes_after_drop_and_drops_duplicates() {
     assert_eq!((d.status, d.exit_code), (Status::Failed, Some(3)));
     assert_eq!(*stub.conns.lock().unwrap(), vec![0, 3]);
     assert_eq!(f.last_seq(), 6);
+    assert_eq!(f.reconnects(), 1);
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_replaced_and_resumed() {
+    let stub = start(4, vec![(vec![1, 2, SILENT], false), (vec![3, 4], true)]).await;
+    let c = Client::new(&stub.base, "key").unwrap();
+    let mut f = c.follow_logs("e", 0).with_options(FollowOptions {
+        idle_timeout: Duration::from_millis(300),
+        ..fast()
+    });
+    let (seqs, _) = drain(&mut f).await.unwrap();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(*stub.conns.lock().unwrap(), vec![0, 2]);
     assert_eq!(f.reconnects(), 1);
 }
 

@@ -49,6 +49,8 @@ async fn output_is_byte_identical_to_running_locally() {
         "echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf 'e-nonl' >&2",
         "printf '\\0nul\\0\\n'",
         "seq 1 20000",
+        // Binary output: long runs without a newline, split into several records.
+        "head -c 300000 /usr/bin/sh; head -c 70000 /usr/bin/sh >&2",
     ];
     for cmd in cases {
         let want = local(cmd);
@@ -69,6 +71,34 @@ async fn output_is_byte_identical_to_running_locally() {
             got.stderr == want.stderr,
             "stderr of {cmd:?} differs: {:?} vs {:?}",
             String::from_utf8_lossy(&got.stderr),
+            String::from_utf8_lossy(&want.stderr)
+        );
+        // `runvoy logs ID` (stored records, paged) gives the same bytes afterwards.
+        let newest = s
+            .client()
+            .list_executions(&runvoy_client::ListQuery {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .executions
+            .remove(0);
+        assert_eq!(newest.command, cmd);
+        s.wait_settled(&newest.execution_id, Duration::from_secs(60))
+            .await;
+        let stored = remote(&s, &["logs", "-q", &newest.execution_id]);
+        assert_eq!(stored.status.code(), Some(0), "logs of {cmd:?}");
+        assert!(
+            stored.stdout == want.stdout,
+            "`runvoy logs` stdout of {cmd:?} differs ({} vs {} bytes)",
+            stored.stdout.len(),
+            want.stdout.len()
+        );
+        assert!(
+            stored.stderr == want.stderr,
+            "`runvoy logs` stderr of {cmd:?} differs: {:?} vs {:?}",
+            String::from_utf8_lossy(&stored.stderr),
             String::from_utf8_lossy(&want.stderr)
         );
     }
@@ -546,4 +576,174 @@ async fn list_pages_newest_first_and_openapi_is_served() {
         .await
         .unwrap();
     assert_eq!(h["backend"], "local");
+}
+
+/// The state letter of a process (`Z` for a zombie), or `None` once it is gone.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_websocket_client_connected_shuts_down_and_the_run_continues() {
+    let mut s = server();
+    let c = s.client();
+    let r = c
+        .run(&RunRequest {
+            command: "for i in $(seq 1 200); do echo $i; sleep 0.01; done".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(r.websocket_url.as_str())
+        .await
+        .expect("ws connect");
+    // Wait for live records, so the socket is in the middle of a stream.
+    let mut seen = 0;
+    while seen < 5 {
+        match ws.next().await.expect("frame").expect("frame") {
+            Message::Text(t) => {
+                if let Frame::Log(_) = Frame::parse(&t).unwrap() {
+                    seen += 1;
+                }
+            }
+            _ => continue,
+        }
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.data_dir().join("server.json")).unwrap()).unwrap();
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    // SAFETY: signalling the runvoyd this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // The connected client is told to reconnect (1012) rather than left hanging.
+    let close = loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(f))) => break f,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1012));
+    // runvoyd exits on its own with the client still connected (this only guards against a
+    // hang; it measures nothing).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !matches!(proc_state(pid), None | Some('Z')) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runvoyd did not stop after SIGTERM; log:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(ws);
+    assert!(s.log().contains("runvoyd stopped"), "{}", s.log());
+    // The execution did not depend on runvoyd: after a restart it ends with every line.
+    s.restart();
+    let e = s
+        .wait_settled(&r.execution_id, Duration::from_secs(120))
+        .await;
+    assert_eq!((e.status, e.exit_code), (Status::Succeeded, Some(0)));
+    let out: Vec<String> = s
+        .all_logs(&r.execution_id)
+        .await
+        .into_iter()
+        .filter(|l| l.stream == runvoy_proto::record::Stream::Stdout)
+        .map(|l| l.message)
+        .collect();
+    assert_eq!(out, (1..=200).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[test]
+fn every_serve_flag_is_also_an_environment_variable() {
+    let out = Command::new(runvoy_testkit::bin("runvoyd"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    // Each option's block runs from its `--flag` line to the next one.
+    let mut flags = 0;
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("--").or_else(|| {
+            t.strip_prefix('-')
+                .and_then(|r| r.split_once(", --").map(|(_, l)| l))
+        }) {
+            let name = rest.split([' ', '=']).next().unwrap().to_string();
+            blocks.push((name, String::new()));
+        } else if let Some((_, b)) = blocks.last_mut() {
+            b.push_str(line);
+            b.push('\n');
+        }
+    }
+    for (name, block) in &blocks {
+        if name == "help" || name == "version" {
+            continue;
+        }
+        flags += 1;
+        let want = format!("[env: RUNVOY_{}=", name.to_uppercase().replace('-', "_"));
+        assert!(
+            block.contains(&want),
+            "--{name} cannot be set as {want}…]:\n{block}"
+        );
+    }
+    assert!(flags >= 10, "parsed {flags} flags from:\n{help}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configure_version_completion_and_json_outputs() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let s = server();
+    let cfg = s.data_dir().join("cli").join("config.yaml");
+    let bare = || {
+        let mut c = s.runvoy();
+        c.env_remove("RUNVOY_API_URL")
+            .env_remove("RUNVOY_API_KEY")
+            .env("RUNVOY_CONFIG", &cfg);
+        c
+    };
+    // configure: prompts on stderr, answers on stdin.
+    let mut child = bare()
+        .arg("configure")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(child.stdin.take().unwrap(), "{}\n{}\n", s.url, s.admin_key).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the config file holds a key");
+    // version: the CLI's and the server's, through the config file just written.
+    let out = bare().arg("version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.starts_with(&format!("runvoy {}\n", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(text.contains("(backend local)"), "{text}");
+    // completion
+    for shell in ["bash", "zsh", "fish"] {
+        let out = bare().args(["completion", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("runvoy"));
+    }
+    // status -o json and list -o json parse and agree.
+    let out = bare().args(["run", "-q", "--", "exit 4"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let out = bare().args(["list", "-o", "json"]).output().unwrap();
+    let list: runvoy_proto::ExecutionList = serde_json::from_slice(&out.stdout).unwrap();
+    let id = list.executions[0].execution_id.clone();
+    let out = bare().args(["status", "-o", "json", &id]).output().unwrap();
+    let e: runvoy_proto::Execution = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((e.command.as_str(), e.exit_code), ("exit 4", Some(4)));
+    assert_eq!(e.status, Status::Failed);
 }

@@ -57,14 +57,14 @@ pub(crate) async fn handler(
             return Ok(auth_failure(&st, ip, unauthorized(m)));
         }
     };
-    // Read on every handshake: a token dies with its user's key, and follows the user's role
-    // (a token minted before a demotion does not outlive the access it was minted under).
-    let user = match st.service.store.user_by_email(&email).await {
-        Ok(Some(u)) if !u.revoked => {
-            tracing::Span::current().record("user", u.email.as_str());
-            u
+    // Read on every handshake (and again while streaming): a token dies with its user's key,
+    // and follows the user's role (a token minted before a demotion does not outlive the
+    // access it was minted under).
+    match may_follow(&st, &email, &id).await? {
+        Access::Allowed => {
+            tracing::Span::current().record("user", email.as_str());
         }
-        Ok(_) => {
+        Access::Revoked => {
             tracing::info!(user = %email, "rejected a WebSocket token of a revoked user");
             return Ok(auth_failure(
                 &st,
@@ -72,27 +72,19 @@ pub(crate) async fn handler(
                 unauthorized("the token's user is no longer valid"),
             ));
         }
-        Err(e) => return Err(runvoy_domain::DomainError::Store(e).into()),
+        Access::NotCovered => {
+            tracing::info!(user = %email, "rejected a WebSocket token its user's role no longer covers");
+            return Err(unauthorized(
+                "the token's user may no longer follow this execution",
+            ));
+        }
     };
-    let grant = policy::lookup("GET", "/executions/{id}/logs")
-        .map_or(Grant::Deny, |r| r.access.grant(user.role));
-    let allowed = match grant {
-        Grant::All => true,
-        Grant::Own => st.service.get(&id).await?.created_by == user.email,
-        Grant::Deny => false,
-    };
-    if !allowed {
-        tracing::info!(user = %user.email, role = user.role.as_str(), "rejected a WebSocket token its user's role no longer covers");
-        return Err(unauthorized(
-            "the token's user may no longer follow this execution",
-        ));
-    }
     let follower = st.service.follow(&id, p.after_seq.unwrap_or(0)).await?;
     let upgrade = upgrade
         .map_err(|r| ApiError::invalid("expected a WebSocket upgrade").details(r.body_text()))?;
     let shutdown = st.shutdown.clone();
     Ok(upgrade
-        .on_upgrade(move |socket| stream(socket, follower, id, shutdown))
+        .on_upgrade(move |socket| stream(socket, follower, id, shutdown, st, email))
         .into_response())
 }
 
@@ -101,6 +93,8 @@ async fn stream(
     mut follower: Follower,
     id: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    st: AppState,
+    email: String,
 ) {
     let (mut tx, mut rx) = socket.split();
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -161,12 +155,49 @@ async fn stream(
                 return;
             }
             _ = ping.tick() => {
+                // An open stream ends with its user's access: revocation or a demotion closes
+                // it within one ping interval (1008: policy violation; clients must not retry
+                // with the same token).
+                if let Ok(Access::Revoked | Access::NotCovered) = may_follow(&st, &email, &id).await {
+                    let _ = tx.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code: 1008,
+                        reason: "access to this execution was revoked".into(),
+                    }))).await;
+                    return;
+                }
                 if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
                     return;
                 }
             }
         }
     }
+}
+
+/// Whether a token's user may (still) follow an execution.
+enum Access {
+    Allowed,
+    Revoked,
+    NotCovered,
+}
+
+async fn may_follow(st: &AppState, email: &str, id: &str) -> Result<Access, ApiError> {
+    let user = match st.service.store.user_by_email(email).await {
+        Ok(Some(u)) if !u.revoked => u,
+        Ok(_) => return Ok(Access::Revoked),
+        Err(e) => return Err(runvoy_domain::DomainError::Store(e).into()),
+    };
+    let grant = policy::lookup("GET", "/executions/{id}/logs")
+        .map_or(Grant::Deny, |r| r.access.grant(user.role));
+    let allowed = match grant {
+        Grant::All => true,
+        Grant::Own => st.service.get(id).await?.created_by == user.email,
+        Grant::Deny => false,
+    };
+    Ok(if allowed {
+        Access::Allowed
+    } else {
+        Access::NotCovered
+    })
 }
 
 /// Resolves when the server starts shutting down.

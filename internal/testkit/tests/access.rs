@@ -1003,3 +1003,55 @@ fn the_test_clock_needs_both_variables() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be set together"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_log_stream_ends_when_its_user_is_revoked() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = TestServer::start();
+    let root = s.admin_key.clone();
+    let (key, _) = new_user(&s, &root, "dev-open@example.com", "developer").await;
+    let own = run_sleep(&s, &key).await;
+    let a = call(
+        &s,
+        "GET",
+        &format!("/executions/{own}/logs"),
+        Some(&key),
+        None,
+    )
+    .await;
+    let url = a.body["websocket_url"].as_str().unwrap().to_owned();
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("handshake");
+    let a = call(
+        &s,
+        "POST",
+        "/users/revoke",
+        Some(&root),
+        Some(json!({"email": "dev-open@example.com"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    // The server re-checks access at every keep-alive (20 s): the stream must be closed with
+    // 1008 well before the 30 s command ends.
+    let closed = tokio::time::timeout(Duration::from_secs(28), async {
+        while let Some(msg) = ws.next().await {
+            if let Ok(Message::Close(Some(f))) = msg {
+                return Some(u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the stream stayed open after the user was revoked");
+    assert_eq!(closed, Some(1008));
+    call(
+        &s,
+        "DELETE",
+        &format!("/executions/{own}"),
+        Some(&root),
+        None,
+    )
+    .await;
+}

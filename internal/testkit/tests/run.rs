@@ -411,16 +411,68 @@ async fn client_mistakes_get_clear_4xx_and_change_nothing() {
     };
     let before = count().await;
 
-    let r = http
-        .get(format!("{api}/executions/0123456789abcdef0123456789abcdef"))
-        .header("X-API-Key", &s.admin_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["code"], "NOT_FOUND");
-
+    /// One bad request and the answer it must get.
+    struct Case<'a> {
+        method: &'a str,
+        path: &'a str,
+        credentials: Option<(&'a str, &'a str)>,
+        json: bool,
+        body: &'a str,
+        status: u16,
+        code: &'a str,
+    }
+    let key = s.admin_key.as_str();
+    let bearer = format!("Bearer {key}");
+    let with_key = Some(("X-API-Key", key));
+    let get = |path, credentials, status, code| Case {
+        method: "GET",
+        path,
+        credentials,
+        json: false,
+        body: "",
+        status,
+        code,
+    };
+    let run = |credentials, json, body, status, code| Case {
+        method: "POST",
+        path: "/run",
+        credentials,
+        json,
+        body,
+        status,
+        code,
+    };
+    let mut cases = vec![
+        get(
+            "/executions/0123456789abcdef0123456789abcdef",
+            with_key,
+            404,
+            "NOT_FOUND",
+        ),
+        get(
+            "/executions?limit=0",
+            Some(("Authorization", bearer.as_str())),
+            400,
+            "INVALID_REQUEST",
+        ),
+        get("/executions?status=BOGUS", with_key, 400, "INVALID_REQUEST"),
+        get("/nope", with_key, 404, "NOT_FOUND"),
+        run(
+            with_key,
+            false,
+            "{\"command\":\"x\"}",
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        run(None, true, "{\"command\":\"echo\"}", 401, "UNAUTHORIZED"),
+        run(
+            Some(("X-API-Key", "rvk_wrong")),
+            true,
+            "{\"command\":\"echo\"}",
+            401,
+            "INVALID_API_KEY",
+        ),
+    ];
     for bad in [
         "{",
         "{\"command\": 5}",
@@ -430,74 +482,29 @@ async fn client_mistakes_get_clear_4xx_and_change_nothing() {
         "{\"command\":\"x\",\"timeout\":-1}",
         "{\"command\":\"x\",\"env\":{\"1BAD\":\"v\"}}",
     ] {
-        let r = http
-            .post(format!("{api}/run"))
-            .header("X-API-Key", &s.admin_key)
-            .header("content-type", "application/json")
-            .body(bad)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{bad}");
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["code"], "INVALID_REQUEST", "{bad}");
-        assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()));
+        cases.push(run(with_key, true, bad, 400, "INVALID_REQUEST"));
     }
-    let r = http
-        .post(format!("{api}/run"))
-        .header("X-API-Key", &s.admin_key)
-        .body("{\"command\":\"x\"}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 415);
-
-    let r = http
-        .post(format!("{api}/run"))
-        .header("content-type", "application/json")
-        .body("{\"command\":\"echo\"}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "UNAUTHORIZED"
-    );
-    let r = http
-        .post(format!("{api}/run"))
-        .header("X-API-Key", "rvk_wrong")
-        .header("content-type", "application/json")
-        .body("{\"command\":\"echo\"}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "INVALID_API_KEY"
-    );
-    let r = http
-        .get(format!("{api}/executions?limit=0"))
-        .header("Authorization", format!("Bearer {}", s.admin_key))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = http
-        .get(format!("{api}/executions?status=BOGUS"))
-        .header("X-API-Key", &s.admin_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = http
-        .get(format!("{api}/nope"))
-        .header("X-API-Key", &s.admin_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    for c in cases {
+        let what = format!("{} {} {}", c.method, c.path, c.body);
+        let mut req = http.request(c.method.parse().unwrap(), format!("{api}{}", c.path));
+        if let Some((h, v)) = c.credentials {
+            req = req.header(h, v);
+        }
+        if c.json {
+            req = req.header("content-type", "application/json");
+        }
+        if !c.body.is_empty() {
+            req = req.body(c.body.to_owned());
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), c.status, "{what}");
+        let answer: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(answer["code"], c.code, "{what}");
+        assert!(
+            answer["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: a message"
+        );
+    }
 
     assert_eq!(count().await, before, "rejected requests wrote nothing");
     assert!(

@@ -32,15 +32,18 @@ stop:
 	@if [ -f "$(DATA_DIR)/runvoyd.pid" ]; then kill "$$(cat $(DATA_DIR)/runvoyd.pid)" 2>/dev/null || true; rm -f "$(DATA_DIR)/runvoyd.pid"; echo "runvoyd stopped"; else echo "runvoyd is not running"; fi
 
 ## test: every test (unit, conformance, integration with the real binaries, web end to end).
-# `cargo test --workspace` also builds every binary the integration and web tests start.
+# The integration and web tests start the real binaries: build them all first (`cargo test`
+# alone only builds the binaries of packages that have integration tests of their own).
 test:
 	@bash scripts/deps.sh test
 	@bash scripts/deps.sh web
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 	RUNVOYD_BIN=$(CURDIR)/$(DEBUG_BIN)/runvoyd bash internal/web/e2e/run.sh
 
 test-rust:
 	@bash scripts/deps.sh test
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 test-web: build

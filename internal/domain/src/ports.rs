@@ -101,11 +101,10 @@ pub struct ServerLogLine {
     pub line: String,
 }
 
-fn unsupported<T>(what: &str) -> Result<T, StoreError> {
-    Err(StoreError::Unavailable(format!(
-        "{what} is not supported by this store"
-    )))
-}
+/// How long a used claim is kept after its use, so that a second use answers
+/// [`ClaimOutcome::AlreadyClaimed`] rather than [`ClaimOutcome::NotFound`]; after that,
+/// [`Store::purge_unclaimed`] deletes it.
+pub const USED_CLAIM_KEEP_MS: i64 = 24 * 3600 * 1000;
 
 /// Durable metadata and logs.
 #[async_trait]
@@ -150,81 +149,56 @@ pub trait Store: Send + Sync + 'static {
     /// Records that a user's key was used (callers throttle this).
     async fn touch_user(&self, email: &str, at_ms: i64) -> Result<(), StoreError>;
     /// Every user, sorted by email.
-    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        unsupported("listing users")
-    }
-    /// Inserts an unclaimed user and its claim together; `AlreadyExists` when the email is taken.
-    async fn create_user_with_claim(&self, u: &User, claim: &Claim) -> Result<(), StoreError> {
-        let _ = (u, claim);
-        unsupported("creating users with a claim")
-    }
-    /// Atomically uses a claim: when `token_hash` is known, unused and not expired at `now_ms`,
-    /// marks it used and gives its user the key `key_hash`.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Inserts an unclaimed user and its claim together (both or neither); `AlreadyExists` when
+    /// the email is taken.
+    async fn create_user_with_claim(&self, u: &User, claim: &Claim) -> Result<(), StoreError>;
+    /// Atomically uses a claim: when `token_hash` is known, unused and not expired at `now_ms`
+    /// (it still works at exactly `expires_at_ms`), and its user is unclaimed and not revoked,
+    /// marks it used at `now_ms` and gives its user the key `key_hash` (clearing
+    /// `claim_expires_at_ms`, setting `modified_by_request_id` to `request_id`). A used token
+    /// answers [`ClaimOutcome::AlreadyClaimed`] (even once expired) until purged.
     async fn redeem_claim(
         &self,
         token_hash: &str,
         key_hash: &str,
         now_ms: i64,
         request_id: &str,
-    ) -> Result<ClaimOutcome, StoreError> {
-        let _ = (token_hash, key_hash, now_ms, request_id);
-        unsupported("claiming keys")
-    }
-    /// Applies one change to a user atomically, refusing any that would leave no active admin.
+    ) -> Result<ClaimOutcome, StoreError>;
+    /// Applies one change to a user atomically (setting `modified_by_request_id` to
+    /// `request_id`), refusing any that would leave no active admin (role admin, not revoked,
+    /// claimed). A role change needs a user that is not revoked; a key change one that is
+    /// neither revoked nor unclaimed; a revocation any user.
     async fn update_user(
         &self,
         email: &str,
         change: &UserChange,
         request_id: &str,
-    ) -> Result<UserUpdate, StoreError> {
-        let _ = (email, change, request_id);
-        unsupported("changing users")
-    }
-    /// Deletes users whose claim expired before `now_ms` unclaimed, and old used claims.
+    ) -> Result<UserUpdate, StoreError>;
+    /// Deletes users whose claim expired (`claim_expires_at_ms < now_ms`) unclaimed, unused
+    /// claims that expired, and claims used more than [`USED_CLAIM_KEEP_MS`] before `now_ms`.
     /// Returns how many users were deleted.
-    async fn purge_unclaimed(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let _ = now_ms;
-        Ok(0)
-    }
-    /// Users created or last changed by a request.
-    async fn users_by_request(&self, request_id: &str) -> Result<Vec<User>, StoreError> {
-        let _ = request_id;
-        Ok(Vec::new())
-    }
-    /// Executions created or last changed by a request.
-    async fn executions_by_request(&self, request_id: &str) -> Result<Vec<Execution>, StoreError> {
-        let _ = request_id;
-        Ok(Vec::new())
-    }
-    /// Appends server log lines, then drops all but the newest `keep`.
+    async fn purge_unclaimed(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Users created or last changed by a request, sorted by email.
+    async fn users_by_request(&self, request_id: &str) -> Result<Vec<User>, StoreError>;
+    /// Executions created or last changed by a request, newest first, at most 1000.
+    async fn executions_by_request(&self, request_id: &str) -> Result<Vec<Execution>, StoreError>;
+    /// Appends server log lines, then drops all but the newest `keep` (over all requests).
     async fn append_server_logs(
         &self,
         lines: &[ServerLogLine],
         keep: u64,
-    ) -> Result<(), StoreError> {
-        let _ = (lines, keep);
-        Ok(())
-    }
-    /// The server log lines of a request, oldest first, at most `limit`.
+    ) -> Result<(), StoreError>;
+    /// The server log lines of a request, oldest (first appended) first, at most `limit`.
     async fn server_logs(
         &self,
         request_id: &str,
         limit: usize,
-    ) -> Result<Vec<ServerLogLine>, StoreError> {
-        let _ = (request_id, limit);
-        Ok(Vec::new())
-    }
-    /// Keeps a reconcile sweep report, dropping all but the newest `keep`. The default keeps
-    /// nothing (stores without report history).
-    async fn save_report(&self, report: &ReconcileReport, keep: usize) -> Result<(), StoreError> {
-        let _ = (report, keep);
-        Ok(())
-    }
+    ) -> Result<Vec<ServerLogLine>, StoreError>;
+    /// Keeps a reconcile sweep report, dropping all but the newest `keep`.
+    async fn save_report(&self, report: &ReconcileReport, keep: usize) -> Result<(), StoreError>;
     /// The newest `limit` reconcile reports, newest first.
-    async fn recent_reports(&self, limit: usize) -> Result<Vec<ReconcileReport>, StoreError> {
-        let _ = limit;
-        Ok(Vec::new())
-    }
+    async fn recent_reports(&self, limit: usize) -> Result<Vec<ReconcileReport>, StoreError>;
 }
 
 /// A compute failure.
@@ -277,11 +251,9 @@ pub trait Compute: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<String>, ComputeError>;
     /// Removes what compute keeps of an execution that is over (locally its workspace
     /// directory; on Cloud Run the finished job execution). Returns true when something was
-    /// removed. Never called for an execution that may still run.
-    async fn cleanup(&self, execution_id: &str) -> Result<bool, ComputeError> {
-        let _ = execution_id;
-        Ok(false)
-    }
+    /// removed. Never called for an execution that may still run. No default: an adapter that
+    /// kept resources but answered "nothing to remove" would leak them unnoticed.
+    async fn cleanup(&self, execution_id: &str) -> Result<bool, ComputeError>;
 }
 
 /// The durable source of runner records (locally the workspace record file, on GCP Cloud Logging):

@@ -6,16 +6,17 @@
 //! * [`store_conformance`]: the behaviour every [`Store`] adapter must have; each adapter crate
 //!   runs it against its own store.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use runvoy_proto::{ReconcileIssue, ReconcileReport, Status, record::Stream};
 
-use crate::model::{Execution, ExitInfo, JobSpec, LogRecord, User};
+use crate::model::{Execution, ExitInfo, JobSpec, LogRecord, Role, User};
 use crate::ports::{
-    Compute, ComputeError, ComputeState, ListQuery, LogSource, LogStats, Store, StoreError,
+    Claim, ClaimOutcome, Compute, ComputeError, ComputeState, ListQuery, LogSource, LogStats,
+    ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
 
 /// A new STARTING execution created at `now_ms`.
@@ -64,13 +65,42 @@ pub fn exit_info(code: i32, lines: u64) -> ExitInfo {
     }
 }
 
+/// A stored claim and when it was used.
+struct MemClaim {
+    claim: Claim,
+    claimed_at_ms: Option<i64>,
+}
+
 #[derive(Default)]
 struct Mem {
     execs: HashMap<String, Execution>,
     logs: HashMap<String, BTreeMap<u64, LogRecord>>,
-    users: HashMap<String, User>,
+    users: BTreeMap<String, User>,
+    /// Keyed by token hash (the token itself is never stored).
+    claims: HashMap<String, MemClaim>,
+    /// Oldest first.
+    server_logs: VecDeque<ServerLogLine>,
+    /// Newest first.
     reports: Vec<ReconcileReport>,
     lose: HashMap<String, HashSet<u64>>,
+}
+
+impl Mem {
+    /// True when a user other than `email` has this key hash (the key hash is unique).
+    fn key_taken(&self, key_hash: &str, email: &str) -> bool {
+        self.users
+            .values()
+            .any(|u| u.key_hash == key_hash && u.email != email)
+    }
+}
+
+/// Counts towards "at least one active admin".
+fn active_admin(u: &User) -> bool {
+    u.role == Role::Admin && !u.revoked && u.claim_expires_at_ms.is_none()
+}
+
+fn key_conflict() -> StoreError {
+    StoreError::Unavailable("key hash already in use".into())
 }
 
 /// A [`Store`] in memory.
@@ -266,6 +296,182 @@ impl Store for MemStore {
             u.last_used_ms = Some(at_ms);
         }
         Ok(())
+    }
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.check()?;
+        Ok(self
+            .m
+            .lock()
+            .expect("mem")
+            .users
+            .values()
+            .cloned()
+            .collect())
+    }
+    async fn create_user_with_claim(&self, u: &User, claim: &Claim) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = self.m.lock().expect("mem");
+        if m.users.contains_key(&u.email) || m.key_taken(&u.key_hash, &u.email) {
+            return Err(StoreError::AlreadyExists(u.email.clone()));
+        }
+        if m.claims.contains_key(&claim.token_hash) {
+            // Like a failed insert in one transaction: neither the user nor the claim is kept.
+            return Err(StoreError::Unavailable(
+                "claim token hash already in use".into(),
+            ));
+        }
+        m.users.insert(u.email.clone(), u.clone());
+        m.claims.insert(
+            claim.token_hash.clone(),
+            MemClaim {
+                claim: claim.clone(),
+                claimed_at_ms: None,
+            },
+        );
+        Ok(())
+    }
+    async fn redeem_claim(
+        &self,
+        token_hash: &str,
+        key_hash: &str,
+        now_ms: i64,
+        request_id: &str,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.check()?;
+        // One lock for the whole check-and-set: two redemptions cannot both succeed.
+        let mut m = self.m.lock().expect("mem");
+        let Some(c) = m.claims.get(token_hash) else {
+            return Ok(ClaimOutcome::NotFound);
+        };
+        if c.claimed_at_ms.is_some() {
+            return Ok(ClaimOutcome::AlreadyClaimed);
+        }
+        if c.claim.expires_at_ms < now_ms {
+            return Ok(ClaimOutcome::NotFound);
+        }
+        let email = c.claim.email.clone();
+        match m.users.get(&email) {
+            Some(u) if !u.revoked && u.claim_expires_at_ms.is_some() => {}
+            _ => return Ok(ClaimOutcome::NotFound),
+        }
+        if m.key_taken(key_hash, &email) {
+            return Err(key_conflict());
+        }
+        let u = m.users.get_mut(&email).expect("checked above");
+        u.key_hash = key_hash.to_owned();
+        u.claim_expires_at_ms = None;
+        u.modified_by_request_id = request_id.to_owned();
+        let u = u.clone();
+        m.claims
+            .get_mut(token_hash)
+            .expect("checked above")
+            .claimed_at_ms = Some(now_ms);
+        Ok(ClaimOutcome::Claimed(u))
+    }
+    async fn update_user(
+        &self,
+        email: &str,
+        change: &UserChange,
+        request_id: &str,
+    ) -> Result<UserUpdate, StoreError> {
+        self.check()?;
+        let mut m = self.m.lock().expect("mem");
+        let Some(cur) = m.users.get(email) else {
+            return Ok(UserUpdate::NotFound);
+        };
+        let mut next = cur.clone();
+        match change {
+            UserChange::Role(r) if !cur.revoked => next.role = *r,
+            UserChange::Revoke => next.revoked = true,
+            UserChange::KeyHash(h) if !cur.revoked && cur.claim_expires_at_ms.is_none() => {
+                if m.key_taken(h, email) {
+                    return Err(key_conflict());
+                }
+                next.key_hash = h.clone();
+            }
+            _ => return Ok(UserUpdate::NotFound),
+        }
+        next.modified_by_request_id = request_id.to_owned();
+        let admins_left = m
+            .users
+            .values()
+            .filter(|u| u.email != email && active_admin(u))
+            .count()
+            + usize::from(active_admin(&next));
+        if admins_left == 0 {
+            return Ok(UserUpdate::LastAdmin);
+        }
+        m.users.insert(email.to_owned(), next.clone());
+        Ok(UserUpdate::Updated(next))
+    }
+    async fn purge_unclaimed(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.check()?;
+        let mut m = self.m.lock().expect("mem");
+        let before = m.users.len();
+        m.users
+            .retain(|_, u| u.claim_expires_at_ms.is_none_or(|x| x >= now_ms));
+        let purged = (before - m.users.len()) as u64;
+        m.claims.retain(|_, c| match c.claimed_at_ms {
+            None => c.claim.expires_at_ms >= now_ms,
+            Some(at) => at >= now_ms - USED_CLAIM_KEEP_MS,
+        });
+        Ok(purged)
+    }
+    async fn users_by_request(&self, request_id: &str) -> Result<Vec<User>, StoreError> {
+        self.check()?;
+        let m = self.m.lock().expect("mem");
+        Ok(m.users
+            .values()
+            .filter(|u| {
+                u.created_by_request_id == request_id || u.modified_by_request_id == request_id
+            })
+            .cloned()
+            .collect())
+    }
+    async fn executions_by_request(&self, request_id: &str) -> Result<Vec<Execution>, StoreError> {
+        self.check()?;
+        let m = self.m.lock().expect("mem");
+        let mut v: Vec<Execution> = m
+            .execs
+            .values()
+            .filter(|e| {
+                e.created_by_request_id == request_id || e.modified_by_request_id == request_id
+            })
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+        v.truncate(1000);
+        Ok(v)
+    }
+    async fn append_server_logs(
+        &self,
+        lines: &[ServerLogLine],
+        keep: u64,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut m = self.m.lock().expect("mem");
+        m.server_logs.extend(lines.iter().cloned());
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        let excess = m.server_logs.len().saturating_sub(keep);
+        m.server_logs.drain(..excess);
+        Ok(())
+    }
+    async fn server_logs(
+        &self,
+        request_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ServerLogLine>, StoreError> {
+        self.check()?;
+        let m = self.m.lock().expect("mem");
+        Ok(m.server_logs
+            .iter()
+            .filter(|l| l.request_id == request_id)
+            .take(limit)
+            .cloned()
+            .collect())
     }
     async fn save_report(&self, report: &ReconcileReport, keep: usize) -> Result<(), StoreError> {
         self.check()?;
@@ -563,7 +769,433 @@ pub async fn store_conformance(s: &dyn Store) {
         }
     );
 
-    // Users and claims have their own tests with the users work; not repeated here.
+    // Executions by request: created or last changed by it, newest first.
+    let ids = |v: Vec<Execution>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let mut e1 = s.get_execution(&id(1)).await.expect("get").expect("row");
+    e1.modified_by_request_id = "req-kill".into();
+    assert!(s.update_execution(&e1).await.expect("cas"));
+    let mut e4 = execution(&id(4), 4_000);
+    e4.created_by_request_id = "req-exec".into();
+    e4.modified_by_request_id = "req-exec".into();
+    s.create_execution(&e4).await.expect("create");
+    let mut e2 = s.get_execution(&id(2)).await.expect("get").expect("row");
+    e2.modified_by_request_id = "req-exec".into();
+    assert!(s.update_execution(&e2).await.expect("cas"));
+    let by_req = |r: &'static str| s.executions_by_request(r);
+    assert_eq!(
+        ids(by_req("req-exec").await.expect("trace")),
+        [id(4), id(2)]
+    );
+    assert_eq!(ids(by_req("req-kill").await.expect("trace")), [id(1)]);
+    assert_eq!(
+        ids(by_req("req-1").await.expect("trace")),
+        [id(3), id(2), id(1)],
+        "the creating request still finds a row changed since"
+    );
+    assert!(by_req("req-none").await.expect("trace").is_empty());
+
+    // Users: create, duplicates refused, listed by email.
+    let user = |email: &str, role: Role, key_hash: &str, rid: &str| User {
+        email: email.to_owned(),
+        role,
+        key_hash: key_hash.to_owned(),
+        created_at_ms: 1_000,
+        revoked: false,
+        last_used_ms: None,
+        claim_expires_at_ms: None,
+        created_by: "runvoyd".into(),
+        created_by_request_id: rid.to_owned(),
+        modified_by_request_id: rid.to_owned(),
+    };
+    let emails = |v: Vec<User>| v.into_iter().map(|u| u.email).collect::<Vec<_>>();
+    assert_eq!(s.count_users().await.expect("count"), 0);
+    assert!(s.list_users().await.expect("list users").is_empty());
+    let dev = user("dev@example.com", Role::Developer, "key-dev", "req-dev");
+    let admin = user("admin@example.com", Role::Admin, "key-admin", "");
+    s.create_user(&dev).await.expect("create user");
+    s.create_user(&admin).await.expect("create user");
+    assert!(
+        matches!(
+            s.create_user(&user("dev@example.com", Role::Viewer, "key-other", ""))
+                .await,
+            Err(StoreError::AlreadyExists(_))
+        ),
+        "duplicate email"
+    );
+    assert!(
+        matches!(
+            s.create_user(&user("other@example.com", Role::Viewer, "key-dev", ""))
+                .await,
+            Err(StoreError::AlreadyExists(_))
+        ),
+        "duplicate key hash"
+    );
+    assert_eq!(
+        s.list_users().await.expect("list users"),
+        vec![admin.clone(), dev.clone()]
+    );
+    assert_eq!(s.count_users().await.expect("count"), 2);
+    assert_eq!(
+        s.user_by_key_hash("key-admin").await.expect("by key"),
+        Some(admin.clone())
+    );
+
+    // Claims: an unclaimed user and its claim are created together; a claim works once.
+    let unclaimed = |email: &str, role: Role, n: u8, rid: &str, expires: i64| {
+        let mut u = user(email, role, &format!("unclaimed-{n}"), rid);
+        u.claim_expires_at_ms = Some(expires);
+        let c = Claim {
+            token_hash: format!("token-hash-{n}"),
+            email: email.to_owned(),
+            created_at_ms: 1_000,
+            expires_at_ms: expires,
+        };
+        (u, c)
+    };
+    let (new_u, new_c) = unclaimed("new@example.com", Role::Developer, 1, "req-create", 10_000);
+    s.create_user_with_claim(&new_u, &new_c)
+        .await
+        .expect("create with claim");
+    let (dup_u, dup_c) = unclaimed("dev@example.com", Role::Viewer, 2, "req-dup", 10_000);
+    assert!(matches!(
+        s.create_user_with_claim(&dup_u, &dup_c).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    let redeem = |t: &'static str, k: &'static str, now: i64, rid: &'static str| {
+        s.redeem_claim(t, k, now, rid)
+    };
+    assert_eq!(
+        redeem("token-hash-2", "key-dup", 5_000, "req-x")
+            .await
+            .expect("redeem"),
+        ClaimOutcome::NotFound,
+        "the claim of a refused creation is not kept"
+    );
+    assert_eq!(
+        s.user_by_email("dev@example.com").await.expect("by email"),
+        Some(dev.clone())
+    );
+    assert_eq!(
+        redeem("no-such-hash", "key-x", 5_000, "req-x")
+            .await
+            .expect("redeem"),
+        ClaimOutcome::NotFound
+    );
+    assert_eq!(
+        redeem("token-hash-1", "key-new", 10_001, "req-late")
+            .await
+            .expect("redeem"),
+        ClaimOutcome::NotFound,
+        "expired"
+    );
+    assert_eq!(
+        s.user_by_email("new@example.com").await.expect("by email"),
+        Some(new_u.clone()),
+        "an expired claim changes nothing"
+    );
+    let mut claimed = new_u.clone();
+    claimed.key_hash = "key-new".into();
+    claimed.claim_expires_at_ms = None;
+    claimed.modified_by_request_id = "req-claim".into();
+    assert_eq!(
+        redeem("token-hash-1", "key-new", 10_000, "req-claim")
+            .await
+            .expect("redeem"),
+        ClaimOutcome::Claimed(claimed.clone()),
+        "still valid at its expiry"
+    );
+    assert_eq!(
+        s.user_by_key_hash("key-new").await.expect("by key"),
+        Some(claimed.clone())
+    );
+    assert_eq!(
+        redeem("token-hash-1", "key-again", 10_000, "req-again")
+            .await
+            .expect("redeem"),
+        ClaimOutcome::AlreadyClaimed
+    );
+    assert_eq!(s.user_by_key_hash("key-again").await.expect("by key"), None);
+    assert_eq!(
+        s.user_by_email("new@example.com").await.expect("by email"),
+        Some(claimed.clone())
+    );
+    // The claim of a revoked user does not work.
+    let (gone_u, gone_c) = unclaimed("gone@example.com", Role::Viewer, 3, "req-gone", 20_000);
+    s.create_user_with_claim(&gone_u, &gone_c)
+        .await
+        .expect("create with claim");
+    let UserUpdate::Updated(g) = s
+        .update_user("gone@example.com", &UserChange::Revoke, "req-revoke")
+        .await
+        .expect("revoke")
+    else {
+        panic!("revoking an unclaimed user applies");
+    };
+    assert!(g.revoked);
+    assert_eq!(g.modified_by_request_id, "req-revoke");
+    assert_eq!(
+        redeem("token-hash-3", "key-gone", 15_000, "req-x")
+            .await
+            .expect("redeem"),
+        ClaimOutcome::NotFound
+    );
+    let (pending_u, pending_c) =
+        unclaimed("pending@example.com", Role::Admin, 4, "req-pending", 30_000);
+    s.create_user_with_claim(&pending_u, &pending_c)
+        .await
+        .expect("create with claim");
+    let (late_u, late_c) = unclaimed("late@example.com", Role::Developer, 5, "req-late", 10_000);
+    s.create_user_with_claim(&late_u, &late_c)
+        .await
+        .expect("create with claim");
+
+    // Changing users: at least one active admin (role admin, not revoked, claimed) remains.
+    let change = |email: &'static str, c: UserChange, rid: &'static str| async move {
+        s.update_user(email, &c, rid).await.expect("update user")
+    };
+    assert_eq!(
+        change(
+            "nobody@example.com",
+            UserChange::Role(Role::Viewer),
+            "req-x"
+        )
+        .await,
+        UserUpdate::NotFound
+    );
+    assert_eq!(
+        change("admin@example.com", UserChange::Role(Role::Viewer), "req-x").await,
+        UserUpdate::LastAdmin,
+        "an unclaimed admin does not count"
+    );
+    assert_eq!(
+        change("admin@example.com", UserChange::Revoke, "req-x").await,
+        UserUpdate::LastAdmin
+    );
+    assert_eq!(
+        s.user_by_email("admin@example.com")
+            .await
+            .expect("by email"),
+        Some(admin.clone()),
+        "a refused change writes nothing"
+    );
+    assert_eq!(
+        change(
+            "late@example.com",
+            UserChange::KeyHash("key-late".into()),
+            "req-x"
+        )
+        .await,
+        UserUpdate::NotFound,
+        "no key for an unclaimed user"
+    );
+    assert_eq!(s.user_by_key_hash("key-late").await.expect("by key"), None);
+    let mut promoted = claimed.clone();
+    promoted.role = Role::Admin;
+    promoted.modified_by_request_id = "req-promote".into();
+    assert_eq!(
+        change(
+            "new@example.com",
+            UserChange::Role(Role::Admin),
+            "req-promote"
+        )
+        .await,
+        UserUpdate::Updated(promoted.clone())
+    );
+    let mut revoked = admin.clone();
+    revoked.revoked = true;
+    revoked.modified_by_request_id = "req-revoke-admin".into();
+    assert_eq!(
+        change("admin@example.com", UserChange::Revoke, "req-revoke-admin").await,
+        UserUpdate::Updated(revoked.clone()),
+        "another active admin remains"
+    );
+    assert_eq!(
+        change("admin@example.com", UserChange::Role(Role::Admin), "req-x").await,
+        UserUpdate::NotFound,
+        "no role for a revoked user"
+    );
+    assert_eq!(
+        change(
+            "admin@example.com",
+            UserChange::KeyHash("key-x".into()),
+            "req-x"
+        )
+        .await,
+        UserUpdate::NotFound,
+        "no key for a revoked user"
+    );
+    assert_eq!(
+        change("new@example.com", UserChange::Role(Role::Operator), "req-x").await,
+        UserUpdate::LastAdmin
+    );
+    assert_eq!(
+        change("new@example.com", UserChange::Revoke, "req-x").await,
+        UserUpdate::LastAdmin
+    );
+    let mut rotated = promoted.clone();
+    rotated.key_hash = "key-rotated".into();
+    rotated.modified_by_request_id = "req-rotate".into();
+    assert_eq!(
+        change(
+            "new@example.com",
+            UserChange::KeyHash("key-rotated".into()),
+            "req-rotate"
+        )
+        .await,
+        UserUpdate::Updated(rotated.clone())
+    );
+    assert_eq!(s.user_by_key_hash("key-new").await.expect("by key"), None);
+    assert_eq!(
+        s.user_by_key_hash("key-rotated").await.expect("by key"),
+        Some(rotated.clone())
+    );
+    // An unclaimed user's role may change (last changed by "req-batch", like dev@ below).
+    let UserUpdate::Updated(l) = change(
+        "late@example.com",
+        UserChange::Role(Role::Viewer),
+        "req-batch",
+    )
+    .await
+    else {
+        panic!("role of an unclaimed user");
+    };
+    assert_eq!(l.role, Role::Viewer);
+    assert_eq!(l.claim_expires_at_ms, Some(10_000));
+    assert!(matches!(
+        change(
+            "dev@example.com",
+            UserChange::Role(Role::Operator),
+            "req-batch"
+        )
+        .await,
+        UserUpdate::Updated(_)
+    ));
+
+    // Users by request: created or last changed by it, sorted by email.
+    let users_by = |r: &'static str| s.users_by_request(r);
+    assert_eq!(
+        emails(users_by("req-batch").await.expect("trace")),
+        ["dev@example.com", "late@example.com"]
+    );
+    assert_eq!(
+        users_by("req-create").await.expect("trace"),
+        vec![rotated.clone()],
+        "the creating request still finds a user changed since"
+    );
+    assert_eq!(
+        users_by("req-rotate").await.expect("trace"),
+        vec![rotated.clone()]
+    );
+    assert!(users_by("req-promote").await.expect("trace").is_empty());
+    assert!(users_by("req-none").await.expect("trace").is_empty());
+
+    // Purge: unclaimed users whose claim expired, then used claims once old.
+    assert_eq!(s.purge_unclaimed(10_000).await.expect("purge"), 0);
+    assert_eq!(s.purge_unclaimed(10_001).await.expect("purge"), 1);
+    assert_eq!(
+        s.user_by_email("late@example.com").await.expect("get"),
+        None
+    );
+    assert_eq!(s.purge_unclaimed(10_001).await.expect("purge"), 0);
+    assert_eq!(
+        s.purge_unclaimed(30_001).await.expect("purge"),
+        2,
+        "revoked or admin, unclaimed users expire too"
+    );
+    assert_eq!(
+        emails(s.list_users().await.expect("list users")),
+        ["admin@example.com", "dev@example.com", "new@example.com"]
+    );
+    assert_eq!(s.count_users().await.expect("count"), 3);
+    // token-hash-1 was used at 10_000.
+    assert_eq!(
+        s.purge_unclaimed(10_000 + USED_CLAIM_KEEP_MS)
+            .await
+            .expect("purge"),
+        0
+    );
+    assert_eq!(
+        redeem(
+            "token-hash-1",
+            "key-x",
+            10_000 + USED_CLAIM_KEEP_MS,
+            "req-x"
+        )
+        .await
+        .expect("redeem"),
+        ClaimOutcome::AlreadyClaimed,
+        "a used claim is kept for a while"
+    );
+    s.purge_unclaimed(10_001 + USED_CLAIM_KEEP_MS)
+        .await
+        .expect("purge");
+    assert_eq!(
+        redeem(
+            "token-hash-1",
+            "key-x",
+            10_001 + USED_CLAIM_KEEP_MS,
+            "req-x"
+        )
+        .await
+        .expect("redeem"),
+        ClaimOutcome::NotFound,
+        "then deleted"
+    );
+    assert_eq!(
+        s.user_by_email("new@example.com").await.expect("get"),
+        Some(rotated),
+        "claimed users are never purged"
+    );
+
+    // Server logs: per request oldest first; only the newest `keep` lines (all requests) kept.
+    let line = |n: u64, rid: &str| ServerLogLine {
+        ts_ms: 5_000,
+        request_id: rid.to_owned(),
+        line: format!("{{\"n\":{n}}}"),
+    };
+    let logs_of = |r: &'static str, limit: usize| s.server_logs(r, limit);
+    assert!(logs_of("r-a", 10).await.expect("server logs").is_empty());
+    s.append_server_logs(&[], 3).await.expect("append nothing");
+    s.append_server_logs(&[line(1, "r-a"), line(2, "r-b"), line(3, "r-a")], 100)
+        .await
+        .expect("append server logs");
+    s.append_server_logs(&[line(4, "r-a"), line(5, "r-b")], 100)
+        .await
+        .expect("append server logs");
+    assert_eq!(
+        logs_of("r-a", 10).await.expect("server logs"),
+        vec![line(1, "r-a"), line(3, "r-a"), line(4, "r-a")]
+    );
+    assert_eq!(
+        logs_of("r-a", 2).await.expect("server logs"),
+        vec![line(1, "r-a"), line(3, "r-a")]
+    );
+    assert_eq!(
+        logs_of("r-b", 10).await.expect("server logs"),
+        vec![line(2, "r-b"), line(5, "r-b")]
+    );
+    assert!(logs_of("r-c", 10).await.expect("server logs").is_empty());
+    s.append_server_logs(&[line(6, "r-b")], 3)
+        .await
+        .expect("append server logs");
+    assert_eq!(
+        logs_of("r-a", 10).await.expect("server logs"),
+        vec![line(4, "r-a")]
+    );
+    assert_eq!(
+        logs_of("r-b", 10).await.expect("server logs"),
+        vec![line(5, "r-b"), line(6, "r-b")]
+    );
+    let many: Vec<ServerLogLine> = (7..=10).map(|n| line(n, "r-a")).collect();
+    s.append_server_logs(&many, 2)
+        .await
+        .expect("append server logs");
+    assert_eq!(
+        logs_of("r-a", 10).await.expect("server logs"),
+        vec![line(9, "r-a"), line(10, "r-a")],
+        "a batch larger than `keep` keeps its newest lines"
+    );
+    assert!(logs_of("r-b", 10).await.expect("server logs").is_empty());
 
     // Reconcile reports: newest first, only the newest `keep` kept.
     assert!(s.recent_reports(10).await.expect("reports").is_empty());
@@ -573,4 +1205,9 @@ pub async fn store_conformance(s: &dyn Store) {
     let got = s.recent_reports(10).await.expect("reports");
     assert_eq!(got, vec![report(5), report(4), report(3)]);
     assert_eq!(s.recent_reports(1).await.expect("reports"), vec![report(5)]);
+    s.save_report(&report(6), 2).await.expect("save report");
+    assert_eq!(
+        s.recent_reports(10).await.expect("reports"),
+        vec![report(6), report(5)]
+    );
 }

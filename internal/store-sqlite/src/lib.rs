@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use runvoy_domain::ports::{
-    Claim, ClaimOutcome, ListQuery, LogStats, ServerLogLine, Store, StoreError, UserChange,
-    UserUpdate,
+    Claim, ClaimOutcome, ListQuery, LogStats, ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS,
+    UserChange, UserUpdate,
 };
 use runvoy_domain::{Execution, LogRecord, Role, Status, Stream, User};
 use runvoy_proto::ReconcileReport;
@@ -123,9 +123,6 @@ fn migrate_users(c: &Connection) -> Result<(), StoreError> {
     )
     .map_err(unavailable)
 }
-
-/// Used claims are kept this long (so a second use answers 409), then deleted.
-const USED_CLAIM_KEEP_MS: i64 = 24 * 3600 * 1000;
 
 /// The SQLite store.
 #[derive(Clone)]

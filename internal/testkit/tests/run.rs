@@ -14,6 +14,19 @@ fn server() -> TestServer {
     TestServer::start_with(&["--kill-grace", "2"], &[])
 }
 
+/// Waits until an execution has logged `line` (so a trap set before it is in place).
+async fn wait_for_line(s: &TestServer, id: &str, line: &str) {
+    let c = s.client();
+    for _ in 0..800 {
+        let page = c.logs_page(id, 0, Some(100)).await.unwrap();
+        if page.events.iter().any(|e| e.message == line) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("execution {id} never printed {line:?}");
+}
+
 fn local(cmd: &str) -> Output {
     Command::new("/bin/sh")
         .arg("-c")
@@ -145,7 +158,7 @@ async fn kill_stops_the_command_and_marks_it_stopped() {
             "run",
             "--detach",
             "--",
-            "echo started; trap 'echo got term; exit 7' TERM; sleep 60 & wait",
+            "trap 'echo got term; exit 7' TERM; echo started; sleep 60 & wait",
         ],
     );
     assert!(
@@ -154,14 +167,9 @@ async fn kill_stops_the_command_and_marks_it_stopped() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    // Wait until it runs, then kill through the CLI.
-    let c = s.client();
-    for _ in 0..200 {
-        if c.get_execution(&id).await.unwrap().status == Status::Running {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // Wait until the trap is installed (it prints "started" right after), then kill through
+    // the CLI.
+    wait_for_line(&s, &id, "started").await;
     let k = remote(&s, &["kill", &id]);
     assert!(k.status.success(), "{}", String::from_utf8_lossy(&k.stderr));
     let e = s.wait_settled(&id, Duration::from_secs(30)).await;
@@ -185,12 +193,12 @@ async fn a_command_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let r = s
         .client()
         .run(&RunRequest {
-            command: "trap '' TERM; sleep 60".into(),
+            command: "trap '' TERM; echo ready; sleep 60".into(),
             ..Default::default()
         })
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_line(&s, &r.execution_id, "ready").await;
     s.client().kill(&r.execution_id).await.unwrap();
     let e = s
         .wait_settled(&r.execution_id, Duration::from_secs(30))

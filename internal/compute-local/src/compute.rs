@@ -200,36 +200,6 @@ impl LocalCompute {
             tailing.lock().expect("tailing").remove(&id);
         });
     }
-
-    /// Removes the directories of executions that ended before `older_than_ms` (epoch ms) and
-    /// are not being tailed. Returns the removed ids.
-    pub fn remove_finished(&self, older_than_ms: i64, keep: &dyn Fn(&str) -> bool) -> Vec<String> {
-        let mut removed = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&self.cfg.executions_dir) else {
-            return removed;
-        };
-        for ent in rd.flatten() {
-            let id = ent.file_name().to_string_lossy().into_owned();
-            if !valid_execution_id(&id)
-                || keep(&id)
-                || self.tailing.lock().expect("tailing").contains(&id)
-            {
-                continue;
-            }
-            let exit = ent.path().join("exit.json");
-            let ended_ms = std::fs::metadata(&exit)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as i64);
-            if ended_ms.is_some_and(|t| t < older_than_ms)
-                && std::fs::remove_dir_all(ent.path()).is_ok()
-            {
-                removed.push(id);
-            }
-        }
-        removed
-    }
 }
 
 #[async_trait]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use runvoy_domain::ports::{ComputeError, LogSource};
 use runvoy_domain::{ExitInfo, LogRecord};
-use runvoy_proto::record::{RecordRef, RunnerRecord, parse_line};
+use runvoy_proto::record::{RecordRef, parse_line};
 
 /// Parses complete lines of runner records. Lines that are not records (e.g. stray output) are
 /// skipped with a warning rather than failing the whole batch.
@@ -48,9 +48,9 @@ pub(crate) fn read_exit_record(path: &std::path::Path) -> Option<ExitInfo> {
     let mut tail = Vec::new();
     f.read_to_end(&mut tail).ok()?;
     let last = tail.split(|&b| b == b'\n').rev().find(|l| !l.is_empty())?;
-    match serde_json::from_slice::<RunnerRecord>(last).ok()? {
-        RunnerRecord::Exit(x) => Some(x.into()),
-        _ => None,
+    match parse_line(last).ok()? {
+        RecordRef::Exit(x) => Some(x.into()),
+        RecordRef::Log { .. } => None,
     }
 }
 

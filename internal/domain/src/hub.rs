@@ -53,14 +53,4 @@ impl LogHub {
             ch.remove(execution_id);
         }
     }
-
-    /// Number of executions with live subscribers.
-    pub fn active(&self) -> usize {
-        self.channels
-            .lock()
-            .expect("hub lock")
-            .values()
-            .filter(|t| t.receiver_count() > 0)
-            .count()
-    }
 }

@@ -177,21 +177,6 @@ impl LogRecord {
             eol,
         })
     }
-
-    /// Converts a runner record. Returns `None` when its `b64` is malformed.
-    pub fn from_wire(w: runvoy_proto::record::LogRecordWire) -> Option<LogRecord> {
-        let data = match w.b64 {
-            Some(b) => runvoy_proto::b64_decode(&b)?,
-            None => w.message.into_bytes(),
-        };
-        Some(LogRecord {
-            seq: w.seq,
-            stream: w.stream,
-            ts_ms: crate::clock::parse_rfc3339(&w.time).unwrap_or(0),
-            data,
-            eol: w.eol,
-        })
-    }
 }
 
 /// What the runner's final record (or compute) says about how the command ended.

@@ -395,7 +395,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    // Every open WebSocket holds a receiver of this channel: after the HTTP server stops, the
+    // sender sees all receivers dropped once those streams have sent their close frames.
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
+    let notify_tx = shutdown_tx.clone();
     let state = AppState::new(
         service,
         TokenSigner::new(token_key(&data_dir)?, 10 * 60 * 1000),
@@ -412,9 +416,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(async move {
         shutdown().await;
-        let _ = shutdown_tx.send(true);
+        let _ = notify_tx.send(true);
     })
     .await?;
+    // Upgraded WebSocket connections are not waited for by the HTTP server: give them a moment
+    // to tell their clients to reconnect (close 1012) instead of resetting them on exit.
+    if tokio::time::timeout(Duration::from_secs(5), shutdown_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some log streams did not close in time");
+    }
     tracing::info!(
         "runvoyd stopped; running executions continue and are re-attached on the next start"
     );

@@ -25,8 +25,10 @@ pub struct Config {
     pub banner: Vec<Vec<u8>>,
     /// Working directory of the command.
     pub workdir: Option<PathBuf>,
-    /// `.env` file whose variables are exported to the command.
+    /// `.env` file whose variables are exported to the command (removed once read).
     pub env_file: Option<PathBuf>,
+    /// Sandbox spec: start the command through its launcher (local compute only).
+    pub sandbox: Option<PathBuf>,
 }
 
 impl Config {
@@ -88,6 +90,7 @@ impl Config {
             banner,
             workdir: get(env::WORKDIR).map(PathBuf::from),
             env_file: get(env::ENV_FILE).map(PathBuf::from),
+            sandbox: get(runvoy_proto::sandbox::SANDBOX_ENV).map(PathBuf::from),
         })
     }
 }

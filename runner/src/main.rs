@@ -6,9 +6,11 @@
 //! SIGTERM/SIGINT to the command, and reaps zombies so it can run as pid 1.
 
 mod config;
+mod sandbox;
 mod sink;
 mod split;
 
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use runvoy_proto::record::Stream;
 
 use config::Config;
+use sandbox::Sandbox;
 use sink::{FdWriter, Sink};
 use split::LineSplitter;
 
@@ -37,6 +40,8 @@ const DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
 const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Readers raise this to wake the supervisor; it is blocked everywhere, so it is only queued.
 const WAKE_SIGNAL: libc::c_int = libc::SIGUSR1;
+/// Set when the command runs in a sandbox: its process group is then not the launcher's.
+static SANDBOXED: AtomicBool = AtomicBool::new(false);
 
 /// State shared by the supervisor and the two pipe readers.
 struct Shared {
@@ -94,7 +99,15 @@ fn run(config: &Config, signals: &SignalSet) -> i32 {
         }
     }
 
-    let mut child = match spawn(config) {
+    let sandbox = match config.sandbox.as_deref().map(Sandbox::load).transpose() {
+        Ok(s) => s,
+        Err(msg) => return finish(&shared, EXIT_RUNNER_ERROR, false, false, Some(msg)),
+    };
+    SANDBOXED.store(sandbox.is_some(), Ordering::SeqCst);
+    let spawned = spawn(config, sandbox.as_ref());
+    // The launcher has inherited the sandbox's descriptors; the runner needs them no more.
+    drop(sandbox);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(msg) => return finish(&shared, EXIT_CANNOT_RUN, false, false, Some(msg)),
     };
@@ -147,12 +160,23 @@ fn output_failed(e: &io::Error) -> i32 {
     EXIT_RUNNER_ERROR
 }
 
-/// Starts `/bin/sh -c COMMAND` as the leader of a new process group.
-fn spawn(config: &Config) -> Result<std::process::Child, String> {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(&config.command)
-        .stdin(Stdio::null())
+/// Starts `/bin/sh -c COMMAND` (through the sandbox's launcher when there is one) as the
+/// leader of a new process group.
+fn spawn(config: &Config, sandbox: Option<&Sandbox>) -> Result<std::process::Child, String> {
+    let program = OsStr::new("/bin/sh");
+    let args: Vec<OsString> = vec!["-c".into(), config.command.clone()];
+    let mut cmd = match sandbox {
+        Some(sb) => sb.command(program, &args),
+        None => {
+            let mut c = Command::new(program);
+            c.args(&args);
+            c
+        }
+    };
+    // What only the runner needs stays out of the command's environment.
+    cmd.env_remove(runvoy_proto::sandbox::SANDBOX_ENV)
+        .env_remove(runvoy_proto::record::env::ENV_FILE);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Own group, so a stop reaches everything the command started.
@@ -177,12 +201,17 @@ fn spawn(config: &Config) -> Result<std::process::Child, String> {
             Ok(())
         });
     }
-    if let Some(dir) = &config.workdir {
+    // In a sandbox the launcher sets the working directory inside it.
+    if let (Some(dir), None) = (&config.workdir, sandbox) {
         cmd.current_dir(dir);
     }
     if let Some(path) = &config.env_file {
         let data = std::fs::read(path)
             .map_err(|e| format!("cannot read env file {}: {e}", path.display()))?;
+        // Values may be secrets: once read they live only in the command's environment.
+        if let Err(e) = std::fs::remove_file(path) {
+            eprintln!("runvoy-runner: cannot remove {}: {e}", path.display());
+        }
         let vars = config::parse_env_file(&data)
             .map_err(|e| format!("invalid env file {}: {e}", path.display()))?;
         cmd.envs(vars);
@@ -362,8 +391,21 @@ fn supervise(config: &Config, signals: &SignalSet, shared: &Shared, pgid: libc::
     }
 }
 
-/// Sends SIGTERM to the group and returns when to follow up with SIGKILL.
+/// Sends SIGTERM to the command and returns when to follow up with SIGKILL.
 fn stop_group(pgid: libc::pid_t, grace: Duration) -> Instant {
+    if SANDBOXED.load(Ordering::SeqCst) {
+        let groups = sandbox::command_groups(pgid);
+        if groups.is_empty() {
+            // The launcher has not started the command yet: nothing to be graceful with.
+            kill_group(pgid, libc::SIGKILL);
+            return Instant::now();
+        }
+        for g in groups {
+            kill_group(g, libc::SIGTERM);
+            kill_group(g, libc::SIGCONT);
+        }
+        return Instant::now() + grace;
+    }
     kill_group(pgid, libc::SIGTERM);
     // A stopped process would not act on SIGTERM until continued.
     kill_group(pgid, libc::SIGCONT);

@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 use runvoy_api::AppState;
 use runvoy_api::auth::TokenSigner;
 use runvoy_api::serverlog::{ServerLogQueue, server_log_layer, write_server_logs};
-use runvoy_compute_local::{Bus, Isolation, LocalCompute, LocalComputeConfig, RecordFileSource};
+use runvoy_compute_local::{
+    Bus, Enforcement, Isolation, Limits, LocalCompute, LocalComputeConfig, RecordFileSource,
+};
 use runvoy_domain::clock::{Clock, SystemClock};
 use runvoy_domain::fault::{FaultyCompute, FaultyStore};
 use runvoy_domain::hub::LogHub;
@@ -40,11 +42,9 @@ pub enum LogFormat {
 /// Isolation choice for local executions.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum IsolationArg {
-    /// bubblewrap when it works here, else a process group.
-    Auto,
-    /// Always bubblewrap.
+    /// The bubblewrap sandbox; runvoyd refuses to start when it cannot be set up.
     Bwrap,
-    /// A plain process group.
+    /// No isolation: commands run as runvoyd's user and can read its data dir and keys.
     Process,
 }
 
@@ -66,9 +66,29 @@ pub struct ServeArgs {
     /// Public base URL used in links (default: derived from each request's Host).
     #[arg(long, env = "RUNVOY_PUBLIC_URL")]
     public_url: Option<String>,
-    /// How to isolate local executions.
-    #[arg(long, env = "RUNVOY_ISOLATION", value_enum, default_value = "auto")]
+    /// How to isolate local executions. `process` turns isolation off (single-user machines
+    /// only); runvoyd then warns at start and `/api/v1/health` says `isolation: none`.
+    #[arg(long, env = "RUNVOY_ISOLATION", value_enum, default_value = "bwrap")]
     isolation: IsolationArg,
+    /// Memory limit of each execution in MiB, including its in-memory workspace and /tmp
+    /// (0: none).
+    #[arg(long, env = "RUNVOY_MEMORY_LIMIT_MB", default_value_t = 2048)]
+    memory_limit_mb: u64,
+    /// Processes and threads one execution may have at once (0: none).
+    #[arg(long, env = "RUNVOY_PIDS_LIMIT", default_value_t = 512)]
+    pids_limit: u64,
+    /// CPU of one execution, in cores (fractions allowed; 0: none).
+    #[arg(long, env = "RUNVOY_CPU_LIMIT", default_value_t = 1.0)]
+    cpu_limit: f64,
+    /// Size of each execution's in-memory /workspace in MiB (0: a directory on disk, no limit).
+    #[arg(long, env = "RUNVOY_WORKSPACE_LIMIT_MB", default_value_t = 1024)]
+    workspace_limit_mb: u64,
+    /// Size of each execution's /tmp in MiB.
+    #[arg(long, env = "RUNVOY_TMP_LIMIT_MB", default_value_t = 256)]
+    tmp_limit_mb: u64,
+    /// First host uid of the range (2^20 uids) sandboxed commands run as, one per execution.
+    #[arg(long, env = "RUNVOY_SANDBOX_UID_BASE", default_value_t = 1_900_000_000)]
+    sandbox_uid_base: u32,
     /// Give local executions the host network (bubblewrap otherwise gives them none).
     #[arg(long, env = "RUNVOY_SHARE_NET")]
     share_net: bool,
@@ -259,9 +279,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store = Arc::new(FaultyStore::new(store, dir));
     }
     let isolation = match args.isolation {
-        IsolationArg::Auto => Isolation::detect(),
         IsolationArg::Bwrap => Isolation::Bwrap,
-        IsolationArg::Process => Isolation::Process,
+        IsolationArg::Process => {
+            eprintln!(
+                "runvoyd: WARNING: --isolation process: commands run WITHOUT isolation, as this \
+                 user, and can read the data dir and every key in it; never use this on a \
+                 machine shared with people you do not trust with the admin key"
+            );
+            Isolation::Process
+        }
+    };
+    let nonzero = |v: u64| (v > 0).then_some(v);
+    let limits = Limits {
+        memory_bytes: nonzero(args.memory_limit_mb << 20),
+        pids: nonzero(args.pids_limit),
+        cpu_millis: nonzero((args.cpu_limit * 1000.0).round().max(0.0) as u64),
+        workspace_bytes: nonzero(args.workspace_limit_mb << 20),
+        tmp_bytes: Some(args.tmp_limit_mb.max(1) << 20),
     };
     let executions_dir = data_dir.join("executions");
     let (bus, bus_rx) = Bus::new(1024);
@@ -279,9 +313,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             supervisor_cmd: vec![std::env::current_exe()?, "supervise".into()],
             isolation,
             share_net: args.share_net,
+            limits,
+            sandbox_uid_base: args.sandbox_uid_base,
         },
         bus,
     )?);
+    if isolation == Isolation::Bwrap
+        && let Err(why) = compute.probe()
+    {
+        bail!(
+            "the bubblewrap sandbox cannot be set up on this machine: {why}\n\
+             runvoyd needs bubblewrap (apt-get install bubblewrap) and unprivileged user \
+             namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0). \
+             To run commands without any isolation on a single-user machine, pass \
+             --isolation process."
+        );
+    }
+    let enforcement = match isolation {
+        Isolation::Bwrap => runvoy_compute_local::sandbox::enforcement(),
+        Isolation::Process => Enforcement::default(),
+    };
     let hub = Arc::new(LogHub::new());
     let compute_port: Arc<dyn Compute> = match &faults {
         Some(dir) => Arc::new(FaultyCompute::new(compute.clone(), dir)),
@@ -408,7 +459,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.public_url.clone(),
         shutdown_rx,
     )
-    .with_auth_failure_limit(args.auth_failure_burst, args.auth_failure_per_minute);
+    .with_auth_failure_limit(args.auth_failure_burst, args.auth_failure_per_minute)
+    .with_isolation(
+        match isolation {
+            Isolation::Bwrap => "bubblewrap",
+            Isolation::Process => "none",
+        },
+        enforcement.limits,
+    );
     let app = runvoy_api::router(state);
     axum::serve(
         listener,

@@ -206,6 +206,8 @@ pub(crate) async fn health(State(st): State<AppState>) -> axum::Json<HealthRespo
         version: st.version.clone(),
         backend: st.backend.clone(),
         provider: st.backend.clone(),
+        isolation: st.isolation.clone(),
+        limits: st.limits.clone(),
     })
 }
 

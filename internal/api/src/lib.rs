@@ -56,6 +56,10 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Becomes true when the server shuts down, so open WebSockets close (clients reconnect).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// How commands are isolated (`bubblewrap`, `none`), for `/health`.
+    pub isolation: String,
+    /// How each execution limit is enforced, by limit name, for `/health`.
+    pub limits: std::collections::BTreeMap<String, String>,
 }
 
 impl AppState {
@@ -70,6 +74,8 @@ impl AppState {
     ) -> Self {
         AppState {
             shutdown,
+            isolation: "none".into(),
+            limits: Default::default(),
             service,
             tokens: Arc::new(tokens),
             last_used: Arc::default(),
@@ -83,6 +89,17 @@ impl AppState {
     /// Allows `burst` failed authentications per client address, refilled at `per_minute`.
     pub fn with_auth_failure_limit(mut self, burst: u32, per_minute: u32) -> Self {
         self.auth_limiter = Arc::new(AuthLimiter::new(burst, per_minute));
+        self
+    }
+
+    /// Records how commands are isolated and how each limit is enforced (shown by `/health`).
+    pub fn with_isolation(
+        mut self,
+        isolation: &str,
+        limits: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        self.isolation = isolation.to_owned();
+        self.limits = limits;
         self
     }
 }

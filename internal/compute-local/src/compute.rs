@@ -14,44 +14,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::bus::Bus;
 use crate::records::read_exit_record;
+use crate::sandbox::Limits;
 use crate::supervisor::{ExitFile, pid_alive, read_pid_file};
 use crate::watch::DirWatcher;
 
-/// How each step is isolated.
+/// How the runner step is isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
-    /// bubblewrap: host /usr read-only, new pid/ipc/uts/net namespaces, workspace writable.
+    /// The bubblewrap sandbox of [`crate::sandbox`].
     Bwrap,
-    /// A plain process group (when bubblewrap is unavailable).
+    /// None: the command runs as runvoyd's user in a plain process group. Only on explicit
+    /// request, for single-user machines without user namespaces.
     Process,
-}
-
-impl Isolation {
-    /// bubblewrap when it is installed and can create namespaces here, else a process group.
-    pub fn detect() -> Isolation {
-        let ok = std::process::Command::new("bwrap")
-            .args([
-                "--ro-bind",
-                "/",
-                "/",
-                "--unshare-pid",
-                "--unshare-net",
-                "--",
-                "/bin/true",
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            Isolation::Bwrap
-        } else {
-            Isolation::Process
-        }
-    }
 }
 
 /// Settings of the local compute.
@@ -70,6 +45,10 @@ pub struct LocalComputeConfig {
     pub isolation: Isolation,
     /// Give commands the host network (bubblewrap otherwise unshares it).
     pub share_net: bool,
+    /// Limits of every execution.
+    pub limits: Limits,
+    /// First host uid of the range sandboxed commands run as (when runvoyd runs as root).
+    pub sandbox_uid_base: u32,
 }
 
 /// What the supervisor reads from `job.json`. Never holds environment values.
@@ -85,6 +64,10 @@ pub(crate) struct JobFile {
     pub share_net: bool,
     pub runner_bin: PathBuf,
     pub sidecar_bin: PathBuf,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub sandbox_uid_base: u32,
 }
 
 /// Failure reason of an execution whose supervisor died without writing `exit.json`.
@@ -157,19 +140,98 @@ impl LocalCompute {
     /// A local compute publishing on `bus`.
     pub fn new(cfg: LocalComputeConfig, bus: Bus) -> std::io::Result<LocalCompute> {
         std::fs::create_dir_all(&cfg.executions_dir)?;
-        tracing::info!(
-            isolation = ?cfg.isolation,
-            "local compute isolates each step with {}",
-            match cfg.isolation {
-                Isolation::Bwrap => "bubblewrap (new pid/ipc/uts/net namespaces, read-only /usr)",
-                Isolation::Process => "a plain process group (bubblewrap unavailable)",
-            }
-        );
+        match cfg.isolation {
+            Isolation::Bwrap => tracing::info!(
+                "local compute runs each command in a bubblewrap sandbox (user, pid, ipc, uts, \
+                 net namespaces; seccomp; own uid; read-only /usr)"
+            ),
+            Isolation::Process => tracing::warn!(
+                "ISOLATION DISABLED: commands run as runvoyd's own user with access to its data \
+                 dir and keys; use only on a single-user machine"
+            ),
+        }
         Ok(LocalCompute {
             cfg,
             bus,
             watcher: Arc::new(DirWatcher::new()),
             tailing: Arc::default(),
+        })
+    }
+
+    /// Runs `exit 0` through the whole isolation path (supervisor, sidecar, runner, sandbox) and
+    /// says why it failed, so runvoyd refuses to start rather than run commands unprotected.
+    pub fn probe(&self) -> Result<(), String> {
+        let id = format!("probe-{}", std::process::id());
+        let dir = self.cfg.executions_dir.join(&id);
+        let _ = std::fs::remove_dir_all(&dir);
+        let res = self.probe_in(&id, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        res
+    }
+
+    fn probe_in(&self, id: &str, dir: &Path) -> Result<(), String> {
+        let err = |e: std::io::Error| e.to_string();
+        std::fs::create_dir_all(dir.join("workspace")).map_err(err)?;
+        let job = JobFile {
+            execution_id: id.to_owned(),
+            command: "exit 0".into(),
+            image: String::new(),
+            timeout_secs: Some(30),
+            kill_grace_secs: 1,
+            banner: Vec::new(),
+            isolation: self.cfg.isolation,
+            share_net: self.cfg.share_net,
+            runner_bin: self.cfg.runner_bin.clone(),
+            sidecar_bin: self.cfg.sidecar_bin.clone(),
+            limits: self.cfg.limits,
+            sandbox_uid_base: self.cfg.sandbox_uid_base,
+        };
+        write_atomic(&dir.join("env.json"), b"{}", 0o600).map_err(err)?;
+        let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
+        write_atomic(&dir.join("job.json"), &body, 0o600).map_err(err)?;
+        let (prog, args) = self
+            .cfg
+            .supervisor_cmd
+            .split_first()
+            .ok_or("no supervisor command configured")?;
+        let out = std::process::Command::new(prog)
+            .args(args)
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("starting the supervisor: {e}"))?;
+        let exit = read_exit_record(&dir.join("records.jsonl"));
+        if exit
+            .as_ref()
+            .is_some_and(|x| x.exit_code == 0 && x.error.is_none())
+        {
+            return Ok(());
+        }
+        let tail = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .unwrap_or_default()
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let reason = [
+            exit.and_then(|x| x.error).unwrap_or_default(),
+            tail("runner.log"),
+            tail("sidecar.log"),
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+        Err(if reason.is_empty() {
+            format!(
+                "the sandboxed test command did not succeed ({})",
+                out.status
+            )
+        } else {
+            reason
         })
     }
 
@@ -225,6 +287,8 @@ impl Compute for LocalCompute {
             share_net: self.cfg.share_net,
             runner_bin: self.cfg.runner_bin.clone(),
             sidecar_bin: self.cfg.sidecar_bin.clone(),
+            limits: self.cfg.limits,
+            sandbox_uid_base: self.cfg.sandbox_uid_base,
         };
         // Environment values go only into a 0600 file the sidecar consumes and deletes.
         let env = serde_json::to_vec(&spec.env).map_err(unavailable)?;

@@ -18,6 +18,7 @@
 mod bus;
 mod compute;
 mod records;
+pub mod sandbox;
 pub mod supervisor;
 mod tail;
 mod watch;
@@ -25,3 +26,4 @@ mod watch;
 pub use bus::{Bus, pump};
 pub use compute::{Isolation, LocalCompute, LocalComputeConfig};
 pub use records::{RecordFileSource, parse_records};
+pub use sandbox::{Enforcement, Limits};

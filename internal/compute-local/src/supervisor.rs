@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::compute::{Isolation, JobFile, write_atomic};
+use crate::sandbox::{self, Cgroups};
 use runvoy_proto::record::env;
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -69,36 +70,6 @@ pub fn read_pid_file(dir: &Path) -> Option<PidFile> {
 /// True when the process is alive, not a zombie, and is the same process (same start time).
 pub fn pid_alive(p: &PidFile) -> bool {
     matches!(proc_stat(p.pid), Some((state, _, start)) if state != 'Z' && start == p.start)
-}
-
-/// All descendants of `root` (by scanning /proc).
-fn descendants(root: i32) -> Vec<i32> {
-    let mut parent_of = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>()
-                && let Some((_, ppid, _)) = proc_stat(pid)
-            {
-                parent_of.push((pid, ppid));
-            }
-        }
-    }
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        out.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    out.remove(0);
-    out
-}
-
-fn comm(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -160,6 +131,17 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
         .map_err(std::io::Error::other)?;
     let ws = dir.join("workspace");
     let grace = Duration::from_secs(job.kill_grace_secs);
+    // SAFETY: plain syscall.
+    let root = unsafe { libc::geteuid() } == 0;
+    let sandboxed = job.isolation == Isolation::Bwrap;
+    let uid =
+        (sandboxed && root).then(|| sandbox::sandbox_uid(job.sandbox_uid_base, &job.execution_id));
+    if sandboxed
+        && root
+        && let Some(bytes) = job.limits.workspace_bytes
+    {
+        sandbox::private_workspace(&ws, bytes, uid)?;
+    }
 
     // Step 1: the sidecar prepares the workspace.
     let side_log = OpenOptions::new()
@@ -203,6 +185,32 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
     }
 
     // Step 2: the runner runs the command; its stdout is the record file.
+    let cgroups = if sandboxed { Cgroups::detect() } else { None };
+    let mut sandbox_file = None;
+    if sandboxed {
+        if let Some(uid) = uid {
+            sandbox::chown_workspace(&ws, uid)?;
+        }
+        let cgroup_procs = match &cgroups {
+            Some(c) => c.create(&job.execution_id, &job.limits)?,
+            None => Vec::new(),
+        };
+        let spec = sandbox::build_spec(&sandbox::Plan {
+            dir,
+            workspace: &ws,
+            share_net: job.share_net,
+            limits: job.limits,
+            uid,
+            cgroup_procs,
+        })?;
+        let f = dir.join("sandbox.json");
+        write_atomic(
+            &f,
+            &serde_json::to_vec(&spec).map_err(std::io::Error::other)?,
+            0o600,
+        )?;
+        sandbox_file = Some(f);
+    }
     let records = OpenOptions::new()
         .create(true)
         .append(true)
@@ -211,7 +219,7 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
         .create(true)
         .append(true)
         .open(dir.join("runner.log"))?;
-    let mut cmd = runner_command(&job, &ws);
+    let mut cmd = runner_command(&job, &ws, sandbox_file.as_deref());
     cmd.stdin(Stdio::null()).stdout(records).stderr(runner_log);
     write_atomic(&dir.join("running"), b"", 0o644)?;
     let mut runner = match cmd.spawn() {
@@ -221,31 +229,26 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
             return Ok(x);
         }
     };
-    let isolation = job.isolation;
-    let code = wait(&mut runner, grace, move |c| {
-        let root = c.id() as i32;
-        match isolation {
-            // The runner is inside bubblewrap's pid namespace: signal it by its host pid.
-            // Right after the spawn it may not have exec'd yet: then nothing is signalled and
-            // `wait` tries again.
-            Isolation::Bwrap => {
-                let mut found = false;
-                for p in descendants(root) {
-                    if comm(p) == "runvoy-runner" {
-                        signal(p, libc::SIGTERM);
-                        found = true;
-                    }
-                }
-                found
-            }
-            Isolation::Process => {
-                signal(root, libc::SIGTERM);
-                true
-            }
-        }
+    // The runner is always the supervisor's own child, outside any sandbox: it turns the
+    // SIGTERM into a graceful stop of the command.
+    let code = wait(&mut runner, grace, |c| {
+        signal(c.id() as i32, libc::SIGTERM);
+        true
     });
     x.runner_exit_code = Some(code);
     x.stopped = STOP.load(Ordering::SeqCst);
+    if let Some(c) = &cgroups {
+        if c.oom_killed(&job.execution_id) {
+            x.failure = Some(match job.limits.memory_bytes {
+                Some(m) => format!(
+                    "out of memory: the command reached its memory limit of {} MiB and was killed",
+                    m >> 20
+                ),
+                None => "out of memory: the command was killed".into(),
+            });
+        }
+        c.remove(&job.execution_id);
+    }
     Ok(x)
 }
 
@@ -282,7 +285,7 @@ fn wait(child: &mut Child, grace: Duration, stop: impl Fn(&Child) -> bool) -> i3
     }
 }
 
-fn runner_command(job: &JobFile, ws: &Path) -> Command {
+fn runner_command(job: &JobFile, ws: &Path, sandbox_spec: Option<&Path>) -> Command {
     let mut envs: Vec<(String, String)> = vec![
         (
             "PATH".into(),
@@ -299,66 +302,21 @@ fn runner_command(job: &JobFile, ws: &Path) -> Command {
     if !job.banner.is_empty() {
         envs.push((env::BANNER.into(), job.banner.join("\n")));
     }
-    match job.isolation {
-        Isolation::Bwrap => {
-            let mut c = Command::new("bwrap");
-            c.args([
-                "--die-with-parent",
-                "--new-session",
-                "--unshare-pid",
-                "--unshare-ipc",
-                "--unshare-uts",
-            ]);
-            if !job.share_net {
-                c.arg("--unshare-net");
-            }
-            c.args(["--hostname", "runvoy", "--ro-bind", "/usr", "/usr"]);
-            for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-                let p = Path::new(top);
-                match std::fs::read_link(p) {
-                    Ok(target) => {
-                        c.arg("--symlink").arg(target).arg(top);
-                    }
-                    Err(_) if p.is_dir() => {
-                        c.args(["--ro-bind", top, top]);
-                    }
-                    Err(_) => {}
-                }
-            }
-            c.args([
-                "--ro-bind",
-                "/etc",
-                "/etc",
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-                "--tmpfs",
-                "/tmp",
-            ]);
-            c.arg("--bind").arg(ws).arg("/workspace");
-            c.args(["--chdir", "/workspace", "--clearenv"]);
-            for (k, v) in envs {
-                c.arg("--setenv").arg(k).arg(v);
-            }
-            c.args([
-                "--setenv",
-                "HOME",
-                "/workspace",
-                "--setenv",
-                env::ENV_FILE,
-                "/workspace/.env",
-            ]);
-            c.args([
-                "--setenv",
-                env::WORKDIR,
-                "/workspace",
-                "--",
-                "/workspace/.runvoy/runvoy-runner",
-            ]);
+    let mut c = match sandbox_spec {
+        // The runner runs from its installed path, outside the sandbox; the command sees the
+        // workspace at /workspace.
+        Some(spec) => {
+            let mut c = Command::new(&job.runner_bin);
+            c.env_clear()
+                .envs(envs)
+                .env("HOME", "/workspace")
+                .env(env::ENV_FILE, ws.join(".env"))
+                .env(env::WORKDIR, "/workspace")
+                .env(runvoy_proto::sandbox::SANDBOX_ENV, spec)
+                .current_dir(ws);
             c
         }
-        Isolation::Process => {
+        None => {
             let bin: PathBuf = ws.join(".runvoy/runvoy-runner");
             let mut c = Command::new(bin);
             c.env_clear()
@@ -366,18 +324,19 @@ fn runner_command(job: &JobFile, ws: &Path) -> Command {
                 .env("HOME", ws)
                 .env(env::ENV_FILE, ws.join(".env"));
             c.env(env::WORKDIR, ws).current_dir(ws);
-            // Without bubblewrap's --die-with-parent, a runner whose supervisor is killed would
-            // leave the command running unseen: ask the kernel for a SIGTERM when the supervisor
-            // dies, which the runner turns into a stop of the command's process group.
-            // SAFETY: prctl is async-signal-safe.
-            unsafe {
-                use std::os::unix::process::CommandExt;
-                c.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
             c
         }
+    };
+    // A runner whose supervisor is killed would leave the command running unseen: ask the
+    // kernel for a SIGTERM when the supervisor dies, which the runner turns into a stop of the
+    // command (and bubblewrap's --die-with-parent ends the sandbox if the runner dies).
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
     }
+    c
 }

@@ -267,6 +267,13 @@ pub struct HealthResponse {
     pub backend: String,
     /// Same as backend, for clients of the Go runvoy.
     pub provider: String,
+    /// How commands are isolated: `bubblewrap`, or `none` when isolation was turned off.
+    #[serde(default)]
+    pub isolation: String,
+    /// How each execution limit is enforced (`memory`, `pids`, `cpu`, `workspace`, `tmp`,
+    /// `open_files` → `cgroup-v1`, `cgroup-v2`, `rlimit`, `tmpfs` or `none`).
+    #[serde(default)]
+    pub limits: std::collections::BTreeMap<String, String>,
 }
 
 /// A user as the API shows it (never with a key or key hash).

@@ -3,6 +3,7 @@
 //! * [`record`]: the records `runvoy-runner` writes to its stdout, one JSON object per line.
 //! * [`api`]: REST request and response bodies under `/api/v1`.
 //! * [`health`]: reconciler reports.
+//! * [`sandbox`]: how the local compute asks the runner to start the command in bubblewrap.
 //! * [`ws`]: WebSocket frames sent on `/api/v1/executions/{id}/logs/ws`.
 //!
 //! This crate has no behaviour beyond (de)serialisation so that the runner, the CLI and the server
@@ -11,6 +12,7 @@
 pub mod api;
 pub mod health;
 pub mod record;
+pub mod sandbox;
 pub mod ws;
 
 pub use api::*;

@@ -175,6 +175,16 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// The first executable `name` on PATH.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -315,6 +325,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             share_net: args.share_net,
             limits,
             sandbox_uid_base: args.sandbox_uid_base,
+            bwrap_bin: match isolation {
+                Isolation::Bwrap => find_on_path("bwrap").ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "bubblewrap (bwrap) is not installed or not on PATH: runvoyd runs every \
+                         command in a bubblewrap sandbox (apt-get install bubblewrap). To run \
+                         commands without any isolation on a single-user machine, pass \
+                         --isolation process."
+                    )
+                })?,
+                Isolation::Process => PathBuf::new(),
+            },
         },
         bus,
     )?);

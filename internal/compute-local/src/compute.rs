@@ -49,6 +49,8 @@ pub struct LocalComputeConfig {
     pub limits: Limits,
     /// First host uid of the range sandboxed commands run as (when runvoyd runs as root).
     pub sandbox_uid_base: u32,
+    /// The bubblewrap binary (found on runvoyd's PATH).
+    pub bwrap_bin: PathBuf,
 }
 
 /// What the supervisor reads from `job.json`. Never holds environment values.
@@ -68,6 +70,8 @@ pub(crate) struct JobFile {
     pub limits: Limits,
     #[serde(default)]
     pub sandbox_uid_base: u32,
+    #[serde(default)]
+    pub bwrap_bin: PathBuf,
 }
 
 /// Failure reason of an execution whose supervisor died without writing `exit.json`.
@@ -122,6 +126,19 @@ fn unavailable(e: impl std::fmt::Display) -> ComputeError {
     ComputeError::Unavailable(e.to_string())
 }
 
+/// An execution's dir: walkable but not listable by others (the sandbox uid must reach its
+/// workspace), with a workspace only its owner may enter.
+fn create_execution_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    for (d, mode) in [(dir.to_path_buf(), 0o711), (dir.join("workspace"), 0o700)] {
+        match std::fs::DirBuilder::new().mode(mode).create(&d) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Writes a file atomically (temp + rename) with the given mode.
 pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -140,6 +157,22 @@ impl LocalCompute {
     /// A local compute publishing on `bus`.
     pub fn new(cfg: LocalComputeConfig, bus: Bus) -> std::io::Result<LocalCompute> {
         std::fs::create_dir_all(&cfg.executions_dir)?;
+        // SAFETY: plain syscall.
+        if cfg.isolation == Isolation::Bwrap && unsafe { libc::geteuid() } == 0 {
+            // bubblewrap resolves the workspace and /etc sources as the sandbox uid: it must be
+            // able to walk (not list) the way there. Every file on the way stays private.
+            use std::os::unix::fs::PermissionsExt;
+            for d in [
+                Some(cfg.executions_dir.as_path()),
+                cfg.executions_dir.parent(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mode = std::fs::metadata(d)?.permissions().mode() & 0o777;
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o711))?;
+            }
+        }
         match cfg.isolation {
             Isolation::Bwrap => tracing::info!(
                 "local compute runs each command in a bubblewrap sandbox (user, pid, ipc, uts, \
@@ -171,7 +204,7 @@ impl LocalCompute {
 
     fn probe_in(&self, id: &str, dir: &Path) -> Result<(), String> {
         let err = |e: std::io::Error| e.to_string();
-        std::fs::create_dir_all(dir.join("workspace")).map_err(err)?;
+        create_execution_dir(dir).map_err(err)?;
         let job = JobFile {
             execution_id: id.to_owned(),
             command: "exit 0".into(),
@@ -185,6 +218,7 @@ impl LocalCompute {
             sidecar_bin: self.cfg.sidecar_bin.clone(),
             limits: self.cfg.limits,
             sandbox_uid_base: self.cfg.sandbox_uid_base,
+            bwrap_bin: self.cfg.bwrap_bin.clone(),
         };
         write_atomic(&dir.join("env.json"), b"{}", 0o600).map_err(err)?;
         let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
@@ -200,13 +234,21 @@ impl LocalCompute {
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|e| format!("starting the supervisor: {e}"))?;
-        let exit = read_exit_record(&dir.join("records.jsonl"));
+        let raw = std::fs::read(dir.join("records.jsonl")).unwrap_or_default();
+        let mut lines = Vec::new();
+        let exit = crate::records::parse_records(&raw, 0, &mut lines);
         if exit
             .as_ref()
             .is_some_and(|x| x.exit_code == 0 && x.error.is_none())
         {
             return Ok(());
         }
+        // The sandbox's own complaints (bubblewrap's) arrive as the command's stderr.
+        let said: Vec<String> = lines
+            .iter()
+            .filter(|l| l.stream == runvoy_domain::Stream::Stderr)
+            .map(|l| String::from_utf8_lossy(&l.data).into_owned())
+            .collect();
         let tail = |f: &str| {
             std::fs::read_to_string(dir.join(f))
                 .unwrap_or_default()
@@ -217,6 +259,7 @@ impl LocalCompute {
         };
         let reason = [
             exit.and_then(|x| x.error).unwrap_or_default(),
+            said.join("; "),
             tail("runner.log"),
             tail("sidecar.log"),
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
@@ -275,7 +318,7 @@ impl Compute for LocalCompute {
         if dir.join("job.json").exists() {
             return Ok(()); // already started: start is idempotent
         }
-        std::fs::create_dir_all(dir.join("workspace")).map_err(unavailable)?;
+        create_execution_dir(&dir).map_err(unavailable)?;
         let job = JobFile {
             execution_id: spec.execution_id.clone(),
             command: spec.command.clone(),
@@ -289,6 +332,7 @@ impl Compute for LocalCompute {
             sidecar_bin: self.cfg.sidecar_bin.clone(),
             limits: self.cfg.limits,
             sandbox_uid_base: self.cfg.sandbox_uid_base,
+            bwrap_bin: self.cfg.bwrap_bin.clone(),
         };
         // Environment values go only into a 0600 file the sidecar consumes and deletes.
         let env = serde_json::to_vec(&spec.env).map_err(unavailable)?;
@@ -296,12 +340,13 @@ impl Compute for LocalCompute {
         write_atomic(
             &dir.join("job.json"),
             &serde_json::to_vec_pretty(&job).map_err(unavailable)?,
-            0o644,
+            0o600,
         )
         .map_err(unavailable)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(dir.join("supervisor.log"))
             .map_err(unavailable)?;
         let (prog, args) = self

@@ -265,8 +265,8 @@ const ETC_SHARED: &[&str] = &[
     "terminfo",
 ];
 
-/// Writes the execution's `/etc` into `etc` and returns the bubblewrap arguments that mount it
-/// (the generated files, plus the shared host paths over their mount points).
+/// Writes the execution's `/etc` into `etc` and returns the bubblewrap arguments that mount the
+/// shared host paths over their mount points in it (`etc` itself is bound at `/etc` first).
 pub(crate) fn generate_etc(etc: &Path, share_net: bool) -> std::io::Result<Vec<String>> {
     std::fs::create_dir_all(etc)?;
     std::fs::set_permissions(etc, std::fs::Permissions::from_mode(0o755))?;
@@ -293,7 +293,7 @@ pub(crate) fn generate_etc(etc: &Path, share_net: bool) -> std::io::Result<Vec<S
     if share_net && let Ok(r) = std::fs::read("/etc/resolv.conf") {
         std::fs::write(etc.join("resolv.conf"), r)?;
     }
-    let mut args = vec!["--ro-bind".into(), etc.display().to_string(), "/etc".into()];
+    let mut args = Vec::new();
     for name in ETC_SHARED {
         let host = Path::new("/etc").join(name);
         let Ok(meta) = std::fs::symlink_metadata(&host) else {
@@ -452,6 +452,7 @@ pub(crate) fn seccomp_programs() -> Result<Vec<Vec<u8>>, String> {
 
 /// Everything the supervisor decided for one sandboxed runner step.
 pub(crate) struct Plan<'a> {
+    pub bwrap: &'a Path,
     pub dir: &'a Path,
     pub workspace: &'a Path,
     pub share_net: bool,
@@ -463,31 +464,31 @@ pub(crate) struct Plan<'a> {
 /// Builds the sandbox spec (bubblewrap arguments, seccomp files, uid, rlimits) and writes the
 /// files it refers to into the execution dir.
 pub(crate) fn build_spec(p: &Plan<'_>) -> std::io::Result<SandboxSpec> {
-    let mut a: Vec<String> = [
-        "bwrap",
-        "--unshare-user",
-        "--uid",
-        "0",
-        "--gid",
-        "0",
-        "--disable-userns",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--die-with-parent",
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-        "--hostname",
-        "runvoy",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut a: Vec<String> = vec![p.bwrap.display().to_string()];
+    a.extend(
+        [
+            "--unshare-user",
+            "--uid",
+            "0",
+            "--gid",
+            "0",
+            "--disable-userns",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--hostname",
+            "runvoy",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]
+        .map(String::from),
+    );
     if !p.share_net {
         a.push("--unshare-net".into());
     }
@@ -499,7 +500,12 @@ pub(crate) fn build_spec(p: &Plan<'_>) -> std::io::Result<SandboxSpec> {
             Err(_) => {}
         }
     }
-    a.extend(generate_etc(&p.dir.join("etc"), p.share_net)?);
+    // The sandbox uid resolves these paths itself: the data dir must be traversable by it
+    // (see `LocalCompute::new`), though nothing in it is readable.
+    let etc = p.dir.join("etc");
+    let shared = generate_etc(&etc, p.share_net)?;
+    a.extend(["--ro-bind".into(), etc.display().to_string(), "/etc".into()]);
+    a.extend(shared);
     a.extend(["--proc", "/proc", "--dev", "/dev"].map(String::from));
     if let Some(t) = p.limits.tmp_bytes {
         a.extend(["--size".into(), t.to_string()]);
@@ -542,6 +548,7 @@ pub(crate) fn build_spec(p: &Plan<'_>) -> std::io::Result<SandboxSpec> {
     }
     Ok(SandboxSpec {
         launcher: a,
+
         seccomp,
         cgroup_procs: p
             .cgroup_procs

@@ -6,6 +6,7 @@
 //! SIGTERM to the runner, which stops the command's process group and writes its final record.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,7 +108,7 @@ pub fn run(dir: &Path) -> i32 {
 
 fn finish(dir: &Path, x: &ExitFile) {
     let data = serde_json::to_vec(x).unwrap_or_default();
-    if let Err(e) = write_atomic(&dir.join("exit.json"), &data, 0o644) {
+    if let Err(e) = write_atomic(&dir.join("exit.json"), &data, 0o600) {
         log(&format!("cannot write exit.json: {e}"));
     }
 }
@@ -124,7 +125,7 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
     write_atomic(
         &dir.join("supervisor.pid"),
         format!("{pid} {start}\n").as_bytes(),
-        0o644,
+        0o600,
     )?;
 
     let job: JobFile = serde_json::from_slice(&std::fs::read(dir.join("job.json"))?)
@@ -147,6 +148,7 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
     let side_log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(dir.join("sidecar.log"))?;
     let mut sidecar = Command::new(&job.sidecar_bin)
         .arg("--workspace")
@@ -196,6 +198,7 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
             None => Vec::new(),
         };
         let spec = sandbox::build_spec(&sandbox::Plan {
+            bwrap: &job.bwrap_bin,
             dir,
             workspace: &ws,
             share_net: job.share_net,
@@ -214,14 +217,16 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
     let records = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(dir.join("records.jsonl"))?;
     let runner_log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(dir.join("runner.log"))?;
     let mut cmd = runner_command(&job, &ws, sandbox_file.as_deref());
     cmd.stdin(Stdio::null()).stdout(records).stderr(runner_log);
-    write_atomic(&dir.join("running"), b"", 0o644)?;
+    write_atomic(&dir.join("running"), b"", 0o600)?;
     let mut runner = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

@@ -75,6 +75,7 @@ pub struct Sink<W: Write> {
 
 impl<W: Write> Sink<W> {
     /// A sink for execution `exec` writing to `out`, with no output budget.
+    #[cfg(test)]
     pub fn new(exec: String, out: W) -> Self {
         Self::with_budget(exec, out, Budget::default())
     }

@@ -484,6 +484,148 @@ mod tests {
         );
     }
 
+    fn caller_named(email: &str) -> Caller {
+        let mut c = caller();
+        c.user.email = email.into();
+        c
+    }
+
+    #[tokio::test]
+    async fn runs_over_the_concurrency_limits_are_refused_and_create_nothing() {
+        let store = Arc::new(MemStore::new());
+        let mut svc = service(Arc::new(FakeCompute::new()), store.clone());
+        svc.config.max_active_per_user = 2;
+        svc.config.max_active_total = 3;
+        let req = || RunRequest {
+            command: "sleep 60".into(),
+            ..Default::default()
+        };
+        let count = || {
+            let store = store.clone();
+            async move {
+                store
+                    .list_executions(&ListQuery {
+                        limit: 100,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .0
+            }
+        };
+        let a = caller_named("a@x.y");
+        let first = svc.run(&a, req()).await.unwrap();
+        svc.run(&a, req()).await.unwrap();
+        let err = svc.run(&a, req()).await.expect_err("over the limit per user");
+        assert!(matches!(&err, DomainError::LimitReached(m) if m.contains("limit per user is 2")), "{err:?}");
+        assert_eq!(count().await.len(), 2, "a refused run creates nothing");
+        // Another user still may, until the server's limit.
+        svc.run(&caller_named("b@x.y"), req()).await.unwrap();
+        let err = svc
+            .run(&caller_named("c@x.y"), req())
+            .await
+            .expect_err("over the total");
+        assert!(matches!(&err, DomainError::LimitReached(m) if m.contains("limit is 3")), "{err:?}");
+        assert_eq!(count().await.len(), 3);
+        // A finished execution (even with logs still incomplete) no longer counts.
+        let mut done = store.get_execution(&first.id).await.unwrap().unwrap();
+        done.status = Status::Failed;
+        assert!(store.update_execution(&done).await.unwrap());
+        svc.run(&a, req()).await.unwrap();
+        assert_eq!(count().await.len(), 4);
+        // 0 means no limit.
+        svc.config.max_active_per_user = 0;
+        svc.config.max_active_total = 0;
+        for _ in 0..3 {
+            svc.run(&a, req()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_runs_cannot_overshoot_the_limit() {
+        let store = Arc::new(MemStore::new());
+        let mut svc = service(Arc::new(FakeCompute::new()), store.clone());
+        svc.config.max_active_per_user = 3;
+        let svc = Arc::new(svc);
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let svc = svc.clone();
+                tokio::spawn(async move {
+                    svc.run(
+                        &caller(),
+                        RunRequest {
+                            command: "sleep 60".into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(DomainError::LimitReached(_)) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(ok, 3);
+        let (rows, _) = store
+            .list_executions(&ListQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_output_budget_travels_in_the_job_spec() {
+        struct Spy(std::sync::Mutex<Vec<JobSpec>>);
+        #[async_trait]
+        impl Compute for Spy {
+            fn platform(&self) -> &str {
+                "fake"
+            }
+            async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
+                self.0.lock().unwrap().push(spec.clone());
+                Ok(())
+            }
+            async fn state(&self, _: &str) -> Result<ComputeState, ComputeError> {
+                Ok(ComputeState::Running)
+            }
+            async fn kill(&self, _: &str) -> Result<(), ComputeError> {
+                Ok(())
+            }
+            async fn list(&self) -> Result<Vec<String>, ComputeError> {
+                Ok(vec![])
+            }
+            async fn cleanup(&self, _: &str) -> Result<bool, ComputeError> {
+                Ok(false)
+            }
+        }
+        let spy = Arc::new(Spy(Default::default()));
+        let mut svc = service(spy.clone(), Arc::new(MemStore::new()));
+        svc.config.max_output_bytes = 1234;
+        svc.config.max_output_lines = 56;
+        svc.run(
+            &caller(),
+            RunRequest {
+                command: "yes".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let specs = spy.0.lock().unwrap();
+        assert_eq!(
+            (specs[0].max_output_bytes, specs[0].max_output_lines),
+            (1234, 56)
+        );
+    }
+
     #[test]
     fn run_validation() {
         let ok = RunRequest {

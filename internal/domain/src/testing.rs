@@ -583,6 +583,7 @@ type SourceData = (Vec<LogRecord>, Option<ExitInfo>);
 #[derive(Default)]
 pub struct FakeLogSource {
     data: Mutex<HashMap<String, SourceData>>,
+    down: AtomicBool,
 }
 
 impl FakeLogSource {
@@ -597,6 +598,10 @@ impl FakeLogSource {
             .expect("fake")
             .insert(id.to_owned(), (records, exit));
     }
+    /// While down, every read fails (an unreadable record file, Cloud Logging unavailable).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -606,6 +611,9 @@ impl LogSource for FakeLogSource {
         id: &str,
         after_seq: u64,
     ) -> Result<(Vec<LogRecord>, Option<ExitInfo>), ComputeError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ComputeError::Unavailable("log source is down".into()));
+        }
         let d = self.data.lock().expect("fake");
         Ok(d.get(id)
             .map(|(r, x)| {

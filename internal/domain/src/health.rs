@@ -16,6 +16,9 @@ use crate::ports::{
 
 /// How often [`StoreHealth::check`] probes a store whose writes failed.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// When no write has succeeded for this long, [`StoreHealth::check`] probes a healthy-looking
+/// store too: a store that went away while idle is noticed without waiting for a real write.
+const PROBE_IDLE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct State {
@@ -25,6 +28,7 @@ struct State {
     failures: u64,
     last_error: String,
     last_probe: Option<Instant>,
+    last_ok: Option<Instant>,
 }
 
 /// Whether the store's writes currently fail. Shared by the store wrapper and the readiness
@@ -49,6 +53,7 @@ impl StoreHealth {
         let mut s = self.state();
         match res {
             Ok(_) | Err(StoreError::AlreadyExists(_)) => {
+                s.last_ok = Some(Instant::now());
                 if let Some(since) = s.failing_since.take() {
                     tracing::info!(
                         failed_writes = s.failures,
@@ -81,14 +86,20 @@ impl StoreHealth {
         ))
     }
 
-    /// The readiness answer for the store: while writes are failing, probes `store` (at most
-    /// once a second), so that readiness recovers as soon as the store accepts writes even when
-    /// nothing else writes. `store` should be the [`MonitoredStore`] that reports here.
+    /// The readiness answer for the store. Probes `store` with a write while writes are
+    /// failing (at most once a second), so readiness recovers as soon as the store accepts
+    /// writes even when nothing else writes, and when no write succeeded for 10 s, so a store
+    /// that broke while idle is noticed. `store` should be the [`MonitoredStore`] that reports
+    /// here.
     pub async fn check(&self, store: &dyn Store, now_ms: i64) -> Option<String> {
         let due = {
             let mut s = self.state();
-            s.failing_since?;
-            let due = s.last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY);
+            let recent = |t: Option<Instant>, d: Duration| t.is_some_and(|t| t.elapsed() < d);
+            let due = if s.failing_since.is_some() {
+                !recent(s.last_probe, PROBE_EVERY)
+            } else {
+                !recent(s.last_ok, PROBE_IDLE) && !recent(s.last_probe, PROBE_EVERY)
+            };
             if due {
                 s.last_probe = Some(Instant::now());
             }
@@ -257,5 +268,16 @@ mod tests {
         store.create_execution(&e).await.unwrap();
         assert!(store.create_execution(&e).await.is_err());
         assert_eq!(health.failing(), None);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_broke_while_idle_is_noticed() {
+        let mem = Arc::new(MemStore::new());
+        let health = Arc::new(StoreHealth::new());
+        let store = MonitoredStore::new(mem.clone(), health.clone());
+        mem.set_down(true);
+        // Nothing wrote yet: the check probes, and the probe fails.
+        let why = health.check(&store, 1).await.expect("noticed");
+        assert!(why.contains("1 failed writes"), "{why}");
     }
 }

@@ -200,7 +200,11 @@ mod tests {
             v.extend_from_slice(extra);
             parse(&[], &v)
         };
-        let c = with(&[(env::MAX_OUTPUT_BYTES, "1048576"), (env::MAX_OUTPUT_LINES, "10")]).unwrap();
+        let c = with(&[
+            (env::MAX_OUTPUT_BYTES, "1048576"),
+            (env::MAX_OUTPUT_LINES, "10"),
+        ])
+        .unwrap();
         assert_eq!(
             c.budget,
             Budget {

@@ -505,7 +505,10 @@ mod tests {
 
     fn parse_all(out: &[u8]) -> Vec<RunnerRecord> {
         let text = std::str::from_utf8(out).unwrap();
-        assert!(text.is_empty() || text.ends_with('\n'), "a cut record: {text:?}");
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "a cut record: {text:?}"
+        );
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
             .collect()
@@ -527,7 +530,10 @@ mod tests {
     fn assert_contiguous(logs: &[(u64, Stream, String)], exit: &ExitRecordWire) {
         let seqs: Vec<u64> = logs.iter().map(|l| l.0).collect();
         assert_eq!(seqs, (1..=logs.len() as u64).collect::<Vec<_>>());
-        assert_eq!((exit.lines, exit.seq), (logs.len() as u64, logs.len() as u64 + 1));
+        assert_eq!(
+            (exit.lines, exit.seq),
+            (logs.len() as u64, logs.len() as u64 + 1)
+        );
     }
 
     #[test]
@@ -551,7 +557,11 @@ mod tests {
         assert_eq!(&msgs[..4], ["banner", "a", "b", "c"]);
         assert_eq!(logs.len(), 5, "one notice, nothing after it: {msgs:?}");
         assert_eq!(logs[4].1, Stream::System);
-        assert!(msgs[4].contains("output limit reached (3 records)"), "{}", msgs[4]);
+        assert!(
+            msgs[4].contains("output limit reached (3 records)"),
+            "{}",
+            msgs[4]
+        );
         assert_eq!((exit.dropped_lines, exit.dropped_bytes), (3, 9));
         assert_eq!((exit.unwritten_lines, exit.unwritten_bytes), (0, 0));
     }

@@ -159,7 +159,10 @@ fn free_space_check(dir: PathBuf, min_free: u64) -> runvoy_api::ready::Readiness
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
             let e = std::io::Error::last_os_error();
-            return Some(format!("cannot read the free space of {}: {e}", dir.display()));
+            return Some(format!(
+                "cannot read the free space of {}: {e}",
+                dir.display()
+            ));
         }
         let free = st.f_bavail as u64 * st.f_frsize as u64;
         (free < min_free).then(|| {

@@ -253,7 +253,12 @@ mod tests {
         let store = MonitoredStore::new(mem.clone(), health.clone());
         assert_eq!(health.check(&store, 1).await, None);
         mem.set_down(true);
-        assert!(store.create_execution(&execution(&"a".repeat(32), 1)).await.is_err());
+        assert!(
+            store
+                .create_execution(&execution(&"a".repeat(32), 1))
+                .await
+                .is_err()
+        );
         // Reads do not change the verdict either way.
         let _ = store.get_execution(&"a".repeat(32)).await;
         let why = health.check(&store, 2).await.expect("failing");

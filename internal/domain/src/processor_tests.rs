@@ -707,7 +707,10 @@ async fn a_store_that_cannot_take_the_missing_records_leaves_logs_incomplete() {
     r.source.set(&x, records(8), Some(exit_info(4, 8)));
     r.compute.set(&x, exited(4, 8));
     r.store.set_down(true);
-    assert!(r.p.reconcile(&x).await.is_err(), "a store failure is an error");
+    assert!(
+        r.p.reconcile(&x).await.is_err(),
+        "a store failure is an error"
+    );
     r.store.set_down(false);
     assert!(!r.get(&x).await.logs_complete);
     r.p.reconcile(&x).await.unwrap();

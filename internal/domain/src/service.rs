@@ -228,7 +228,10 @@ impl Service {
     /// runvoyd cannot overshoot; several runvoyd instances on one store can, by at most the
     /// number of runs admitted concurrently on the other instances.
     async fn admit(&self, user: &str) -> Result<(), DomainError> {
-        let (per_user, total) = (self.config.max_active_per_user, self.config.max_active_total);
+        let (per_user, total) = (
+            self.config.max_active_per_user,
+            self.config.max_active_total,
+        );
         if per_user == 0 && total == 0 {
             return Ok(());
         }
@@ -516,8 +519,14 @@ mod tests {
         let a = caller_named("a@x.y");
         let first = svc.run(&a, req()).await.unwrap();
         svc.run(&a, req()).await.unwrap();
-        let err = svc.run(&a, req()).await.expect_err("over the limit per user");
-        assert!(matches!(&err, DomainError::LimitReached(m) if m.contains("limit per user is 2")), "{err:?}");
+        let err = svc
+            .run(&a, req())
+            .await
+            .expect_err("over the limit per user");
+        assert!(
+            matches!(&err, DomainError::LimitReached(m) if m.contains("limit per user is 2")),
+            "{err:?}"
+        );
         assert_eq!(count().await.len(), 2, "a refused run creates nothing");
         // Another user still may, until the server's limit.
         svc.run(&caller_named("b@x.y"), req()).await.unwrap();
@@ -525,7 +534,10 @@ mod tests {
             .run(&caller_named("c@x.y"), req())
             .await
             .expect_err("over the total");
-        assert!(matches!(&err, DomainError::LimitReached(m) if m.contains("limit is 3")), "{err:?}");
+        assert!(
+            matches!(&err, DomainError::LimitReached(m) if m.contains("limit is 3")),
+            "{err:?}"
+        );
         assert_eq!(count().await.len(), 3);
         // A finished execution (even with logs still incomplete) no longer counts.
         let mut done = store.get_execution(&first.id).await.unwrap().unwrap();

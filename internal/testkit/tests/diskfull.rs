@@ -116,12 +116,10 @@ async fn a_full_disk_loses_nothing_silently_and_converges_once_space_is_freed() 
     let c = s.client();
     // 100 lines, then (once go1 exists) 1,400 more, then (once go2 exists) exit 3.
     let r = c
-        .run(&req(
-            "for i in $(seq 1 100); do echo \"line $i\"; done; \
+        .run(&req("for i in $(seq 1 100); do echo \"line $i\"; done; \
              while [ ! -e go1 ]; do sleep 0.05; done; \
              for i in $(seq 101 1500); do echo \"line $i\"; done; \
-             while [ ! -e go2 ]; do sleep 0.05; done; exit 3",
-        ))
+             while [ ! -e go2 ]; do sleep 0.05; done; exit 3"))
         .await
         .unwrap();
     let id = r.execution_id.clone();
@@ -180,7 +178,9 @@ async fn a_full_disk_loses_nothing_silently_and_converges_once_space_is_freed() 
     // Ready again, and new runs work, without a restart.
     wait_ready(&s, 200, Duration::from_secs(15)).await;
     let r = c.run(&req("echo after")).await.unwrap();
-    let e = s.wait_settled(&r.execution_id, Duration::from_secs(30)).await;
+    let e = s
+        .wait_settled(&r.execution_id, Duration::from_secs(30))
+        .await;
     assert_eq!(e.status, Status::Succeeded);
     let logs = s.all_logs(&r.execution_id).await;
     assert!(logs.iter().any(|l| l.message == "after"));

@@ -94,7 +94,9 @@ async fn runs_over_the_concurrency_limits_get_429_and_create_nothing() {
         .await;
     assert_eq!(e.status, Status::Stopped);
     let r = admin.run(&req("echo admitted")).await.unwrap();
-    let e = s.wait_settled(&r.execution_id, Duration::from_secs(30)).await;
+    let e = s
+        .wait_settled(&r.execution_id, Duration::from_secs(30))
+        .await;
     assert_eq!(e.status, Status::Succeeded);
 }
 
@@ -119,7 +121,9 @@ async fn an_output_flood_is_capped_and_the_rest_counted() {
         .run(&req("yes | head -n 2000000; echo done >&2"))
         .await
         .unwrap();
-    let e = s.wait_settled(&r.execution_id, Duration::from_secs(120)).await;
+    let e = s
+        .wait_settled(&r.execution_id, Duration::from_secs(120))
+        .await;
     assert_eq!((e.status, e.exit_code), (Status::Succeeded, Some(0)));
     let logs = s.all_logs(&r.execution_id).await;
     let output: Vec<_> = logs.iter().filter(|l| l.stream != Stream::System).collect();
@@ -145,7 +149,9 @@ async fn an_output_flood_is_capped_and_the_rest_counted() {
         .run(&req(&format!("yes {line} | head -n 100000")))
         .await
         .unwrap();
-    let e = s.wait_settled(&r.execution_id, Duration::from_secs(120)).await;
+    let e = s
+        .wait_settled(&r.execution_id, Duration::from_secs(120))
+        .await;
     assert_eq!(e.status, Status::Succeeded);
     let logs = s.all_logs(&r.execution_id).await;
     let output = logs.iter().filter(|l| l.stream != Stream::System).count();

@@ -181,10 +181,8 @@ pub fn command_groups(launcher: libc::pid_t) -> Vec<libc::pid_t> {
             .map(|(c, _, _)| *c)
             .collect()
     };
-    let mut frontier: Vec<libc::pid_t> = children(launcher)
-        .into_iter()
-        .flat_map(&children)
-        .collect();
+    let mut frontier: Vec<libc::pid_t> =
+        children(launcher).into_iter().flat_map(&children).collect();
     let mut groups = Vec::new();
     while let Some(p) = frontier.pop() {
         if let Some((_, _, g)) = procs.iter().find(|(pid, _, _)| *pid == p)

@@ -184,6 +184,8 @@ impl LocalCompute {
             timeout_secs: Some(30),
             kill_grace_secs: 1,
             banner: Vec::new(),
+            max_output_bytes: 0,
+            max_output_lines: 0,
             isolation: self.cfg.isolation,
             share_net: self.cfg.share_net,
             runner_bin: self.cfg.runner_bin.clone(),

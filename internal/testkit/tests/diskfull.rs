@@ -112,7 +112,9 @@ async fn a_full_disk_loses_nothing_silently_and_converges_once_space_is_freed() 
             return;
         }
     };
-    let s = TestServer::start_in(&mnt, &["--kill-grace", "1"], &[]);
+    // Without the sandbox, whose private workspace the test could not reach to signal the
+    // command; the record file is outside the workspace either way.
+    let s = TestServer::start_in(&mnt, &["--kill-grace", "1", "--isolation", "process"], &[]);
     let c = s.client();
     // 100 lines, then (once go1 exists) 1,400 more, then (once go2 exists) exit 3.
     let r = c

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use runvoy_proto::record::env;
 
+use crate::sink::Budget;
+
 /// Seconds between SIGTERM and SIGKILL when `RUNVOY_KILL_GRACE_SECONDS` is unset.
 const DEFAULT_KILL_GRACE_SECONDS: u64 = 10;
 
@@ -29,6 +31,8 @@ pub struct Config {
     pub env_file: Option<PathBuf>,
     /// Sandbox spec: start the command through its launcher (local compute only).
     pub sandbox: Option<PathBuf>,
+    /// Most command output written; the rest is dropped and counted.
+    pub budget: Budget,
 }
 
 impl Config {
@@ -78,6 +82,10 @@ impl Config {
             parse_seconds(env::KILL_GRACE, get(env::KILL_GRACE))?
                 .unwrap_or(DEFAULT_KILL_GRACE_SECONDS),
         );
+        let budget = Budget {
+            max_bytes: parse_count(env::MAX_OUTPUT_BYTES, get(env::MAX_OUTPUT_BYTES))?.unwrap_or(0),
+            max_lines: parse_count(env::MAX_OUTPUT_LINES, get(env::MAX_OUTPUT_LINES))?.unwrap_or(0),
+        };
         let banner = get(env::BANNER)
             .map(|b| split_banner(b.as_bytes()))
             .unwrap_or_default();
@@ -91,6 +99,7 @@ impl Config {
             workdir: get(env::WORKDIR).map(PathBuf::from),
             env_file: get(env::ENV_FILE).map(PathBuf::from),
             sandbox: get(runvoy_proto::sandbox::SANDBOX_ENV).map(PathBuf::from),
+            budget,
         })
     }
 }
@@ -104,6 +113,17 @@ fn parse_seconds(name: &str, value: Option<OsString>) -> Result<Option<u64>, Str
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(Some)
         .ok_or_else(|| format!("{name} must be a whole number of seconds, got {value:?}"))
+}
+
+fn parse_count(name: &str, value: Option<OsString>) -> Result<Option<u64>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| format!("{name} must be a whole number, got {value:?}"))
 }
 
 /// Splits the banner into lines; a trailing newline does not add an empty line.
@@ -169,6 +189,31 @@ mod tests {
         assert_eq!(c.kill_grace, Duration::from_secs(10));
         assert!(c.banner.is_empty());
         assert_eq!(c.workdir, None);
+        assert_eq!(c.budget, Budget::default());
+    }
+
+    #[test]
+    fn output_budget() {
+        let base = [(env::EXECUTION_ID, "e"), (env::COMMAND, "true")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&[], &v)
+        };
+        let c = with(&[
+            (env::MAX_OUTPUT_BYTES, "1048576"),
+            (env::MAX_OUTPUT_LINES, "10"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.budget,
+            Budget {
+                max_bytes: 1 << 20,
+                max_lines: 10
+            }
+        );
+        assert!(with(&[(env::MAX_OUTPUT_LINES, "-1")]).is_err());
+        assert!(with(&[(env::MAX_OUTPUT_BYTES, "1MiB")]).is_err());
     }
 
     #[test]

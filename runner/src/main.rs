@@ -36,6 +36,8 @@ const EXIT_CANNOT_RUN: i32 = 127;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// How long to wait for end-of-file after killing the leftovers of the process group.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
+/// How long to keep trying to write the final record while the disk is full.
+const FINAL_RECORD_RETRY_FOR: Duration = Duration::from_secs(600);
 /// Upper bound on one wait, so a missed wake-up only delays, never hangs.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Readers raise this to wake the supervisor; it is blocked everywhere, so it is only queued.
@@ -67,7 +69,7 @@ fn main() {
     let config = match Config::parse(std::env::args_os().skip(1), |k| std::env::var_os(k)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("runvoy-runner: {e}");
+            warn(&e);
             std::process::exit(EXIT_RUNNER_ERROR);
         }
     };
@@ -78,9 +80,10 @@ fn main() {
 /// Runs the command and returns the runner's exit code.
 fn run(config: &Config, signals: &SignalSet) -> i32 {
     let shared = Arc::new(Shared {
-        sink: Mutex::new(Sink::new(
+        sink: Mutex::new(Sink::with_budget(
             config.exec.clone(),
             FdWriter(libc::STDOUT_FILENO),
+            config.budget,
         )),
         readers_done: AtomicUsize::new(0),
         write_failed: AtomicBool::new(false),
@@ -141,23 +144,47 @@ fn run(config: &Config, signals: &SignalSet) -> i32 {
         } => finish(&shared, exit_code(status), timed_out, killed, None),
         Outcome::OutputFailed => {
             kill_group(pgid, libc::SIGKILL);
-            eprintln!("runvoy-runner: writing records to stdout failed; command killed");
+            warn("writing records to stdout failed; command killed");
             EXIT_RUNNER_ERROR
         }
     }
 }
 
-/// Writes the exit record and returns the code the runner exits with.
+/// Writes the exit record and returns the code the runner exits with. On a full disk it keeps
+/// trying for [`FINAL_RECORD_RETRY_FOR`], so the exit code survives once space is freed.
 fn finish(shared: &Shared, code: i32, timed_out: bool, killed: bool, error: Option<String>) -> i32 {
-    match shared.sink().exit(code, timed_out, killed, error) {
-        Ok(()) => code,
-        Err(e) => output_failed(&e),
+    let mut sink = shared.sink();
+    if let Err(e) = sink.exit(code, timed_out, killed, error) {
+        return output_failed(&e);
     }
+    if !sink.pending() {
+        return code;
+    }
+    warn("no space left for the final record; retrying");
+    let until = Instant::now() + FINAL_RECORD_RETRY_FOR;
+    while sink.pending() {
+        if Instant::now() >= until {
+            warn("gave up writing the final record: still no space left");
+            return EXIT_RUNNER_ERROR;
+        }
+        thread::sleep(sink::RETRY_EVERY);
+        if let Err(e) = sink.retry() {
+            return output_failed(&e);
+        }
+    }
+    code
 }
 
 fn output_failed(e: &io::Error) -> i32 {
-    eprintln!("runvoy-runner: writing records to stdout failed: {e}");
+    warn(&format!("writing records to stdout failed: {e}"));
     EXIT_RUNNER_ERROR
+}
+
+/// A line on stderr. Not eprintln!, which panics when the write fails (stderr is a file on the
+/// same full disk as the records).
+fn warn(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "runvoy-runner: {msg}");
 }
 
 /// Starts `/bin/sh -c COMMAND` (through the sandbox's launcher when there is one) as the
@@ -210,7 +237,7 @@ fn spawn(config: &Config, sandbox: Option<&Sandbox>) -> Result<std::process::Chi
             .map_err(|e| format!("cannot read env file {}: {e}", path.display()))?;
         // Values may be secrets: once read they live only in the command's environment.
         if let Err(e) = std::fs::remove_file(path) {
-            eprintln!("runvoy-runner: cannot remove {}: {e}", path.display());
+            warn(&format!("cannot remove {}: {e}", path.display()));
         }
         let vars = config::parse_env_file(&data)
             .map_err(|e| format!("invalid env file {}: {e}", path.display()))?;
@@ -238,7 +265,7 @@ fn pump(mut src: Box<dyn ReadFd>, stream: Stream, shared: &Shared) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                eprintln!("runvoy-runner: reading {}: {e}", stream.as_str());
+                warn(&format!("reading {}: {e}", stream.as_str()));
                 0
             }
         };
@@ -321,6 +348,14 @@ fn supervise(config: &Config, signals: &SignalSet, shared: &Shared, pgid: libc::
         let now = Instant::now();
         if status.is_some() && exited_at.is_none() {
             exited_at = Some(now);
+        }
+        {
+            // Records held back by a full disk are written as soon as there is room, even
+            // while the command is quiet.
+            let mut sink = shared.sink();
+            if sink.is_blocked() && sink.flush().is_err() {
+                shared.write_failed.store(true, Ordering::SeqCst);
+            }
         }
         if shared.write_failed.load(Ordering::SeqCst) {
             return Outcome::OutputFailed;

@@ -1,18 +1,56 @@
-//! Serialises records to the runner's stdout: sequence numbers, timestamps and buffering.
+//! Serialises records to the runner's stdout: sequence numbers, timestamps and buffering, the
+//! output budget, and riding out a full disk.
+//!
+//! Records the runner does not write (over the budget, or while the disk is full) get no
+//! sequence number, so the record file never has a gap: they are counted, one `system` record
+//! says so, and the final record carries the counts.
 
 use std::io::{self, Write};
 use std::mem;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use runvoy_proto::record::{ExitRecordWire, LogRecordWire, RunnerRecord, Stream};
 
 /// Buffered output is written out once it grows past this, even while data keeps streaming.
 const FLUSH_AT: usize = 64 * 1024;
+/// While the disk is full, how often writing the buffered records is tried again.
+pub const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// How much command output (stdout and stderr records) is written; 0 means no limit. runvoy's
+/// own `system` records do not count: there are only a few.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Most payload bytes.
+    pub max_bytes: u64,
+    /// Most records.
+    pub max_lines: u64,
+}
+
+/// Records and bytes not written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Count {
+    lines: u64,
+    bytes: u64,
+}
+
+impl Count {
+    fn add(&mut self, bytes: usize) {
+        self.lines += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+/// True for the write errors a full disk or quota gives: worth waiting out.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
 
 /// Writes records in sequence order. Callers share one `Sink` behind a lock so that the order of
 /// the bytes on stdout is the order of the sequence numbers.
 pub struct Sink<W: Write> {
     out: W,
+    /// Serialised records not written yet. They have sequence numbers, so they are kept (and
+    /// written from the exact byte where a short write stopped) until the write succeeds.
     buf: Vec<u8>,
     // Reused between records so the hot path does not allocate for valid UTF-8 lines.
     exec: String,
@@ -23,11 +61,28 @@ pub struct Sink<W: Write> {
     lines: u64,
     closed: bool,
     failed: bool,
+    budget: Budget,
+    /// Command output within the budget so far.
+    used: Count,
+    over_budget: bool,
+    dropped: Count,
+    /// Set while the disk is full: when writing was last tried.
+    blocked: Option<Instant>,
+    unwritten: Count,
+    /// Unwritten records no `system` record has told about yet.
+    untold: Count,
 }
 
 impl<W: Write> Sink<W> {
-    /// A sink for execution `exec` writing to `out`.
+    /// A sink for execution `exec` writing to `out`, with no output budget.
+    #[cfg(test)]
     pub fn new(exec: String, out: W) -> Self {
+        Self::with_budget(exec, out, Budget::default())
+    }
+
+    /// A sink for execution `exec` writing to `out` that stops writing command output past
+    /// `budget`.
+    pub fn with_budget(exec: String, out: W, budget: Budget) -> Self {
         Sink {
             out,
             buf: Vec::with_capacity(2 * FLUSH_AT),
@@ -38,6 +93,13 @@ impl<W: Write> Sink<W> {
             lines: 0,
             closed: false,
             failed: false,
+            budget,
+            used: Count::default(),
+            over_budget: false,
+            dropped: Count::default(),
+            blocked: None,
+            unwritten: Count::default(),
+            untold: Count::default(),
         }
     }
 
@@ -47,9 +109,19 @@ impl<W: Write> Sink<W> {
         self.clock.format_now(&mut self.time);
     }
 
-    /// True once the exit record has been written; later log records are dropped.
+    /// True once the exit record has been queued; later log records are dropped.
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// True while records wait for disk space.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.is_some()
+    }
+
+    /// True while serialised records (possibly the final one) are not written yet.
+    pub fn pending(&self) -> bool {
+        !self.buf.is_empty()
     }
 
     /// Number of log records written so far (for tests).
@@ -58,7 +130,8 @@ impl<W: Write> Sink<W> {
         self.lines
     }
 
-    /// Appends one log record for `bytes` (a line or a chunk of one, without its `\n`).
+    /// Appends one log record for `bytes` (a line or a chunk of one, without its `\n`). Over the
+    /// budget, or while the disk is full, the record is counted and dropped instead.
     pub fn log(&mut self, stream: Stream, bytes: &[u8], eol: bool) -> io::Result<()> {
         if self.failed {
             return Err(io::Error::other("output already failed"));
@@ -66,6 +139,73 @@ impl<W: Write> Sink<W> {
         if self.closed {
             return Ok(());
         }
+        if stream != Stream::System && !self.within_budget(bytes.len()) {
+            if !self.over_budget {
+                self.over_budget = true;
+                let note = format!(
+                    "### runvoy runner: output limit reached ({}); the rest of the output is \
+                     dropped, and counted in the final record",
+                    self.budget_text()
+                );
+                self.append(Stream::System, note.as_bytes(), true)?;
+            }
+            self.dropped.add(bytes.len());
+            return Ok(());
+        }
+        if self.blocked.is_some() {
+            self.flush()?;
+            if self.blocked.is_some() {
+                self.unwritten.add(bytes.len());
+                self.untold.add(bytes.len());
+                return Ok(());
+            }
+        }
+        self.tell_unwritten()?;
+        if stream != Stream::System {
+            self.used.add(bytes.len());
+        }
+        self.append(stream, bytes, eol)?;
+        if self.buf.len() >= FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn within_budget(&self, len: usize) -> bool {
+        let b = self.budget;
+        !self.over_budget
+            && (b.max_lines == 0 || self.used.lines < b.max_lines)
+            && (b.max_bytes == 0 || self.used.bytes + len as u64 <= b.max_bytes)
+    }
+
+    fn budget_text(&self) -> String {
+        let b = self.budget;
+        let mut parts = Vec::new();
+        if b.max_lines > 0 {
+            parts.push(format!("{} records", b.max_lines));
+        }
+        if b.max_bytes > 0 {
+            parts.push(format!("{} bytes", b.max_bytes));
+        }
+        parts.join(" or ")
+    }
+
+    /// Once writing works again, one `system` record says what could not be written.
+    fn tell_unwritten(&mut self) -> io::Result<()> {
+        if self.untold.lines == 0 {
+            return Ok(());
+        }
+        let n = mem::take(&mut self.untold);
+        let note = format!(
+            "### runvoy runner: {} output records ({} bytes) could not be written (no space \
+             left on device) and were dropped",
+            n.lines, n.bytes
+        );
+        self.append(Stream::System, note.as_bytes(), true)
+    }
+
+    /// Serialises one log record with the next sequence number into the buffer.
+    fn append(&mut self, stream: Stream, bytes: &[u8], eol: bool) -> io::Result<()> {
         self.message.clear();
         let b64 = match std::str::from_utf8(bytes) {
             Ok(s) => {
@@ -96,13 +236,12 @@ impl<W: Write> Sink<W> {
         }
         res.map_err(io::Error::other)?;
         self.buf.push(b'\n');
-        if self.buf.len() >= FLUSH_AT {
-            self.flush()?;
-        }
         Ok(())
     }
 
-    /// Writes the final record (sequence `lines + 1`), flushes, and drops any later log records.
+    /// Queues the final record (sequence `lines + 1`) and tries to write everything; later log
+    /// records are dropped. When the disk is full the records stay queued: call
+    /// [`Sink::retry`] until [`Sink::pending`] is false.
     pub fn exit(
         &mut self,
         exit_code: i32,
@@ -114,6 +253,7 @@ impl<W: Write> Sink<W> {
             return Err(io::Error::other("output already failed"));
         }
         self.stamp();
+        self.tell_unwritten()?;
         let record = RunnerRecord::Exit(ExitRecordWire {
             exec: self.exec.clone(),
             seq: self.lines + 1,
@@ -123,33 +263,76 @@ impl<W: Write> Sink<W> {
             timed_out,
             killed,
             error,
+            dropped_lines: self.dropped.lines,
+            dropped_bytes: self.dropped.bytes,
+            unwritten_lines: self.unwritten.lines,
+            unwritten_bytes: self.unwritten.bytes,
         });
         serde_json::to_writer(&mut self.buf, &record).map_err(io::Error::other)?;
         self.buf.push(b'\n');
         self.closed = true;
-        self.flush()
+        self.retry()
     }
 
-    /// Writes buffered records out.
+    /// Writes buffered records out. A full disk is not an error: the records stay buffered and
+    /// are tried again at most every [`RETRY_EVERY`] (by this, [`Sink::log`] or [`Sink::retry`]).
     pub fn flush(&mut self) -> io::Result<()> {
+        if self.blocked.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
+            return Ok(());
+        }
+        self.retry()
+    }
+
+    /// Like [`Sink::flush`], without waiting for the retry interval.
+    pub fn retry(&mut self) -> io::Result<()> {
         if self.failed {
             return Err(io::Error::other("output already failed"));
         }
         if self.buf.is_empty() {
+            self.blocked = None;
             return Ok(());
         }
-        let res = self.out.write_all(&self.buf).and_then(|_| self.out.flush());
-        self.buf.clear();
-        if res.is_err() {
-            self.failed = true;
+        let mut written = 0;
+        let res = loop {
+            if written == self.buf.len() {
+                break self.out.flush();
+            }
+            match self.out.write(&self.buf[written..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        // Whatever reached the file is not written twice: the next attempt starts where this
+        // one stopped, so a record cut by a short write is completed, never duplicated.
+        self.buf.drain(..written);
+        match res {
+            Ok(()) => {
+                self.blocked = None;
+                Ok(())
+            }
+            Err(e) if is_out_of_space(&e) => {
+                self.blocked = Some(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
         }
-        res
     }
 
     /// The underlying writer (for tests).
     #[cfg(test)]
     pub fn get_ref(&self) -> &W {
         &self.out
+    }
+
+    /// The underlying writer (for tests).
+    #[cfg(test)]
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 }
 
@@ -318,6 +501,203 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    fn parse_all(out: &[u8]) -> Vec<RunnerRecord> {
+        let text = std::str::from_utf8(out).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "a cut record: {text:?}"
+        );
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect()
+    }
+
+    /// Log records as (seq, stream, message), and the final record.
+    fn split(recs: &[RunnerRecord]) -> (Vec<(u64, Stream, String)>, Option<ExitRecordWire>) {
+        let mut logs = Vec::new();
+        let mut exit = None;
+        for r in recs {
+            match r {
+                RunnerRecord::Log(l) => logs.push((l.seq, l.stream, l.message.clone())),
+                RunnerRecord::Exit(e) => exit = Some(e.clone()),
+            }
+        }
+        (logs, exit)
+    }
+
+    fn assert_contiguous(logs: &[(u64, Stream, String)], exit: &ExitRecordWire) {
+        let seqs: Vec<u64> = logs.iter().map(|l| l.0).collect();
+        assert_eq!(seqs, (1..=logs.len() as u64).collect::<Vec<_>>());
+        assert_eq!(
+            (exit.lines, exit.seq),
+            (logs.len() as u64, logs.len() as u64 + 1)
+        );
+    }
+
+    #[test]
+    fn over_the_line_budget_one_notice_then_counted_drops() {
+        let budget = Budget {
+            max_bytes: 0,
+            max_lines: 3,
+        };
+        let mut sink = Sink::with_budget("e".into(), Vec::new(), budget);
+        sink.stamp();
+        sink.log(Stream::System, b"banner", true).unwrap();
+        for l in ["a", "b", "c", "dd", "eee"] {
+            sink.log(Stream::Stdout, l.as_bytes(), true).unwrap();
+        }
+        sink.log(Stream::Stderr, b"ffff", true).unwrap();
+        sink.exit(0, false, false, None).unwrap();
+        let (logs, exit) = split(&parse_all(sink.get_ref()));
+        let exit = exit.expect("exit record");
+        assert_contiguous(&logs, &exit);
+        let msgs: Vec<&str> = logs.iter().map(|l| l.2.as_str()).collect();
+        assert_eq!(&msgs[..4], ["banner", "a", "b", "c"]);
+        assert_eq!(logs.len(), 5, "one notice, nothing after it: {msgs:?}");
+        assert_eq!(logs[4].1, Stream::System);
+        assert!(
+            msgs[4].contains("output limit reached (3 records)"),
+            "{}",
+            msgs[4]
+        );
+        assert_eq!((exit.dropped_lines, exit.dropped_bytes), (3, 9));
+        assert_eq!((exit.unwritten_lines, exit.unwritten_bytes), (0, 0));
+    }
+
+    #[test]
+    fn over_the_byte_budget_nothing_more_is_written() {
+        let budget = Budget {
+            max_bytes: 10,
+            max_lines: 0,
+        };
+        let mut sink = Sink::with_budget("e".into(), Vec::new(), budget);
+        sink.stamp();
+        sink.log(Stream::Stdout, b"12345", true).unwrap();
+        sink.log(Stream::Stdout, b"12345", true).unwrap();
+        // 11 bytes would be over; a shorter record after it is dropped too.
+        sink.log(Stream::Stdout, b"1", true).unwrap();
+        sink.log(Stream::Stdout, b"", true).unwrap();
+        sink.exit(0, false, false, None).unwrap();
+        let (logs, exit) = split(&parse_all(sink.get_ref()));
+        let exit = exit.unwrap();
+        assert_contiguous(&logs, &exit);
+        assert_eq!(logs.len(), 3);
+        assert!(logs[2].2.contains("10 bytes"), "{}", logs[2].2);
+        assert_eq!((exit.dropped_lines, exit.dropped_bytes), (2, 1));
+    }
+
+    #[test]
+    fn a_flood_stays_within_the_budget() {
+        let budget = Budget {
+            max_bytes: 1 << 20,
+            max_lines: 1_000_000,
+        };
+        let mut sink = Sink::with_budget("e".into(), Vec::new(), budget);
+        sink.stamp();
+        let line = [b'y'; 100];
+        for _ in 0..100_000 {
+            sink.log(Stream::Stdout, &line, true).unwrap();
+        }
+        sink.exit(0, false, false, None).unwrap();
+        let out = sink.get_ref();
+        // 10,485 records fit; with their framing the file stays near the budget.
+        assert!(out.len() < 3 << 20, "{} bytes written", out.len());
+        let (logs, exit) = split(&parse_all(out));
+        let exit = exit.unwrap();
+        assert_contiguous(&logs, &exit);
+        let kept = (1 << 20) / 100;
+        assert_eq!(logs.len() as u64, kept + 1);
+        assert_eq!(exit.dropped_lines, 100_000 - kept);
+        assert_eq!(exit.dropped_bytes, (100_000 - kept) * 100);
+    }
+
+    /// A file on a disk with `room` bytes left: short writes, then ENOSPC.
+    struct Disk {
+        data: Vec<u8>,
+        room: usize,
+    }
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_drops_and_counts_without_gaps_then_recovers() {
+        let mut sink = Sink::new(
+            "e".into(),
+            Disk {
+                data: Vec::new(),
+                room: 150,
+            },
+        );
+        sink.stamp();
+        for l in ["one", "two", "three"] {
+            sink.log(Stream::Stdout, l.as_bytes(), true).unwrap();
+        }
+        // The write stops inside a record: it stays queued, nothing fails.
+        sink.flush().unwrap();
+        assert!(sink.is_blocked() && sink.pending());
+        sink.log(Stream::Stdout, b"lost-1", true).unwrap();
+        sink.log(Stream::Stderr, b"lost-2", true).unwrap();
+        assert_eq!(sink.lines(), 3, "dropped records take no sequence number");
+        // Space comes back.
+        sink.get_mut().room = usize::MAX;
+        sink.retry().unwrap();
+        assert!(!sink.is_blocked() && !sink.pending());
+        sink.log(Stream::Stdout, b"four", true).unwrap();
+        sink.exit(7, false, false, None).unwrap();
+        let (logs, exit) = split(&parse_all(&sink.get_ref().data));
+        let exit = exit.unwrap();
+        assert_contiguous(&logs, &exit);
+        let msgs: Vec<&str> = logs.iter().map(|l| l.2.as_str()).collect();
+        assert_eq!(msgs[..3], ["one", "two", "three"]);
+        assert!(
+            msgs[3].contains("2 output records (12 bytes) could not be written"),
+            "{}",
+            msgs[3]
+        );
+        assert_eq!(msgs[4], "four");
+        assert_eq!(exit.exit_code, 7);
+        assert_eq!((exit.unwritten_lines, exit.unwritten_bytes), (2, 12));
+    }
+
+    #[test]
+    fn the_final_record_waits_for_space() {
+        let mut sink = Sink::new(
+            "e".into(),
+            Disk {
+                data: Vec::new(),
+                room: 0,
+            },
+        );
+        sink.stamp();
+        sink.log(Stream::Stdout, b"kept", true).unwrap();
+        sink.exit(3, false, false, None).unwrap();
+        assert!(sink.pending(), "queued, not failed");
+        sink.retry().unwrap();
+        assert!(sink.pending());
+        sink.get_mut().room = 10;
+        sink.retry().unwrap();
+        assert!(sink.pending(), "a short write leaves the rest queued");
+        sink.get_mut().room = usize::MAX;
+        sink.retry().unwrap();
+        assert!(!sink.pending());
+        let (logs, exit) = split(&parse_all(&sink.get_ref().data));
+        let exit = exit.unwrap();
+        assert_contiguous(&logs, &exit);
+        assert_eq!((logs.len(), exit.exit_code), (1, 3));
     }
 
     #[test]

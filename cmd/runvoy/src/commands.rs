@@ -406,6 +406,8 @@ mod tests {
             failure_reason: None,
             logs_complete: false,
             log_lines: None,
+            dropped_log_lines: 0,
+            dropped_log_bytes: 0,
             created_by_request_id: "r".into(),
             modified_by_request_id: "r".into(),
             compute_platform: "local".into(),

@@ -9,12 +9,14 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use runvoy_api::AppState;
 use runvoy_api::auth::TokenSigner;
+use runvoy_api::ready::Readiness;
 use runvoy_api::serverlog::{ServerLogQueue, server_log_layer, write_server_logs};
 use runvoy_compute_local::{
     Bus, Enforcement, Isolation, Limits, LocalCompute, LocalComputeConfig, RecordFileSource,
 };
 use runvoy_domain::clock::{Clock, SystemClock};
 use runvoy_domain::fault::{FaultyCompute, FaultyStore};
+use runvoy_domain::health::{MonitoredStore, StoreHealth};
 use runvoy_domain::hub::LogHub;
 use runvoy_domain::ports::{Compute, Store};
 use runvoy_domain::processor::Processor;
@@ -127,6 +129,49 @@ pub struct ServeArgs {
     /// Server log lines kept for `GET /trace/{request_id}` (the oldest are dropped).
     #[arg(long, env = "RUNVOY_SERVER_LOG_KEEP", default_value_t = 200_000)]
     server_log_keep: u64,
+    /// Most unfinished executions (STARTING, RUNNING, TERMINATING) one user may have; more
+    /// runs are refused with 429 (0: no limit).
+    #[arg(long, env = "RUNVOY_MAX_CONCURRENT_PER_USER", default_value_t = 10)]
+    max_concurrent_per_user: u64,
+    /// Most unfinished executions on this server; more runs are refused with 429 (0: no limit).
+    #[arg(long, env = "RUNVOY_MAX_CONCURRENT_TOTAL", default_value_t = 50)]
+    max_concurrent_total: u64,
+    /// Most bytes of command output stored per execution; the runner drops and counts the
+    /// rest (0: no limit).
+    #[arg(long, env = "RUNVOY_MAX_OUTPUT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    max_output_bytes: u64,
+    /// Most output records (lines, or 64 KiB chunks of longer lines) stored per execution
+    /// (0: no limit).
+    #[arg(long, env = "RUNVOY_MAX_OUTPUT_LINES", default_value_t = 2_000_000)]
+    max_output_lines: u64,
+    /// Free bytes the data dir's file system must keep for `GET /health/ready` to answer ready.
+    #[arg(long, env = "RUNVOY_MIN_FREE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    min_free_bytes: u64,
+}
+
+/// The readiness condition on the data dir's free space (statvfs, space available to
+/// unprivileged users).
+fn free_space_check(dir: PathBuf, min_free: u64) -> runvoy_api::ready::ReadinessCheck {
+    Arc::new(move || {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: a NUL-terminated path and a zeroed out-struct, as statvfs(3) expects.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Some(format!(
+                "cannot read the free space of {}: {e}",
+                dir.display()
+            ));
+        }
+        let free = st.f_bavail as u64 * st.f_frsize as u64;
+        (free < min_free).then(|| {
+            format!(
+                "data dir {} is out of space: {free} bytes free, {min_free} needed",
+                dir.display()
+            )
+        })
+    })
 }
 
 /// Logs to stderr, and request-scoped events also to the server log store read by
@@ -288,6 +333,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(dir = %dir.display(), "fault injection enabled (for tests only)");
         store = Arc::new(FaultyStore::new(store, dir));
     }
+    // Every write is watched, so readiness can say when the store stops taking them.
+    let store_health = Arc::new(StoreHealth::new());
+    let store: Arc<dyn Store> = Arc::new(MonitoredStore::new(store, store_health.clone()));
     let isolation = match args.isolation {
         IsolationArg::Bwrap => Isolation::Bwrap,
         IsolationArg::Process => {
@@ -381,7 +429,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config: ServiceConfig {
             default_image: args.default_image.clone(),
             kill_grace_secs: args.kill_grace,
+            max_active_per_user: args.max_concurrent_per_user,
+            max_active_total: args.max_concurrent_total,
+            max_output_bytes: args.max_output_bytes,
+            max_output_lines: args.max_output_lines,
         },
+        admission: Default::default(),
     });
     tokio::spawn(runvoy_compute_local::pump(bus_rx, processor.clone()));
 
@@ -487,7 +540,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Isolation::Process => "none",
         },
         enforcement.limits,
-    );
+    )
+    .with_readiness(Readiness {
+        store: Some(store_health),
+        checks: vec![free_space_check(data_dir.clone(), args.min_free_bytes)],
+    });
     let app = runvoy_api::router(state);
     axum::serve(
         listener,

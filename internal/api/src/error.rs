@@ -70,6 +70,11 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(m) => ApiError::not_found(m),
             DomainError::Forbidden(m) => ApiError::forbidden(m),
             DomainError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, m),
+            DomainError::LimitReached(m) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::EXECUTION_LIMIT_REACHED,
+                m,
+            ),
             DomainError::Store(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 codes::DATABASE_ERROR,

@@ -48,7 +48,10 @@ pub(crate) fn websocket_url(st: &AppState, headers: &HeaderMap, id: &str, user: 
 /// Starts a command.
 #[utoipa::path(post, path = "/api/v1/run", request_body = RunRequest,
     responses((status = 202, body = RunResponse), (status = 400, body = runvoy_proto::ErrorBody),
-               (status = 401, body = runvoy_proto::ErrorBody), (status = 503, body = runvoy_proto::ErrorBody)),
+               (status = 401, body = runvoy_proto::ErrorBody),
+               (status = 429, body = runvoy_proto::ErrorBody,
+                description = "EXECUTION_LIMIT_REACHED: the caller or the server has as many unfinished executions as allowed; nothing was created"),
+               (status = 503, body = runvoy_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn run(
     State(st): State<AppState>,

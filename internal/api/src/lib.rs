@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod openapi;
 pub mod policy;
+pub mod ready;
 pub mod serverlog;
 mod trace;
 mod users;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub isolation: String,
     /// How each execution limit is enforced, by limit name, for `/health`.
     pub limits: std::collections::BTreeMap<String, String>,
+    /// What `GET /health/ready` checks.
+    pub readiness: ready::Readiness,
 }
 
 impl AppState {
@@ -83,7 +86,14 @@ impl AppState {
             version,
             backend,
             public_url,
+            readiness: ready::Readiness::default(),
         }
+    }
+
+    /// Sets what `GET /health/ready` checks.
+    pub fn with_readiness(mut self, readiness: ready::Readiness) -> Self {
+        self.readiness = readiness;
+        self
     }
 
     /// Allows `burst` failed authentications per client address, refilled at `per_minute`.
@@ -134,6 +144,7 @@ where
 pub(crate) fn api_routes() -> Vec<ApiRoute> {
     vec![
         route("GET", "/health", executions::health),
+        route("GET", "/health/ready", ready::ready),
         route("GET", "/openapi.json", openapi::serve),
         route("GET", "/claim/{token}", users::claim),
         route("GET", "/executions/{id}/logs/ws", ws::handler),

@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         crate::executions::kill,
         crate::executions::logs,
         crate::executions::health,
+        crate::ready::ready,
         crate::executions::reconcile,
         crate::health::reports,
         crate::ws::handler,
@@ -30,7 +31,8 @@ use utoipa::{Modify, OpenApi};
     components(schemas(
         runvoy_proto::RunRequest, runvoy_proto::RunResponse, runvoy_proto::Execution,
         runvoy_proto::ExecutionList, runvoy_proto::LogEvent, runvoy_proto::LogsResponse,
-        runvoy_proto::KillResponse, runvoy_proto::HealthResponse, runvoy_proto::ErrorBody,
+        runvoy_proto::KillResponse, runvoy_proto::HealthResponse, runvoy_proto::ReadyResponse,
+        runvoy_proto::ErrorBody,
         runvoy_proto::Status, runvoy_proto::record::Stream, runvoy_proto::ws::Disconnect,
         runvoy_proto::ReconcileReport, runvoy_proto::ReconcileIssue,
         runvoy_proto::ReconcileResponse, runvoy_proto::ReconcileReports,

@@ -34,7 +34,7 @@ pub enum Resource {
 /// How a route is accessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// No credentials (health, OpenAPI document, claiming a key with its one-time token).
+    /// No credentials (health, readiness, OpenAPI document, claiming a key with its one-time token).
     Public,
     /// A WebSocket token in the URL instead of a key. Tokens are minted only by routes that went
     /// through this policy for the same execution (`POST /run`, `GET /executions/{id}/logs`),
@@ -93,6 +93,7 @@ const fn public(method: &'static str, path: &'static str) -> Rule {
 #[rustfmt::skip]
 pub const POLICY: &[Rule] = &[
     public("GET",  "/health"),
+    public("GET",  "/health/ready"),
     public("GET",  "/openapi.json"),
     public("GET",  "/claim/{token}"),
     Rule { method: "GET", path: "/executions/{id}/logs/ws", access: Access::LogToken },

@@ -62,6 +62,11 @@ pub(crate) struct JobFile {
     pub timeout_secs: Option<u64>,
     pub kill_grace_secs: u64,
     pub banner: Vec<String>,
+    /// Output budget passed to the runner (0: none); absent in jobs written by older versions.
+    #[serde(default)]
+    pub max_output_bytes: u64,
+    #[serde(default)]
+    pub max_output_lines: u64,
     pub isolation: Isolation,
     pub share_net: bool,
     pub runner_bin: PathBuf,
@@ -212,6 +217,8 @@ impl LocalCompute {
             timeout_secs: Some(30),
             kill_grace_secs: 1,
             banner: Vec::new(),
+            max_output_bytes: 0,
+            max_output_lines: 0,
             isolation: self.cfg.isolation,
             share_net: self.cfg.share_net,
             runner_bin: self.cfg.runner_bin.clone(),
@@ -326,6 +333,8 @@ impl Compute for LocalCompute {
             timeout_secs: spec.timeout_secs,
             kill_grace_secs: spec.kill_grace_secs,
             banner: spec.banner.clone(),
+            max_output_bytes: spec.max_output_bytes,
+            max_output_lines: spec.max_output_lines,
             isolation: self.cfg.isolation,
             share_net: self.cfg.share_net,
             runner_bin: self.cfg.runner_bin.clone(),

@@ -81,7 +81,9 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 }
 
 fn log(msg: &str) {
-    eprintln!("runvoy-supervisor: {msg}");
+    // Not eprintln!, which panics when the write fails (a full disk under supervisor.log).
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "runvoy-supervisor: {msg}");
 }
 
 /// Entry point of `runvoyd supervise DIR`. Returns the process exit code.
@@ -106,11 +108,34 @@ pub fn run(dir: &Path) -> i32 {
     }
 }
 
+/// How long to keep retrying `exit.json` when the disk is full: without it the execution would
+/// look like its supervisor vanished, losing the exit code.
+const EXIT_FILE_RETRY_FOR: Duration = Duration::from_secs(600);
+
 fn finish(dir: &Path, x: &ExitFile) {
     let data = serde_json::to_vec(x).unwrap_or_default();
-    if let Err(e) = write_atomic(&dir.join("exit.json"), &data, 0o600) {
-        log(&format!("cannot write exit.json: {e}"));
+    let until = Instant::now() + EXIT_FILE_RETRY_FOR;
+    let mut warned = false;
+    loop {
+        match write_atomic(&dir.join("exit.json"), &data, 0o600) {
+            Ok(()) => return,
+            Err(e) if is_out_of_space(&e) && Instant::now() < until => {
+                if !warned {
+                    log(&format!("cannot write exit.json: {e}; retrying"));
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => {
+                log(&format!("cannot write exit.json: {e}"));
+                return;
+            }
+        }
     }
+}
+
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
@@ -306,6 +331,14 @@ fn runner_command(job: &JobFile, ws: &Path, sandbox_spec: Option<&Path>) -> Comm
     }
     if !job.banner.is_empty() {
         envs.push((env::BANNER.into(), job.banner.join("\n")));
+    }
+    for (name, limit) in [
+        (env::MAX_OUTPUT_BYTES, job.max_output_bytes),
+        (env::MAX_OUTPUT_LINES, job.max_output_lines),
+    ] {
+        if limit > 0 {
+            envs.push((name.into(), limit.to_string()));
+        }
     }
     let mut c = match sandbox_spec {
         // The runner runs from its installed path, outside the sandbox; the command sees the

@@ -17,6 +17,9 @@ pub enum DomainError {
     /// Conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// A limit on concurrent executions is reached; nothing was created (429).
+    #[error("{0}")]
+    LimitReached(String),
     /// The store failed (503).
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),

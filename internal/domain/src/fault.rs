@@ -183,6 +183,10 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.recent_reports(limit).await
     }
+    async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.probe_write(now_ms).await
+    }
 }
 
 /// A [`Compute`] whose next K `start` / `state` calls fail with [`ComputeError::Unavailable`],

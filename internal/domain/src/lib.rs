@@ -17,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod fault;
 pub mod follow;
+pub mod health;
 pub mod hub;
 pub mod model;
 pub mod ports;

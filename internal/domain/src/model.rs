@@ -44,6 +44,11 @@ pub struct Execution {
     pub logs_complete: bool,
     /// Number of log records the runner reported in its final record.
     pub log_lines: Option<u64>,
+    /// Output records the runner dropped instead of writing them (over the output budget or
+    /// unwritable on a full disk), from its final record.
+    pub dropped_log_lines: u64,
+    /// Bytes of output in those records.
+    pub dropped_log_bytes: u64,
     /// When a kill was last requested.
     pub kill_requested_at_ms: Option<i64>,
     /// Request that created it.
@@ -82,6 +87,8 @@ impl Execution {
             failure_reason: self.failure_reason.clone(),
             logs_complete: self.logs_complete,
             log_lines: self.log_lines,
+            dropped_log_lines: self.dropped_log_lines,
+            dropped_log_bytes: self.dropped_log_bytes,
             created_by_request_id: self.created_by_request_id.clone(),
             modified_by_request_id: self.modified_by_request_id.clone(),
             compute_platform: self.compute_platform.clone(),
@@ -192,6 +199,25 @@ pub struct ExitInfo {
     pub killed: bool,
     /// The runner could not start the command.
     pub error: Option<String>,
+    /// Output records dropped over the output budget (they have no sequence number).
+    pub dropped_lines: u64,
+    /// Bytes of output dropped over the output budget.
+    pub dropped_bytes: u64,
+    /// Output records the runner could not write (disk full) and dropped.
+    pub unwritten_lines: u64,
+    /// Bytes of output the runner could not write.
+    pub unwritten_bytes: u64,
+}
+
+impl ExitInfo {
+    /// Every output record the runner did not write, for whatever reason.
+    pub fn lost_lines(&self) -> u64 {
+        self.dropped_lines + self.unwritten_lines
+    }
+    /// Bytes of output the runner did not write, for whatever reason.
+    pub fn lost_bytes(&self) -> u64 {
+        self.dropped_bytes + self.unwritten_bytes
+    }
 }
 
 impl From<runvoy_proto::record::ExitRecordWire> for ExitInfo {
@@ -202,6 +228,10 @@ impl From<runvoy_proto::record::ExitRecordWire> for ExitInfo {
             timed_out: w.timed_out,
             killed: w.killed,
             error: w.error,
+            dropped_lines: w.dropped_lines,
+            dropped_bytes: w.dropped_bytes,
+            unwritten_lines: w.unwritten_lines,
+            unwritten_bytes: w.unwritten_bytes,
         }
     }
 }
@@ -223,6 +253,11 @@ pub struct JobSpec {
     pub kill_grace_secs: u64,
     /// Lines the runner prints as `system` records before the command.
     pub banner: Vec<String>,
+    /// Most bytes of command output the runner writes (0: no limit); the rest is dropped and
+    /// counted in its final record.
+    pub max_output_bytes: u64,
+    /// Most output records the runner writes (0: no limit).
+    pub max_output_lines: u64,
 }
 
 /// A user role.

@@ -199,6 +199,9 @@ pub trait Store: Send + Sync + 'static {
     async fn save_report(&self, report: &ReconcileReport, keep: usize) -> Result<(), StoreError>;
     /// The newest `limit` reconcile reports, newest first.
     async fn recent_reports(&self, limit: usize) -> Result<Vec<ReconcileReport>, StoreError>;
+    /// Makes one small durable write (a single-row heartbeat at `now_ms`) to tell whether the
+    /// store accepts writes again: what the readiness check asks after writes failed.
+    async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError>;
 }
 
 /// A compute failure.

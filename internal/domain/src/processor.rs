@@ -67,6 +67,18 @@ pub type Issue = runvoy_proto::ReconcileIssue;
 /// The result of a full sweep (the API's `ReconcileReport`).
 pub type SweepReport = runvoy_proto::ReconcileReport;
 
+/// What [`Processor::repair_logs`] did.
+struct Repair {
+    /// Records added to the store.
+    added: u64,
+    /// The runner's final record, when the source has it.
+    exit: Option<ExitInfo>,
+    /// Stored-log facts afterwards.
+    stats: LogStats,
+    /// False when the source could not be read.
+    source_read: bool,
+}
+
 /// How many sweep reports the store keeps.
 pub const REPORTS_KEPT: usize = 20;
 
@@ -172,19 +184,20 @@ impl Processor {
     }
 
     /// Re-reads records after the stored contiguous prefix from the durable source and stores
-    /// the missing ones. Returns how many were added, the runner's final record when the source
-    /// has it, and the new stats. A source failure is logged and repairs nothing: the records
-    /// stay in the source and the next reconcile tries again.
-    async fn repair_logs(
-        &self,
-        id: &str,
-        stats: LogStats,
-    ) -> Result<(u64, Option<ExitInfo>, LogStats), DomainError> {
+    /// the missing ones. A source failure is logged and repairs nothing (`source_read` false):
+    /// the records stay in the source and the next reconcile tries again. A store failure is
+    /// an error: the caller retries, and nothing is declared complete meanwhile.
+    async fn repair_logs(&self, id: &str, stats: LogStats) -> Result<Repair, DomainError> {
         let (recs, exit) = match self.logs.read_records(id, stats.contiguous).await {
             Ok(v) => v,
             Err(err) => {
                 tracing::warn!(execution_id = %id, error = %err, "durable log source unavailable");
-                return Ok((0, None, stats));
+                return Ok(Repair {
+                    added: 0,
+                    exit: None,
+                    stats,
+                    source_read: false,
+                });
             }
         };
         let missing: Vec<_> = recs
@@ -192,12 +205,26 @@ impl Processor {
             .filter(|r| r.seq > stats.contiguous)
             .collect();
         if missing.is_empty() {
-            return Ok((0, exit, stats));
+            return Ok(Repair {
+                added: 0,
+                exit,
+                stats,
+                source_read: true,
+            });
         }
-        self.store.append_logs(id, &missing).await?;
+        if let Err(err) = self.store.append_logs(id, &missing).await {
+            tracing::warn!(execution_id = %id, error = %err, records = missing.len(),
+                "could not store log records re-read from the durable source; retrying later");
+            return Err(err.into());
+        }
         let after = self.store.log_stats(id).await?;
         self.hub.publish(id, HubMsg::Records(Arc::new(missing)));
-        Ok((after.count.saturating_sub(stats.count), exit, after))
+        Ok(Repair {
+            added: after.count.saturating_sub(stats.count),
+            exit,
+            stats: after,
+            source_read: true,
+        })
     }
 
     /// Reads compute and the store for one execution and applies the truth with compare-and-set.
@@ -244,7 +271,7 @@ impl Processor {
                     // a batch): fill it now so viewers are not held up until the end.
                     let stats = self.store.log_stats(id).await?;
                     if stats.contiguous < stats.max_seq {
-                        let (n, _, _) = self.repair_logs(id, stats).await?;
+                        let n = self.repair_logs(id, stats).await?.added;
                         if n > 0 {
                             return Ok(Outcome::LogsRepaired {
                                 repaired_records: n,
@@ -311,20 +338,27 @@ impl Processor {
         let mut stats = self.store.log_stats(&id).await?;
         let mut expected = runner.as_ref().map(|r| r.lines).or(e.log_lines);
         let mut repaired = 0u64;
+        // Whether everything the durable source holds was compared with the store.
+        let mut source_read = true;
         if expected.is_none_or(|n| stats.contiguous < n) {
             // Gaps, or no final record yet: the durable source has the truth.
-            let (n, source_exit, after) = self.repair_logs(&id, stats).await?;
-            repaired = n;
-            stats = after;
+            let rep = self.repair_logs(&id, stats).await?;
+            repaired = rep.added;
+            stats = rep.stats;
+            source_read = rep.source_read;
             if runner.is_none() && !e.status.is_terminal() {
                 // Compute did not say how the runner ended, but its final record did.
-                if let Some(r) = source_exit {
+                if let Some(r) = rep.exit {
                     expected = expected.or(Some(r.lines));
                     runner = Some(r);
                 }
             }
         }
         let mut next = e.clone();
+        if let Some(r) = &runner {
+            next.dropped_log_lines = r.lost_lines();
+            next.dropped_log_bytes = r.lost_bytes();
+        }
         match expected {
             Some(n) if stats.contiguous >= n => {
                 next.logs_complete = true;
@@ -334,9 +368,10 @@ impl Processor {
                 // Still missing: leave incomplete so the next sweep tries again.
                 next.log_lines = Some(n);
             }
-            None if stats.contiguous == stats.max_seq => {
+            None if source_read && stats.contiguous == stats.max_seq => {
                 // No final record will ever come (runner killed hard or never started): what
-                // the durable source holds is all there is.
+                // the durable source holds is all there is. (When the source could not be
+                // read, the store may lack records it holds: not complete yet.)
                 next.logs_complete = true;
                 next.log_lines = Some(stats.contiguous);
             }

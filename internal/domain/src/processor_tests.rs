@@ -671,3 +671,79 @@ async fn a_kill_racing_a_natural_completion_keeps_the_commands_own_result() {
     let e = r.get(&x).await;
     assert_eq!((e.status, e.exit_code), (Status::Stopped, Some(0)));
 }
+
+#[tokio::test]
+async fn logs_are_not_complete_while_the_durable_source_cannot_be_read() {
+    let r = rig();
+    let x = r.create(1, Status::Running).await;
+    // Records 1..=2 reached the store; 3..=5 are only in the source, which cannot be read; the
+    // runner died without a final record.
+    r.store.append_logs(&x, &records(2)).await.unwrap();
+    r.source.set(&x, records(5), None);
+    r.source.set_down(true);
+    r.compute.set(
+        &x,
+        ComputeState::Exited(ComputeExit {
+            runner: None,
+            process_exit_code: None,
+            failure: Some("supervisor vanished".into()),
+        }),
+    );
+    r.p.reconcile(&x).await.unwrap();
+    let e = r.get(&x).await;
+    assert_eq!(e.status, Status::Failed);
+    assert!(!e.logs_complete, "2 stored records are not all there is");
+    r.source.set_down(false);
+    r.p.reconcile(&x).await.unwrap();
+    let e = r.get(&x).await;
+    assert_eq!((e.logs_complete, e.log_lines), (true, Some(5)));
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_take_the_missing_records_leaves_logs_incomplete() {
+    let r = rig();
+    let x = r.create(1, Status::Running).await;
+    r.store.append_logs(&x, &records(3)).await.unwrap();
+    r.source.set(&x, records(8), Some(exit_info(4, 8)));
+    r.compute.set(&x, exited(4, 8));
+    r.store.set_down(true);
+    assert!(
+        r.p.reconcile(&x).await.is_err(),
+        "a store failure is an error"
+    );
+    r.store.set_down(false);
+    assert!(!r.get(&x).await.logs_complete);
+    r.p.reconcile(&x).await.unwrap();
+    let e = r.get(&x).await;
+    assert_eq!(
+        (e.status, e.exit_code, e.logs_complete, e.log_lines),
+        (Status::Failed, Some(4), true, Some(8))
+    );
+    assert_eq!(r.store.logs_of(&x).len(), 8);
+}
+
+#[tokio::test]
+async fn dropped_output_from_the_final_record_is_kept_on_the_execution() {
+    let r = rig();
+    let x = r.create(1, Status::Running).await;
+    r.store.append_logs(&x, &records(3)).await.unwrap();
+    let mut fin = exit_info(0, 3);
+    fin.dropped_lines = 1000;
+    fin.dropped_bytes = 4000;
+    fin.unwritten_lines = 2;
+    fin.unwritten_bytes = 20;
+    r.compute.set(
+        &x,
+        ComputeState::Exited(ComputeExit {
+            runner: Some(fin),
+            process_exit_code: Some(0),
+            failure: None,
+        }),
+    );
+    r.p.reconcile(&x).await.unwrap();
+    let e = r.get(&x).await;
+    assert_eq!(e.status, Status::Succeeded);
+    assert_eq!((e.dropped_log_lines, e.dropped_log_bytes), (1002, 4020));
+    let api = e.to_api();
+    assert_eq!((api.dropped_log_lines, api.dropped_log_bytes), (1002, 4020));
+}

@@ -21,6 +21,29 @@ pub struct ServiceConfig {
     pub default_image: String,
     /// Seconds between SIGTERM and SIGKILL on kill or timeout.
     pub kill_grace_secs: u64,
+    /// Most unfinished executions one user may have at once (0: no limit).
+    pub max_active_per_user: u64,
+    /// Most unfinished executions on the whole server at once (0: no limit).
+    pub max_active_total: u64,
+    /// Most bytes of command output stored per execution (0: no limit).
+    pub max_output_bytes: u64,
+    /// Most output records stored per execution (0: no limit).
+    pub max_output_lines: u64,
+}
+
+impl ServiceConfig {
+    /// The defaults of `runvoyd serve`: image `local`, 10 s kill grace, 10 unfinished
+    /// executions per user and 50 in all, 256 MiB and 2,000,000 records of output each.
+    pub fn new(default_image: impl Into<String>) -> Self {
+        ServiceConfig {
+            default_image: default_image.into(),
+            kill_grace_secs: 10,
+            max_active_per_user: 10,
+            max_active_total: 50,
+            max_output_bytes: 256 * 1024 * 1024,
+            max_output_lines: 2_000_000,
+        }
+    }
 }
 
 /// Result of a kill request.
@@ -46,6 +69,9 @@ pub struct Service {
     pub processor: Arc<Processor>,
     /// Settings.
     pub config: ServiceConfig,
+    /// Serialises the limit check and the insert of new executions in this process, so
+    /// concurrent runs cannot all pass the same count (see [`Service::admit`]).
+    pub admission: tokio::sync::Mutex<()>,
 }
 
 /// Who is asking, for audit fields.
@@ -130,19 +156,25 @@ impl Service {
             failure_reason: None,
             logs_complete: false,
             log_lines: None,
+            dropped_log_lines: 0,
+            dropped_log_bytes: 0,
             kill_requested_at_ms: None,
             created_by_request_id: caller.request_id.clone(),
             modified_by_request_id: caller.request_id.clone(),
             compute_platform: self.compute.platform().to_owned(),
             version: 0,
         };
-        match self.store.create_execution(&e).await {
-            Ok(()) => {}
-            Err(StoreError::AlreadyExists(_)) => {
-                e.id = new_execution_id();
-                self.store.create_execution(&e).await?;
+        {
+            let _admitted = self.admission.lock().await;
+            self.admit(&caller.user.email).await?;
+            match self.store.create_execution(&e).await {
+                Ok(()) => {}
+                Err(StoreError::AlreadyExists(_)) => {
+                    e.id = new_execution_id();
+                    self.store.create_execution(&e).await?;
+                }
+                Err(err) => return Err(err.into()),
             }
-            Err(err) => return Err(err.into()),
         }
         let spec = JobSpec {
             execution_id: e.id.clone(),
@@ -155,6 +187,8 @@ impl Service {
                 "### runvoy runner: execution {} started by {} (request {})",
                 e.id, caller.user.email, caller.request_id
             )],
+            max_output_bytes: self.config.max_output_bytes,
+            max_output_lines: self.config.max_output_lines,
         };
         let compute = self.compute.clone();
         let started = (|| async { compute.start(&spec).await })
@@ -185,6 +219,44 @@ impl Service {
             return Err(err.into());
         }
         Ok(e)
+    }
+
+    /// Refuses a new execution when the caller or the server already has as many unfinished
+    /// (STARTING, RUNNING, TERMINATING) executions as allowed. The count comes from the store,
+    /// so it covers executions started before a restart. The caller holds
+    /// [`Service::admission`] from this check until the new execution is stored, so runs on one
+    /// runvoyd cannot overshoot; several runvoyd instances on one store can, by at most the
+    /// number of runs admitted concurrently on the other instances.
+    async fn admit(&self, user: &str) -> Result<(), DomainError> {
+        let (per_user, total) = (
+            self.config.max_active_per_user,
+            self.config.max_active_total,
+        );
+        if per_user == 0 && total == 0 {
+            return Ok(());
+        }
+        let active: Vec<Execution> = self
+            .store
+            .list_unsettled()
+            .await?
+            .into_iter()
+            .filter(|e| !e.status.is_terminal())
+            .collect();
+        let mine = active.iter().filter(|e| e.created_by == user).count() as u64;
+        if per_user > 0 && mine >= per_user {
+            return Err(DomainError::LimitReached(format!(
+                "you already have {mine} unfinished executions (the limit per user is \
+                 {per_user}); wait for one to finish or kill one, then try again"
+            )));
+        }
+        let all = active.len() as u64;
+        if total > 0 && all >= total {
+            return Err(DomainError::LimitReached(format!(
+                "the server already runs {all} executions (its limit is {total}); try again \
+                 when one has finished"
+            )));
+        }
+        Ok(())
     }
 
     /// Reads one execution.
@@ -308,10 +380,8 @@ mod tests {
             hub,
             clock,
             processor,
-            config: ServiceConfig {
-                default_image: "local".into(),
-                kill_grace_secs: 10,
-            },
+            config: ServiceConfig::new("local"),
+            admission: Default::default(),
         }
     }
 
@@ -414,6 +484,157 @@ mod tests {
                 .as_deref()
                 .unwrap()
                 .contains("could not start")
+        );
+    }
+
+    fn caller_named(email: &str) -> Caller {
+        let mut c = caller();
+        c.user.email = email.into();
+        c
+    }
+
+    #[tokio::test]
+    async fn runs_over_the_concurrency_limits_are_refused_and_create_nothing() {
+        let store = Arc::new(MemStore::new());
+        let mut svc = service(Arc::new(FakeCompute::new()), store.clone());
+        svc.config.max_active_per_user = 2;
+        svc.config.max_active_total = 3;
+        let req = || RunRequest {
+            command: "sleep 60".into(),
+            ..Default::default()
+        };
+        let count = || {
+            let store = store.clone();
+            async move {
+                store
+                    .list_executions(&ListQuery {
+                        limit: 100,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .0
+            }
+        };
+        let a = caller_named("a@x.y");
+        let first = svc.run(&a, req()).await.unwrap();
+        svc.run(&a, req()).await.unwrap();
+        let err = svc
+            .run(&a, req())
+            .await
+            .expect_err("over the limit per user");
+        assert!(
+            matches!(&err, DomainError::LimitReached(m) if m.contains("limit per user is 2")),
+            "{err:?}"
+        );
+        assert_eq!(count().await.len(), 2, "a refused run creates nothing");
+        // Another user still may, until the server's limit.
+        svc.run(&caller_named("b@x.y"), req()).await.unwrap();
+        let err = svc
+            .run(&caller_named("c@x.y"), req())
+            .await
+            .expect_err("over the total");
+        assert!(
+            matches!(&err, DomainError::LimitReached(m) if m.contains("limit is 3")),
+            "{err:?}"
+        );
+        assert_eq!(count().await.len(), 3);
+        // A finished execution (even with logs still incomplete) no longer counts.
+        let mut done = store.get_execution(&first.id).await.unwrap().unwrap();
+        done.status = Status::Failed;
+        assert!(store.update_execution(&done).await.unwrap());
+        svc.run(&a, req()).await.unwrap();
+        assert_eq!(count().await.len(), 4);
+        // 0 means no limit.
+        svc.config.max_active_per_user = 0;
+        svc.config.max_active_total = 0;
+        for _ in 0..3 {
+            svc.run(&a, req()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_runs_cannot_overshoot_the_limit() {
+        let store = Arc::new(MemStore::new());
+        let mut svc = service(Arc::new(FakeCompute::new()), store.clone());
+        svc.config.max_active_per_user = 3;
+        let svc = Arc::new(svc);
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let svc = svc.clone();
+                tokio::spawn(async move {
+                    svc.run(
+                        &caller(),
+                        RunRequest {
+                            command: "sleep 60".into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(DomainError::LimitReached(_)) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(ok, 3);
+        let (rows, _) = store
+            .list_executions(&ListQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_output_budget_travels_in_the_job_spec() {
+        struct Spy(std::sync::Mutex<Vec<JobSpec>>);
+        #[async_trait]
+        impl Compute for Spy {
+            fn platform(&self) -> &str {
+                "fake"
+            }
+            async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
+                self.0.lock().unwrap().push(spec.clone());
+                Ok(())
+            }
+            async fn state(&self, _: &str) -> Result<ComputeState, ComputeError> {
+                Ok(ComputeState::Running)
+            }
+            async fn kill(&self, _: &str) -> Result<(), ComputeError> {
+                Ok(())
+            }
+            async fn list(&self) -> Result<Vec<String>, ComputeError> {
+                Ok(vec![])
+            }
+            async fn cleanup(&self, _: &str) -> Result<bool, ComputeError> {
+                Ok(false)
+            }
+        }
+        let spy = Arc::new(Spy(Default::default()));
+        let mut svc = service(spy.clone(), Arc::new(MemStore::new()));
+        svc.config.max_output_bytes = 1234;
+        svc.config.max_output_lines = 56;
+        svc.run(
+            &caller(),
+            RunRequest {
+                command: "yes".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let specs = spy.0.lock().unwrap();
+        assert_eq!(
+            (specs[0].max_output_bytes, specs[0].max_output_lines),
+            (1234, 56)
         );
     }
 

@@ -35,6 +35,8 @@ pub fn execution(id: &str, now_ms: i64) -> Execution {
         failure_reason: None,
         logs_complete: false,
         log_lines: None,
+        dropped_log_lines: 0,
+        dropped_log_bytes: 0,
         kill_requested_at_ms: None,
         created_by_request_id: "req-1".into(),
         modified_by_request_id: "req-1".into(),
@@ -62,6 +64,10 @@ pub fn exit_info(code: i32, lines: u64) -> ExitInfo {
         timed_out: false,
         killed: false,
         error: None,
+        dropped_lines: 0,
+        dropped_bytes: 0,
+        unwritten_lines: 0,
+        unwritten_bytes: 0,
     }
 }
 
@@ -485,6 +491,9 @@ impl Store for MemStore {
         let m = self.m.lock().expect("mem");
         Ok(m.reports.iter().take(limit).cloned().collect())
     }
+    async fn probe_write(&self, _now_ms: i64) -> Result<(), StoreError> {
+        self.check()
+    }
 }
 
 /// A [`Compute`] whose per-execution state the test sets.
@@ -574,6 +583,7 @@ type SourceData = (Vec<LogRecord>, Option<ExitInfo>);
 #[derive(Default)]
 pub struct FakeLogSource {
     data: Mutex<HashMap<String, SourceData>>,
+    down: AtomicBool,
 }
 
 impl FakeLogSource {
@@ -588,6 +598,10 @@ impl FakeLogSource {
             .expect("fake")
             .insert(id.to_owned(), (records, exit));
     }
+    /// While down, every read fails (an unreadable record file, Cloud Logging unavailable).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -597,6 +611,9 @@ impl LogSource for FakeLogSource {
         id: &str,
         after_seq: u64,
     ) -> Result<(Vec<LogRecord>, Option<ExitInfo>), ComputeError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ComputeError::Unavailable("log source is down".into()));
+        }
         let d = self.data.lock().expect("fake");
         Ok(d.get(id)
             .map(|(r, x)| {
@@ -641,10 +658,17 @@ pub async fn store_conformance(s: &dyn Store) {
 
     // Compare-and-set.
     a.status = Status::Running;
+    a.dropped_log_lines = 7;
+    a.dropped_log_bytes = 1 << 40;
     assert!(s.update_execution(&a).await.expect("cas"));
     let stored = s.get_execution(&a.id).await.expect("get").expect("row");
     assert_eq!(stored.status, Status::Running);
     assert_eq!(stored.version, 1);
+    assert_eq!(
+        (stored.dropped_log_lines, stored.dropped_log_bytes),
+        (7, 1 << 40)
+    );
+    s.probe_write(2_000).await.expect("probe write");
     a.status = Status::Failed;
     assert!(
         !s.update_execution(&a).await.expect("cas"),

@@ -142,6 +142,13 @@ pub struct Execution {
     /// Number of log records, once logs are complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_lines: Option<u64>,
+    /// Output records the runner dropped instead of storing them (over the output budget, or
+    /// unwritable while the disk was full), from its final record; absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_log_lines: u64,
+    /// Bytes of output in the dropped records; absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_log_bytes: u64,
     /// Request that created it.
     pub created_by_request_id: String,
     /// Last request that changed it.
@@ -188,6 +195,9 @@ fn yes() -> bool {
 }
 fn is_true(b: &bool) -> bool {
     *b
+}
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl LogEvent {
@@ -274,6 +284,17 @@ pub struct HealthResponse {
     /// `open_files` → `cgroup-v1`, `cgroup-v2`, `rlimit`, `tmpfs` or `none`).
     #[serde(default)]
     pub limits: std::collections::BTreeMap<String, String>,
+}
+
+/// `GET /api/v1/health/ready` answer: 200 with `ready`, 503 with `not_ready` and the reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReadyResponse {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Why it is not ready (store writes failing, data dir out of space); absent when ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 /// A user as the API shows it (never with a key or key hash).
@@ -458,6 +479,8 @@ pub mod codes {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
     /// 429: too many requests.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// 429: the caller (or the whole server) already runs as many executions as allowed.
+    pub const EXECUTION_LIMIT_REACHED: &str = "EXECUTION_LIMIT_REACHED";
     /// 500: a bug.
     pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
     /// 503: the store is unavailable.

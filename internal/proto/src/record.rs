@@ -102,6 +102,20 @@ pub struct ExitRecordWire {
     /// Set when the runner could not start the command at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Output records dropped (not written, no sequence number) because the output budget
+    /// was used up.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_lines: u64,
+    /// Bytes of output in the records dropped over the budget.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_bytes: u64,
+    /// Output records that could not be written (no space left on the record file's device)
+    /// and were dropped without a sequence number.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unwritten_lines: u64,
+    /// Bytes of output in the unwritable records.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unwritten_bytes: u64,
 }
 
 fn yes() -> bool {
@@ -112,6 +126,9 @@ fn is_true(b: &bool) -> bool {
 }
 fn is_false(b: &bool) -> bool {
     !*b
+}
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Environment variables the runner reads (set by the compute adapter).
@@ -130,6 +147,10 @@ pub mod env {
     pub const WORKDIR: &str = "RUNVOY_WORKDIR";
     /// Path of the `.env` file whose variables are exported to the command.
     pub const ENV_FILE: &str = "RUNVOY_ENV_FILE";
+    /// Most bytes of command output stored; absent or 0 means no limit.
+    pub const MAX_OUTPUT_BYTES: &str = "RUNVOY_MAX_OUTPUT_BYTES";
+    /// Most output records (lines or chunks of long lines) stored; absent or 0 means no limit.
+    pub const MAX_OUTPUT_LINES: &str = "RUNVOY_MAX_OUTPUT_LINES";
 }
 
 #[cfg(test)]
@@ -218,6 +239,14 @@ struct Flat<'a> {
     killed: bool,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    dropped_lines: u64,
+    #[serde(default)]
+    dropped_bytes: u64,
+    #[serde(default)]
+    unwritten_lines: u64,
+    #[serde(default)]
+    unwritten_bytes: u64,
 }
 
 /// Parses one record line. Equivalent to deserialising [`RunnerRecord`], several times faster.
@@ -250,6 +279,10 @@ pub fn parse_line(line: &[u8]) -> Result<RecordRef<'_>, serde_json::Error> {
             timed_out: f.timed_out,
             killed: f.killed,
             error: f.error,
+            dropped_lines: f.dropped_lines,
+            dropped_bytes: f.dropped_bytes,
+            unwritten_lines: f.unwritten_lines,
+            unwritten_bytes: f.unwritten_bytes,
         })),
         other => Err(serde_json::Error::unknown_variant(other, &["log", "exit"])),
     }
@@ -265,6 +298,7 @@ mod parse_line_tests {
             r#"{"runvoy":"log","exec":"e","seq":1,"stream":"stdout","time":"t","message":"a\u001b[31m\"b"}"#,
             r#"{"runvoy":"log","exec":"e","seq":2,"stream":"stderr","time":"t","message":"\ufffd","b64":"/w==","eol":false}"#,
             r#"{"runvoy":"exit","exec":"e","seq":3,"time":"t","exit_code":137,"lines":2,"killed":true}"#,
+            r#"{"runvoy":"exit","exec":"e","seq":9,"time":"t","exit_code":0,"lines":8,"dropped_lines":5,"dropped_bytes":40,"unwritten_lines":2,"unwritten_bytes":7}"#,
         ];
         for l in lines {
             let full: RunnerRecord = serde_json::from_str(l).unwrap();

@@ -96,7 +96,32 @@ CREATE TABLE IF NOT EXISTS reconcile_reports (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     report TEXT NOT NULL
 );
+-- One row, rewritten by the readiness check to tell whether writes work again.
+CREATE TABLE IF NOT EXISTS write_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at_ms INTEGER NOT NULL
+);
 ";
+
+/// Columns added to `executions` after its first version, added to older databases on open.
+const EXECUTION_COLUMNS_ADDED: &[(&str, &str)] = &[
+    ("dropped_log_lines", "INTEGER NOT NULL DEFAULT 0"),
+    ("dropped_log_bytes", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+fn migrate_executions(c: &Connection) -> Result<(), StoreError> {
+    let have: Vec<String> = c
+        .prepare("SELECT name FROM pragma_table_info('executions')")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(unavailable)?;
+    for (name, ty) in EXECUTION_COLUMNS_ADDED {
+        if !have.iter().any(|h| h == name) {
+            c.execute_batch(&format!("ALTER TABLE executions ADD COLUMN {name} {ty}"))
+                .map_err(unavailable)?;
+        }
+    }
+    Ok(())
+}
 
 /// Columns added to `users` after its first version, added to older databases on open.
 const USER_COLUMNS_ADDED: &[(&str, &str)] = &[
@@ -153,6 +178,7 @@ impl SqliteStore {
         let w = open(path)?;
         w.execute_batch(SCHEMA).map_err(unavailable)?;
         migrate_users(&w)?;
+        migrate_executions(&w)?;
         let readers = (0..READERS)
             .map(|_| open(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -195,7 +221,8 @@ impl SqliteStore {
 
 const EXEC_COLS: &str = "id, created_by, command, image, status, exit_code, created_at_ms, completed_at_ms, \
     timeout_secs, timed_out, failure_reason, logs_complete, log_lines, kill_requested_at_ms, \
-    created_by_request_id, modified_by_request_id, compute_platform, version";
+    created_by_request_id, modified_by_request_id, compute_platform, version, dropped_log_lines, \
+    dropped_log_bytes";
 
 fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<Execution> {
     let status: String = r.get(4)?;
@@ -218,6 +245,8 @@ fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<Execution> {
         modified_by_request_id: r.get(15)?,
         compute_platform: r.get(16)?,
         version: r.get::<_, i64>(17)? as u64,
+        dropped_log_lines: r.get::<_, i64>(18)? as u64,
+        dropped_log_bytes: r.get::<_, i64>(19)? as u64,
     })
 }
 
@@ -317,13 +346,14 @@ impl Store for SqliteStore {
         let e = e.clone();
         self.write(move |c| {
             c.execute(
-                &format!("INSERT INTO executions ({EXEC_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"),
+                &format!("INSERT INTO executions ({EXEC_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)"),
                 params![
                     e.id, e.created_by, e.command, e.image, e.status.as_str(), e.exit_code,
                     e.created_at_ms, e.completed_at_ms, e.timeout_secs.map(|v| v as i64), e.timed_out,
                     e.failure_reason, e.logs_complete, e.log_lines.map(|v| v as i64),
                     e.kill_requested_at_ms, e.created_by_request_id, e.modified_by_request_id,
-                    e.compute_platform, e.version as i64
+                    e.compute_platform, e.version as i64, e.dropped_log_lines as i64,
+                    e.dropped_log_bytes as i64
                 ],
             )
             .map_err(|err| if is_constraint(&err) { StoreError::AlreadyExists(e.id.clone()) } else { unavailable(err) })?;
@@ -412,11 +442,13 @@ impl Store for SqliteStore {
                 .execute(
                     "UPDATE executions SET status=?2, exit_code=?3, completed_at_ms=?4, timed_out=?5, \
                      failure_reason=?6, logs_complete=?7, log_lines=?8, kill_requested_at_ms=?9, \
-                     modified_by_request_id=?10, version=version+1 WHERE id=?1 AND version=?11",
+                     modified_by_request_id=?10, dropped_log_lines=?12, dropped_log_bytes=?13, \
+                     version=version+1 WHERE id=?1 AND version=?11",
                     params![
                         e.id, e.status.as_str(), e.exit_code, e.completed_at_ms, e.timed_out,
                         e.failure_reason, e.logs_complete, e.log_lines.map(|v| v as i64),
-                        e.kill_requested_at_ms, e.modified_by_request_id, e.version as i64
+                        e.kill_requested_at_ms, e.modified_by_request_id, e.version as i64,
+                        e.dropped_log_lines as i64, e.dropped_log_bytes as i64
                     ],
                 )
                 .map_err(unavailable)?;
@@ -858,6 +890,19 @@ let tx = c.transaction().map_err(unavailable)?;
                 .iter()
                 .filter_map(|r| serde_json::from_str(r).ok())
                 .collect())
+        })
+        .await
+    }
+
+    async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO write_probe (id, at_ms) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms",
+                [now_ms],
+            )
+            .map_err(unavailable)?;
+            Ok(())
         })
         .await
     }

@@ -50,9 +50,15 @@ impl TestServer {
 
     /// Starts a server with extra `serve` arguments and environment variables.
     pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> TestServer {
+        Self::start_in(&std::env::temp_dir(), args, envs)
+    }
+
+    /// Like [`TestServer::start_with`], with the temp dir (and so the data dir) under `parent`:
+    /// e.g. a small file system a test fills up.
+    pub fn start_in(parent: &Path, args: &[&str], envs: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("runvoy-test")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("temp dir");
         let mut s = TestServer {
             url: String::new(),

@@ -28,7 +28,11 @@ async fn view(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_while_20_executions_stream_loses_nothing() {
-    let mut s = TestServer::start_with(&["--kill-grace", "2"], &[]);
+    // One user runs all twenty at once: beyond the default limit per user.
+    let mut s = TestServer::start_with(
+        &["--kill-grace", "2", "--max-concurrent-per-user", "0"],
+        &[],
+    );
     let c = s.client();
     let codes = [0, 1, 3, 42];
     let mut jobs = Vec::new();

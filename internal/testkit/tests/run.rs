@@ -366,7 +366,18 @@ async fn websocket_with_bad_token_is_refused_at_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_executions_keep_every_line_exactly_once() {
-    let s = server();
+    // One user runs all fifty at once: beyond the default concurrency limits.
+    let s = TestServer::start_with(
+        &[
+            "--kill-grace",
+            "2",
+            "--max-concurrent-per-user",
+            "0",
+            "--max-concurrent-total",
+            "0",
+        ],
+        &[],
+    );
     let c = s.client();
     let mut ids = Vec::new();
     for i in 0..50 {

@@ -92,6 +92,7 @@ async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
         image: a.image,
         env,
         timeout: a.timeout.filter(|t| *t > 0),
+        resources: None,
     };
     let resp = retry(ui, true, || client.run(&req))
         .await

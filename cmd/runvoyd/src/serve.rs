@@ -88,6 +88,19 @@ pub struct ServeArgs {
     /// Size of each execution's /tmp in MiB.
     #[arg(long, env = "RUNVOY_TMP_LIMIT_MB", default_value_t = 256)]
     tmp_limit_mb: u64,
+    /// The most memory (MiB) one run may ask for with `resources.memory_mb` (0: runs cannot
+    /// change it).
+    #[arg(long, env = "RUNVOY_MAX_RUN_MEMORY_MB", default_value_t = 8192)]
+    max_run_memory_mb: u64,
+    /// The most CPU (cores) one run may ask for (0: runs cannot change it).
+    #[arg(long, env = "RUNVOY_MAX_RUN_CPUS", default_value_t = 4.0)]
+    max_run_cpus: f64,
+    /// The most processes one run may ask for (0: runs cannot change it).
+    #[arg(long, env = "RUNVOY_MAX_RUN_PIDS", default_value_t = 4096)]
+    max_run_pids: u64,
+    /// The largest workspace (MiB) one run may ask for (0: runs cannot change it).
+    #[arg(long, env = "RUNVOY_MAX_RUN_WORKSPACE_MB", default_value_t = 8192)]
+    max_run_workspace_mb: u64,
     /// First host uid of the range (2^20 uids) sandboxed commands run as, one per execution.
     #[arg(long, env = "RUNVOY_SANDBOX_UID_BASE", default_value_t = 1_900_000_000)]
     sandbox_uid_base: u32,
@@ -433,6 +446,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_active_total: args.max_concurrent_total,
             max_output_bytes: args.max_output_bytes,
             max_output_lines: args.max_output_lines,
+            max_resources: runvoy_domain::Resources {
+                memory_mb: nonzero(args.max_run_memory_mb),
+                cpu_millis: nonzero((args.max_run_cpus * 1000.0).round().max(0.0) as u64),
+                pids: nonzero(args.max_run_pids),
+                workspace_mb: nonzero(args.max_run_workspace_mb),
+            },
         },
         admission: Default::default(),
     });

@@ -339,7 +339,7 @@ impl Compute for LocalCompute {
             share_net: self.cfg.share_net,
             runner_bin: self.cfg.runner_bin.clone(),
             sidecar_bin: self.cfg.sidecar_bin.clone(),
-            limits: self.cfg.limits,
+            limits: self.cfg.limits.with(&spec.resources),
             sandbox_uid_base: self.cfg.sandbox_uid_base,
             bwrap_bin: self.cfg.bwrap_bin.clone(),
         };

@@ -35,6 +35,25 @@ pub struct Limits {
     pub tmp_bytes: Option<u64>,
 }
 
+impl Limits {
+    /// These limits with a run's own requests in place of the defaults.
+    pub fn with(mut self, r: &runvoy_domain::Resources) -> Limits {
+        if let Some(m) = r.memory_mb {
+            self.memory_bytes = Some(m << 20);
+        }
+        if let Some(c) = r.cpu_millis {
+            self.cpu_millis = Some(c);
+        }
+        if let Some(p) = r.pids {
+            self.pids = Some(p);
+        }
+        if let Some(w) = r.workspace_mb {
+            self.workspace_bytes = Some(w << 20);
+        }
+        self
+    }
+}
+
 /// How each limit is enforced on this machine, as `GET /api/v1/health` reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enforcement {

@@ -258,6 +258,21 @@ pub struct JobSpec {
     pub max_output_bytes: u64,
     /// Most output records the runner writes (0: no limit).
     pub max_output_lines: u64,
+    /// Resource limits asked for this run (validated against the server's maxima).
+    pub resources: Resources,
+}
+
+/// Resource limits asked for one run; `None` keeps the compute's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Memory in MiB.
+    pub memory_mb: Option<u64>,
+    /// CPU in thousandths of a core.
+    pub cpu_millis: Option<u64>,
+    /// Processes and threads at once.
+    pub pids: Option<u64>,
+    /// Workspace size in MiB.
+    pub workspace_mb: Option<u64>,
 }
 
 /// A user role.

@@ -29,6 +29,8 @@ pub struct ServiceConfig {
     pub max_output_bytes: u64,
     /// Most output records stored per execution (0: no limit).
     pub max_output_lines: u64,
+    /// The most a run may ask for, per resource (`None`: the run may not change it).
+    pub max_resources: Resources,
 }
 
 impl ServiceConfig {
@@ -42,6 +44,7 @@ impl ServiceConfig {
             max_active_total: 50,
             max_output_bytes: 256 * 1024 * 1024,
             max_output_lines: 2_000_000,
+            max_resources: Resources::default(),
         }
     }
 }
@@ -133,10 +136,47 @@ fn validate_run(req: &RunRequest) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Checks a run's resource request against the server's maxima.
+fn resources(
+    req: Option<&runvoy_proto::RunResources>,
+    max: &Resources,
+) -> Result<Resources, DomainError> {
+    let Some(req) = req else {
+        return Ok(Resources::default());
+    };
+    let cpu_millis = match req.cpus {
+        None => None,
+        Some(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => Some((c * 1000.0).round() as u64),
+        Some(c) => {
+            return Err(DomainError::Invalid(format!(
+                "cpus must be above 0, got {c}"
+            )));
+        }
+    };
+    let check = |name: &str, unit: &str, asked: Option<u64>, max: Option<u64>| match (asked, max) {
+        (None, _) => Ok(None),
+        (Some(0), _) => Err(DomainError::Invalid(format!("{name} must be above 0"))),
+        (Some(_), None) => Err(DomainError::Invalid(format!(
+            "this server does not let runs change {name}"
+        ))),
+        (Some(a), Some(m)) if a > m => Err(DomainError::Invalid(format!(
+            "{name} {a}{unit} is above this server's maximum of {m}{unit}"
+        ))),
+        (Some(a), Some(_)) => Ok(Some(a)),
+    };
+    Ok(Resources {
+        memory_mb: check("memory_mb", " MiB", req.memory_mb, max.memory_mb)?,
+        cpu_millis: check("cpus", "/1000 cores", cpu_millis, max.cpu_millis)?,
+        pids: check("pids", "", req.pids, max.pids)?,
+        workspace_mb: check("workspace_mb", " MiB", req.workspace_mb, max.workspace_mb)?,
+    })
+}
+
 impl Service {
     /// Validates, records (STARTING) and starts an execution.
     pub async fn run(&self, caller: &Caller, req: RunRequest) -> Result<Execution, DomainError> {
         validate_run(&req)?;
+        let resources = resources(req.resources.as_ref(), &self.config.max_resources)?;
         let now = self.clock.now_ms();
         let image = req
             .image
@@ -189,6 +229,7 @@ impl Service {
             )],
             max_output_bytes: self.config.max_output_bytes,
             max_output_lines: self.config.max_output_lines,
+            resources,
         };
         let compute = self.compute.clone();
         let started = (|| async { compute.start(&spec).await })

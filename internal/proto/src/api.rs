@@ -83,6 +83,29 @@ pub struct RunRequest {
     /// Timeout in seconds; the command is killed and the execution FAILED when it fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// Resources for this run, instead of the server's defaults; each at most the server's
+    /// maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<RunResources>,
+}
+
+/// Per-run resource limits (`POST /api/v1/run`); absent fields keep the server's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RunResources {
+    /// Memory in MiB, including the in-memory workspace and /tmp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// CPU in cores (fractions allowed, e.g. 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Processes and threads at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// Size of the in-memory /workspace in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_mb: Option<u64>,
 }
 
 /// `POST /api/v1/run` answer (202).

@@ -475,3 +475,69 @@ async fn isolation_off_is_explicit_and_visible() {
     assert_eq!(h.isolation, "none");
     assert!(s.log().contains("WITHOUT isolation"), "{}", s.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_ask_for_their_own_limits_within_the_maxima() {
+    let s = TestServer::start_with(
+        &["--max-run-pids", "100", "--max-run-workspace-mb", "64"],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        http.post(format!("{}/api/v1/run", s.url))
+            .header("X-API-Key", &s.admin_key)
+            .json(&body)
+            .send()
+    };
+    for bad in [
+        serde_json::json!({"pids": 101}),
+        serde_json::json!({"pids": 0}),
+        serde_json::json!({"cpus": -1.0}),
+        serde_json::json!({"workspace_mb": 65}),
+        serde_json::json!({"memory_mib": 5}),
+    ] {
+        let r = post(serde_json::json!({"command": "true", "resources": bad}))
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(status.is_client_error(), "{bad}: {status} {body}");
+        assert!(body["code"].is_string(), "{body}");
+    }
+    let list = http
+        .get(format!("{}/api/v1/executions", s.url))
+        .header("X-API-Key", &s.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !list.contains("execution_id"),
+        "a refused run left a record: {list}"
+    );
+
+    let r = post(serde_json::json!({
+        "command": "df -m /workspace | tail -1 | awk '{print \"ws=\" $2}'; grep 'Max processes' /proc/self/limits | awk '{print \"nproc=\" $3}'",
+        "resources": {"pids": 20, "workspace_mb": 32}
+    }))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.wait_settled(&id, Duration::from_secs(30)).await;
+    let out: String = s
+        .all_logs(&id)
+        .await
+        .iter()
+        .map(|l| format!("{}\n", l.message))
+        .collect();
+    if root() {
+        assert_eq!(field(&out, "ws"), "32", "{out}");
+        assert_eq!(field(&out, "nproc"), "20", "{out}");
+    }
+}

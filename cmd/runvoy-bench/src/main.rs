@@ -87,11 +87,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
         .and_then(|v| v["pid"].as_u64())
         .unwrap_or(0) as u32;
-    let isolation = if s.log().contains("bubblewrap (new pid") {
-        "bubblewrap"
-    } else {
-        "process group"
-    };
+    let isolation = s.client().health().await?.isolation;
     println!(
         "runvoy-bench: runvoyd {} (local backend, isolation: {isolation})",
         s.url

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the machine packages a target needs, when they are missing.
-#   runtime: bubblewrap (runvoyd falls back to plain process groups without it)
+#   runtime: bubblewrap (runvoyd refuses to start without it unless --isolation process)
 #   test:    bubblewrap
 #   web:     Debian's chromium for the browser tests, and node/npm
 set -euo pipefail
@@ -21,7 +21,7 @@ if ((${#need[@]})); then
     apt-get update -qq >/dev/null || true
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   elif [ "$what" = runtime ]; then
-    echo "note: ${need[*]} missing and cannot be installed here; runvoyd will isolate with process groups" >&2
+    echo "note: ${need[*]} missing and cannot be installed here; runvoyd will refuse to start (install it, or pass --isolation process on a single-user machine)" >&2
   else
     echo "error: missing ${need[*]}; install them (apt-get install ${need[*]})" >&2
     exit 1

@@ -403,8 +403,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if isolation == Isolation::Bwrap
         && let Err(why) = compute.probe()
     {
+        let hint = if why.contains("Permission denied") {
+            format!(
+                "\ncommands run as an unprivileged uid of their own, which must be able to walk to \
+                 the data dir: make every parent of {} searchable by others (chmod o+x), or choose \
+                 another --data-dir.",
+                data_dir.display()
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "the bubblewrap sandbox cannot be set up on this machine: {why}\n\
+            "the bubblewrap sandbox cannot be set up on this machine: {why}{hint}\n\
              runvoyd needs bubblewrap (apt-get install bubblewrap) and unprivileged user \
              namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0). \
              To run commands without any isolation on a single-user machine, pass \

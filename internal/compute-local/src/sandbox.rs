@@ -109,7 +109,7 @@ impl Cgroups {
         (!v1.is_empty()).then_some(Cgroups::V1(v1))
     }
 
-    fn has(&self, controller: &str) -> bool {
+    pub(crate) fn has(&self, controller: &str) -> bool {
         match self {
             Cgroups::V1(v) => v.iter().any(|(c, _)| *c == controller),
             Cgroups::V2(p) => std::fs::read_to_string(p.join("cgroup.subtree_control"))
@@ -233,7 +233,8 @@ pub fn enforcement() -> Enforcement {
     for (name, controller) in [("memory", "memory"), ("pids", "pids"), ("cpu", "cpu")] {
         let how = match &cg {
             Some(c) if c.has(controller) => c.label(),
-            _ if name == "pids" => "rlimit",
+            _ if name == "pids" && is_root() => "rlimit",
+            _ if name == "memory" => "rlimit",
             _ => "none",
         };
         limits.insert(name.to_owned(), how.to_owned());
@@ -478,6 +479,8 @@ pub(crate) struct Plan<'a> {
     pub limits: Limits,
     pub uid: Option<u32>,
     pub cgroup_procs: Vec<PathBuf>,
+    /// The memory limit is enforced by a cgroup (else by RLIMIT_AS, a cruder stand-in).
+    pub memory_cgroup: bool,
 }
 
 /// Builds the sandbox spec (bubblewrap arguments, seccomp files, uid, rlimits) and writes the
@@ -558,6 +561,14 @@ pub(crate) fn build_spec(p: &Plan<'_>) -> std::io::Result<SandboxSpec> {
             value: 0,
         },
     ];
+    // Without a memory cgroup, address space is the only handle: cruder (it counts reservations,
+    // not use), but a runaway allocation still ends in ENOMEM instead of the host's OOM killer.
+    if let (Some(m), false) = (p.limits.memory_bytes, p.memory_cgroup) {
+        rlimits.push(Rlimit {
+            resource: "as".into(),
+            value: m,
+        });
+    }
     // With a uid of its own the process count is per execution, so it backs up pids.max.
     if let (Some(pids), Some(_)) = (p.limits.pids, p.uid) {
         rlimits.push(Rlimit {

@@ -230,6 +230,7 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
             limits: job.limits,
             uid,
             cgroup_procs,
+            memory_cgroup: cgroups.as_ref().is_some_and(|c| c.has("memory")),
         })?;
         let f = dir.join("sandbox.json");
         write_atomic(

@@ -44,6 +44,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             db.display()
         );
     }
+    crate::serve::prepare_data_dir(&data_dir)?;
     let store = SqliteStore::open(&db).context("opening the SQLite store")?;
     let key = auth::new_api_key();
     let user = server_created_user(&email, role, auth::hash_key(&key), SystemClock.now_ms());

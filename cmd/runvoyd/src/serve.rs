@@ -65,9 +65,25 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "RUNVOY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// Public base URL used in links (default: derived from each request's Host).
+    /// Public base URL used in links such as `websocket_url` (default: the listener's own
+    /// address; a request's `Host`/`X-Forwarded-*` are used only from `--trusted-proxies`).
     #[arg(long, env = "RUNVOY_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Peers (addresses or CIDRs, comma-separated) whose `X-Forwarded-Host` and
+    /// `X-Forwarded-Proto` are believed when building links; nobody's by default.
+    #[arg(long, env = "RUNVOY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Seconds a connection may stay without a request in flight, including the time a client
+    /// takes to send a request's headers; then it is closed.
+    #[arg(long, env = "RUNVOY_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout: u64,
+    /// Most HTTP connections open at once; at the limit the oldest idle one is closed to make
+    /// room, and when none is idle a new one gets 503.
+    #[arg(long, env = "RUNVOY_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Most log WebSockets one user may have open at once (more → 429 TOO_MANY_STREAMS).
+    #[arg(long, env = "RUNVOY_MAX_STREAMS_PER_USER", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_streams_per_user: u64,
     /// How to isolate local executions. `process` turns isolation off (single-user machines
     /// only); runvoyd then warns at start and `/api/v1/health` says `isolation: none`.
     #[arg(long, env = "RUNVOY_ISOLATION", value_enum, default_value = "bwrap")]
@@ -187,6 +203,14 @@ fn free_space_check(dir: PathBuf, min_free: u64) -> runvoy_api::ready::Readiness
     })
 }
 
+/// An address (`10.0.0.1`, `::1`) or a network (`10.0.0.0/8`).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))
+}
+
 /// Logs to stderr, and request-scoped events also to the server log store read by
 /// `GET /trace/{request_id}` (returned queue; see `runvoy_api::serverlog`).
 fn init_tracing(format: LogFormat) -> ServerLogQueue {
@@ -243,21 +267,70 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// Writes a secret file owner-only (0600), also when it already existed with a wider mode.
 pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(data)
+}
+
+/// Makes a secret file that already exists owner-only (0600).
+fn restrict_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the data dir owner-only (0700) when missing, and refuses one that group or others
+/// may write: whoever can write there can replace the database or the token key.
+pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        // The umask may have narrowed what was asked for, never widened it; set it exactly.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting permissions of {}", dir.display()))?;
+    }
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let meta = std::fs::metadata(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("data dir {} is not a directory", dir.display());
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        bail!(
+            "refusing to use data dir {}: its mode {mode:04o} lets group or others write to it; \
+             run `chmod 700 {}` (it holds the database and the signing keys)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 /// The signing key for WebSocket tokens, kept in the data dir so tokens survive a restart.
 fn token_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let p = data_dir.join("token.key");
+    restrict_file(&p).with_context(|| format!("setting permissions of {}", p.display()))?;
     if let Ok(k) = std::fs::read_to_string(&p)
         && let Ok(b) = hex::decode(k.trim())
         && b.len() >= 32
@@ -328,10 +401,10 @@ async fn sweep_and_log(p: &Processor, trigger: &str) {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_log_queue = init_tracing(args.log_format);
     let Backend::Local = args.backend;
-    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let data_dir = data_dir.canonicalize()?;
+    let data_dir = prepare_data_dir(&args.data_dir.clone().unwrap_or_else(default_data_dir))?;
+    let admin_key_file = data_dir.join("admin.key");
+    restrict_file(&admin_key_file)
+        .with_context(|| format!("setting permissions of {}", admin_key_file.display()))?;
 
     let clock: Arc<dyn Clock> = match crate::testclock::from_env()? {
         Some(c) => c,
@@ -573,16 +646,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .with_readiness(Readiness {
         store: Some(store_health),
         checks: vec![free_space_check(data_dir.clone(), args.min_free_bytes)],
-    });
-    let app = runvoy_api::router(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown().await;
-        let _ = notify_tx.send(true);
     })
+    .with_links(url.clone(), args.trusted_proxies.clone())
+    .with_max_streams_per_user(args.max_streams_per_user as usize);
+    let app = runvoy_api::router(state);
+    crate::listener::serve(
+        listener,
+        app,
+        crate::listener::Limits {
+            idle_timeout: Duration::from_secs(args.header_read_timeout),
+            max_connections: args.max_connections as usize,
+        },
+        Duration::from_secs(30),
+        async move {
+            shutdown().await;
+            let _ = notify_tx.send(true);
+        },
+    )
     .await?;
     // Upgraded WebSocket connections are not waited for by the HTTP server: give them a moment
     // to tell their clients to reconnect (close 1012) instead of resetting them on exit.

@@ -33,38 +33,100 @@ use crate::policy::{self, Access, Grant, Resource};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Assigns a request id (the caller's `X-Request-Id` when well-formed), records it in the
-/// tracing span and returns it as `X-Request-Id`.
+/// Longest request target (path and query) the API accepts; longer → 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most request headers the API accepts; more → 431.
+pub const MAX_HEADERS: usize = 100;
+/// Largest total size of the request headers (names and values); larger → 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Refuses request targets and header sets over the API's limits with the usual JSON error
+/// (the HTTP server's own, larger limits answer the same way; see `runvoyd`'s listener).
+fn over_limits(req: &Request) -> Option<ApiError> {
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return Some(
+            ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                codes::URI_TOO_LONG,
+                "the request URI is too long",
+            )
+            .details(format!("at most {MAX_URI_BYTES} bytes")),
+        );
+    }
+    let headers = req.headers();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        return Some(
+            ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                codes::HEADERS_TOO_LARGE,
+                "the request headers are too large",
+            )
+            .details(format!(
+                "at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes"
+            )),
+        );
+    }
+    None
+}
+
+/// Assigns the request its id, records it in the tracing span and returns it as
+/// `X-Request-Id`; marks API answers `Cache-Control: no-store`.
+///
+/// The id is always the server's own: it keys `GET /trace/{request_id}` and the
+/// `*_by_request_id` columns, so a caller must not be able to choose one another request
+/// already has. A well-formed `X-Request-Id` from the caller is kept only as a correlation id
+/// (in the span as `correlation_id`, and echoed as `X-Correlation-Id`).
 ///
 /// The span carries the route *template* (recorded by [`enforce`] once routed), never the raw
 /// URI: paths and queries can hold secrets (`/claim/{token}`, the WebSocket `?token=`).
 pub async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = req
+    let id = new_request_id();
+    let correlation = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|s| valid_request_id(s))
-        .map(str::to_owned)
-        .unwrap_or_else(new_request_id);
+        .map(str::to_owned);
+    let is_api = req.uri().path().starts_with("/api");
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!(
         "request",
         request_id = %id,
+        correlation_id = tracing::field::Empty,
         method = %req.method(),
         route = tracing::field::Empty,
         path = tracing::field::Empty,
         user = tracing::field::Empty
     );
+    if let Some(c) = &correlation {
+        span.record("correlation_id", c.as_str());
+    }
     // Web app paths hold nothing secret and help when debugging; API paths are never recorded.
-    if !req.uri().path().starts_with("/api") {
+    if !is_api {
         span.record("path", req.uri().path());
     }
-    let mut resp = {
-        use tracing::Instrument;
-        next.run(req).instrument(span.clone()).await
+    let mut resp = match over_limits(&req) {
+        Some(e) => span.in_scope(|| e.into_response()),
+        None => {
+            use tracing::Instrument;
+            next.run(req).instrument(span.clone()).await
+        }
     };
+    let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
+        h.insert("x-request-id", v);
+    }
+    if let Some(v) = correlation.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert("x-correlation-id", v);
+    }
+    if is_api {
+        // Answers carry keys (claim, rotate-key), tokens and logs: no cache may keep them.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     span.in_scope(|| tracing::info!(status = resp.status().as_u16(), "request done"));
     resp
@@ -308,7 +370,8 @@ async fn authenticate(st: &AppState, parts: &Parts, ip: IpAddr) -> Result<User, 
     Ok(user)
 }
 
-/// Signs and checks short-lived WebSocket tokens bound to a user and an execution.
+/// Signs and checks short-lived WebSocket tokens bound to a user, the user's current key and
+/// an execution.
 pub struct TokenSigner {
     key: Vec<u8>,
     ttl_ms: i64,
@@ -320,8 +383,36 @@ struct Claims {
     e: String,
     /// User email.
     u: String,
+    /// Fingerprint of the user's key hash when the token was minted (see [`key_fingerprint`]).
+    k: String,
     /// Expiry, epoch ms.
     x: i64,
+}
+
+/// What a valid WebSocket token says.
+#[derive(Debug, Clone)]
+pub struct TokenClaims {
+    /// The user it was minted for.
+    pub email: String,
+    key_fingerprint: String,
+}
+
+impl TokenClaims {
+    /// True when the user still has the key the token was minted under (not rotated since).
+    pub fn key_matches(&self, key_hash: &str) -> bool {
+        key_fingerprint(key_hash)
+            .as_bytes()
+            .ct_eq(self.key_fingerprint.as_bytes())
+            .into()
+    }
+}
+
+/// A short digest of a user's key hash: tokens carry it so that rotating the key kills them,
+/// without the token (readable by whoever holds it) revealing the stored hash.
+fn key_fingerprint(key_hash: &str) -> String {
+    use sha2::Digest;
+    let d = Sha256::digest(format!("runvoy-ws-token:{key_hash}").as_bytes());
+    URL_SAFE_NO_PAD.encode(&d[..12])
 }
 
 impl TokenSigner {
@@ -336,11 +427,12 @@ impl TokenSigner {
         m
     }
 
-    /// Mints a token for `user` to follow `execution_id`.
-    pub fn mint(&self, execution_id: &str, user: &str, now_ms: i64) -> String {
+    /// Mints a token for `user` (whose stored key hash is `key_hash`) to follow `execution_id`.
+    pub fn mint(&self, execution_id: &str, user: &str, key_hash: &str, now_ms: i64) -> String {
         let claims = Claims {
             e: execution_id.to_owned(),
             u: user.to_owned(),
+            k: key_fingerprint(key_hash),
             x: now_ms + self.ttl_ms,
         };
         let payload =
@@ -349,13 +441,14 @@ impl TokenSigner {
         format!("{payload}.{sig}")
     }
 
-    /// Checks a token for `execution_id`; returns the user's email.
+    /// Checks a token's signature, expiry and execution; returns what it says about its user
+    /// (whose current state the caller must still check).
     pub fn verify(
         &self,
         token: &str,
         execution_id: &str,
         now_ms: i64,
-    ) -> Result<String, &'static str> {
+    ) -> Result<TokenClaims, &'static str> {
         let (payload, sig) = token.split_once('.').ok_or("malformed token")?;
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| "malformed token")?;
         self.mac(payload)
@@ -372,7 +465,10 @@ impl TokenSigner {
         if claims.e != execution_id {
             return Err("token is for another execution");
         }
-        Ok(claims.u)
+        Ok(TokenClaims {
+            email: claims.u,
+            key_fingerprint: claims.k,
+        })
     }
 }
 
@@ -383,8 +479,11 @@ mod tests {
     #[test]
     fn tokens_are_bound_and_expire() {
         let s = TokenSigner::new(b"k".to_vec(), 1000);
-        let t = s.mint("e1", "a@b", 0);
-        assert_eq!(s.verify(&t, "e1", 500).unwrap(), "a@b");
+        let t = s.mint("e1", "a@b", "hash1", 0);
+        let c = s.verify(&t, "e1", 500).unwrap();
+        assert_eq!(c.email, "a@b");
+        assert!(c.key_matches("hash1"));
+        assert!(!c.key_matches("hash2"), "a rotated key kills the token");
         assert!(s.verify(&t, "e2", 500).is_err());
         assert!(s.verify(&t, "e1", 1001).is_err());
         let other = TokenSigner::new(b"j".to_vec(), 1000);

@@ -2,7 +2,7 @@
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use runvoy_domain::ports::ListQuery;
 use runvoy_domain::service::{Caller, KillOutcome};
@@ -16,21 +16,16 @@ use crate::AppState;
 use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
+use crate::links::LinkBase;
 
 /// Builds the WebSocket URL (with a fresh token) for following an execution.
-pub(crate) fn websocket_url(st: &AppState, headers: &HeaderMap, id: &str, user: &str) -> String {
-    let base = st.public_url.clone().unwrap_or_else(|| {
-        let host = headers
-            .get("x-forwarded-host")
-            .or_else(|| headers.get("host"))
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("localhost");
-        let proto = headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("http");
-        format!("{proto}://{host}")
-    });
+pub(crate) fn websocket_url(
+    st: &AppState,
+    base: &LinkBase,
+    id: &str,
+    user: &runvoy_domain::User,
+) -> String {
+    let base = base.0.clone();
     let ws_base = if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")
     } else if let Some(rest) = base.strip_prefix("http://") {
@@ -38,7 +33,9 @@ pub(crate) fn websocket_url(st: &AppState, headers: &HeaderMap, id: &str, user: 
     } else {
         base
     };
-    let token = st.tokens.mint(id, user, st.service.clock.now_ms());
+    let token = st
+        .tokens
+        .mint(id, &user.email, &user.key_hash, st.service.clock.now_ms());
     format!(
         "{}/api/v1/executions/{id}/logs/ws?token={token}",
         ws_base.trim_end_matches('/')
@@ -56,13 +53,13 @@ pub(crate) fn websocket_url(st: &AppState, headers: &HeaderMap, id: &str, user: 
 pub(crate) async fn run(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
+    base: LinkBase,
     Json(req): Json<RunRequest>,
 ) -> Result<Response, ApiError> {
     let e = st.service.run(&caller, req).await?;
     tracing::info!(execution_id = %e.id, image = %e.image, "execution started");
     let body = RunResponse {
-        websocket_url: websocket_url(&st, &headers, &e.id, &caller.user.email),
+        websocket_url: websocket_url(&st, &base, &e.id, &caller.user),
         execution_id: e.id,
         status: e.status,
         command: e.command,
@@ -179,7 +176,7 @@ pub(crate) struct LogsParams {
 pub(crate) async fn logs(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
+    base: LinkBase,
     Path(id): Path<String>,
     Query(p): Query<LogsParams>,
 ) -> Result<axum::Json<LogsResponse>, ApiError> {
@@ -192,7 +189,7 @@ pub(crate) async fn logs(
         .logs(&id, p.after_seq.unwrap_or(0), limit)
         .await?;
     Ok(axum::Json(LogsResponse {
-        websocket_url: websocket_url(&st, &headers, &id, &caller.user.email),
+        websocket_url: websocket_url(&st, &base, &id, &caller.user),
         execution_id: e.id.clone(),
         status: e.status,
         events: recs.iter().map(|r| r.to_event(&e.id)).collect(),

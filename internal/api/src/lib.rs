@@ -8,6 +8,7 @@ pub mod error;
 mod executions;
 mod extract;
 mod health;
+pub mod links;
 mod openapi;
 pub mod policy;
 pub mod ready;
@@ -35,6 +36,9 @@ use crate::error::ApiError;
 
 pub use openapi::ApiDoc;
 
+/// Log streams one user may have open at once unless configured otherwise.
+pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 32;
+
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -53,8 +57,18 @@ pub struct AppState {
     pub version: String,
     /// Backend name (`local`, `gcp`).
     pub backend: String,
-    /// Public base URL (e.g. `https://runvoy.example.com`); derived from the request when unset.
+    /// Public base URL (e.g. `https://runvoy.example.com`) for links; see [`links`].
     pub public_url: Option<String>,
+    /// The listener's own base URL (`http://127.0.0.1:8080`), for links when the connection's
+    /// local address is unknown.
+    pub listen_url: String,
+    /// Peers whose `X-Forwarded-Host`/`-Proto` are believed when building links.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// Open log streams per user, and the limit.
+    pub streams: Arc<ws::StreamCounts>,
+    /// Emails of users whose key, role or revocation changed on this instance: their open log
+    /// streams re-check access at once instead of at the next periodic check.
+    pub user_changes: tokio::sync::broadcast::Sender<String>,
     /// Becomes true when the server shuts down, so open WebSockets close (clients reconnect).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// How commands are isolated (`bubblewrap`, `none`), for `/health`.
@@ -87,12 +101,29 @@ impl AppState {
             backend,
             public_url,
             readiness: ready::Readiness::default(),
+            listen_url: "http://localhost".into(),
+            trusted_proxies: Arc::default(),
+            streams: Arc::new(ws::StreamCounts::new(DEFAULT_MAX_STREAMS_PER_USER)),
+            user_changes: tokio::sync::broadcast::channel(256).0,
         }
     }
 
     /// Sets what `GET /health/ready` checks.
     pub fn with_readiness(mut self, readiness: ready::Readiness) -> Self {
         self.readiness = readiness;
+        self
+    }
+
+    /// Sets the listener's own base URL and the proxies trusted to name the public host.
+    pub fn with_links(mut self, listen_url: String, trusted_proxies: Vec<ipnet::IpNet>) -> Self {
+        self.listen_url = listen_url;
+        self.trusted_proxies = Arc::new(trusted_proxies);
+        self
+    }
+
+    /// Allows each user at most `n` open log streams.
+    pub fn with_max_streams_per_user(mut self, n: usize) -> Self {
+        self.streams = Arc::new(ws::StreamCounts::new(n));
         self
     }
 
@@ -146,7 +177,8 @@ pub(crate) fn api_routes() -> Vec<ApiRoute> {
         route("GET", "/health", executions::health),
         route("GET", "/health/ready", ready::ready),
         route("GET", "/openapi.json", openapi::serve),
-        route("GET", "/claim/{token}", users::claim),
+        // POST only: a safe method (a link preview, a prefetch) must never use the token up.
+        route("POST", "/claim/{token}", users::claim),
         route("GET", "/executions/{id}/logs/ws", ws::handler),
         route("POST", "/run", executions::run),
         route("GET", "/executions", executions::list),
@@ -203,7 +235,10 @@ pub fn router(state: AppState) -> Router {
                     HeaderName::from_static("authorization"),
                     HeaderName::from_static("x-request-id"),
                 ])
-                .expose_headers([HeaderName::from_static("x-request-id")])
+                .expose_headers([
+                    HeaderName::from_static("x-request-id"),
+                    HeaderName::from_static("x-correlation-id"),
+                ])
                 .max_age(std::time::Duration::from_secs(3600)),
         );
     Router::new()

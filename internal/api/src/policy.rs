@@ -95,7 +95,7 @@ pub const POLICY: &[Rule] = &[
     public("GET",  "/health"),
     public("GET",  "/health/ready"),
     public("GET",  "/openapi.json"),
-    public("GET",  "/claim/{token}"),
+    public("POST", "/claim/{token}"),
     Rule { method: "GET", path: "/executions/{id}/logs/ws", access: Access::LogToken },
     //   method    route                          resource                  admin op dev viewer
     key("POST",   "/run",                         Resource::None,          [A, A, A, N]),

@@ -42,6 +42,12 @@ pub(crate) fn user_to_api(u: &runvoy_domain::User) -> runvoy_proto::User {
     }
 }
 
+/// Tells this instance's open log streams that a user changed, so theirs end at once when the
+/// user lost access (no receiver is not an error: nobody is streaming).
+fn notify_change(st: &AppState, email: &str) {
+    let _ = st.user_changes.send(email.to_owned());
+}
+
 /// Lists users, sorted by email (also served at `/users/` for Go runvoy clients).
 #[utoipa::path(get, path = "/api/v1/users",
     responses((status = 200, body = UserList), (status = 403, body = runvoy_proto::ErrorBody)),
@@ -53,7 +59,9 @@ pub(crate) async fn list(State(st): State<AppState>) -> Result<axum::Json<UserLi
     }))
 }
 
-/// Creates a user without a key and returns a one-time claim token valid for 15 minutes.
+/// Creates a user without a key and returns a one-time claim token valid for 15 minutes. A user
+/// who has not claimed their key yet can be created again (re-invited): the earlier token
+/// stops working.
 #[utoipa::path(post, path = "/api/v1/users/create", request_body = CreateUserRequest,
     responses((status = 201, body = CreateUserResponse), (status = 400, body = runvoy_proto::ErrorBody),
               (status = 403, body = runvoy_proto::ErrorBody), (status = 409, body = runvoy_proto::ErrorBody)),
@@ -76,8 +84,9 @@ pub(crate) async fn create(
 }
 
 /// Redeems a claim token: the user's new API key, exactly once. 409 when already used, 404
-/// when unknown or expired.
-#[utoipa::path(get, path = "/api/v1/claim/{token}", params(("token" = String, Path)),
+/// when unknown or expired. Only POST redeems: GET and HEAD (link previewers, prefetchers) get
+/// 405 and leave the token usable.
+#[utoipa::path(post, path = "/api/v1/claim/{token}", params(("token" = String, Path)),
     responses((status = 200, body = ClaimResponse), (status = 404, body = runvoy_proto::ErrorBody),
               (status = 409, body = runvoy_proto::ErrorBody), (status = 429, body = runvoy_proto::ErrorBody)))]
 pub(crate) async fn claim(
@@ -118,6 +127,7 @@ pub(crate) async fn revoke(
 ) -> Result<axum::Json<UserChangeResponse>, ApiError> {
     let u = st.service.revoke_user(&caller, &req.email).await?;
     tracing::info!(email = %u.email, "user revoked");
+    notify_change(&st, &u.email);
     Ok(axum::Json(UserChangeResponse {
         message: "user API key revoked successfully".into(),
         email: u.email.clone(),
@@ -140,6 +150,7 @@ pub(crate) async fn set_role(
         .set_user_role(&caller, &req.email, &req.role)
         .await?;
     tracing::info!(email = %u.email, role = u.role.as_str(), "user role changed");
+    notify_change(&st, &u.email);
     Ok(axum::Json(UserChangeResponse {
         message: format!("role set to {}", u.role.as_str()),
         email: u.email.clone(),
@@ -158,6 +169,7 @@ pub(crate) async fn rotate_key(
 ) -> Result<axum::Json<ClaimResponse>, ApiError> {
     let (u, key) = st.service.rotate_key(&caller).await?;
     tracing::info!(email = %u.email, "API key rotated");
+    notify_change(&st, &u.email);
     Ok(axum::Json(ClaimResponse {
         api_key: key,
         user_email: u.email,

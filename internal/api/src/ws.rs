@@ -1,11 +1,13 @@
 //! The log WebSocket: backlog after `after_seq`, live records, then one completion frame.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
@@ -13,10 +15,11 @@ use runvoy_domain::follow::{FollowItem, Follower};
 use runvoy_proto::codes;
 use runvoy_proto::ws::Disconnect;
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use utoipa::IntoParams;
 
 use crate::AppState;
-use crate::auth::{ClientAddr, auth_failure};
+use crate::auth::{ClientAddr, TokenClaims, auth_failure};
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::policy::{self, Grant};
@@ -30,14 +33,78 @@ pub(crate) struct WsParams {
     after_seq: Option<u64>,
 }
 
-/// Keep-alive ping interval, so idle proxies do not cut quiet executions.
+/// Keep-alive ping interval, so idle proxies do not cut quiet executions. Access is checked
+/// again at each ping too, for changes made on another instance; changes made through this
+/// instance's API re-check at once (see [`AppState::user_changes`]).
 const PING_EVERY: Duration = Duration::from_secs(20);
 
+/// Per-socket WebSocket buffers. The clients send nothing but control frames, and the server
+/// sends one record (at most 64 KiB of output, base64 or escaped) per frame: small buffers are
+/// enough, and tungstenite's defaults (128 KiB read + 128 KiB write, unbounded write backlog)
+/// multiplied by thousands of sockets are most of the server's memory.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 16 * 1024;
+/// A follower that stops reading gets its socket closed once this much is queued for it (it
+/// resumes from its last seq on reconnect), instead of the server holding its backlog.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+const MAX_INCOMING_MESSAGE: usize = 16 * 1024;
+
+/// Open log streams per user, with a limit per user.
+#[derive(Debug)]
+pub struct StreamCounts {
+    max_per_user: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+impl StreamCounts {
+    /// A counter allowing `max_per_user` streams per user.
+    pub fn new(max_per_user: usize) -> Self {
+        StreamCounts {
+            max_per_user: max_per_user.max(1),
+            open: Mutex::default(),
+        }
+    }
+
+    /// Takes a slot for one more stream of `email`, or `None` when the user is at the limit.
+    fn try_open(self: &Arc<Self>, email: &str) -> Option<StreamSlot> {
+        let mut open = self.open.lock().expect("stream counts");
+        let n = open.entry(email.to_owned()).or_insert(0);
+        if *n >= self.max_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            counts: self.clone(),
+            email: email.to_owned(),
+        })
+    }
+}
+
+/// One open stream of a user; frees its slot when dropped.
+struct StreamSlot {
+    counts: Arc<StreamCounts>,
+    email: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().expect("stream counts");
+        if let Some(n) = open.get_mut(&self.email) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.email);
+            }
+        }
+    }
+}
+
 /// Streams an execution's log records. The handshake is refused (401) for a missing, bad,
-/// expired or foreign token, or when its user was revoked.
+/// expired or foreign token, or when its user was revoked or has rotated their key since the
+/// token was minted; 429 when the user already has as many streams open as allowed.
 #[utoipa::path(get, path = "/api/v1/executions/{id}/logs/ws", params(("id" = String, Path), WsParams),
     responses((status = 101, description = "WebSocket of LogEvent frames then a Disconnect frame"),
-               (status = 401, body = runvoy_proto::ErrorBody), (status = 404, body = runvoy_proto::ErrorBody)))]
+               (status = 401, body = runvoy_proto::ErrorBody), (status = 404, body = runvoy_proto::ErrorBody),
+               (status = 429, body = runvoy_proto::ErrorBody)))]
 pub(crate) async fn handler(
     State(st): State<AppState>,
     Extension(ClientAddr(ip)): Extension<ClientAddr>,
@@ -50,41 +117,64 @@ pub(crate) async fn handler(
     let token = p
         .token
         .ok_or_else(|| unauthorized("a token is required (take websocket_url from the API)"))?;
-    let email = match st.tokens.verify(&token, &id, st.service.clock.now_ms()) {
-        Ok(e) => e,
+    let claims = match st.tokens.verify(&token, &id, st.service.clock.now_ms()) {
+        Ok(c) => c,
         Err(m) => {
             tracing::info!(reason = m, "rejected a WebSocket token");
             return Ok(auth_failure(&st, ip, unauthorized(m)));
         }
     };
-    // Read on every handshake (and again while streaming): a token dies with its user's key,
-    // and follows the user's role (a token minted before a demotion does not outlive the
-    // access it was minted under).
-    match may_follow(&st, &email, &id).await? {
+    // Read on every handshake (and again while streaming): a token dies with its user's key
+    // (revocation or rotation), and follows the user's role (a token minted before a demotion
+    // does not outlive the access it was minted under).
+    match may_follow(&st, &claims, &id).await? {
         Access::Allowed => {
-            tracing::Span::current().record("user", email.as_str());
+            tracing::Span::current().record("user", claims.email.as_str());
         }
         Access::Revoked => {
-            tracing::info!(user = %email, "rejected a WebSocket token of a revoked user");
+            tracing::info!(user = %claims.email, "rejected a WebSocket token of a revoked user or replaced key");
             return Ok(auth_failure(
                 &st,
                 ip,
-                unauthorized("the token's user is no longer valid"),
+                unauthorized("the token's user or key is no longer valid"),
             ));
         }
         Access::NotCovered => {
-            tracing::info!(user = %email, "rejected a WebSocket token its user's role no longer covers");
+            tracing::info!(user = %claims.email, "rejected a WebSocket token its user's role no longer covers");
             return Err(unauthorized(
                 "the token's user may no longer follow this execution",
             ));
         }
     };
+    let Some(slot) = st.streams.try_open(&claims.email) else {
+        tracing::info!(user = %claims.email, "refused a log stream over the per-user limit");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::TOO_MANY_STREAMS,
+            "too many open log streams for this user",
+        )
+        .details(format!(
+            "at most {} at once; close one first",
+            st.streams.max_per_user
+        )));
+    };
     let follower = st.service.follow(&id, p.after_seq.unwrap_or(0)).await?;
     let upgrade = upgrade
         .map_err(|r| ApiError::invalid("expected a WebSocket upgrade").details(r.body_text()))?;
     let shutdown = st.shutdown.clone();
+    // Subscribed before the handshake completes, so no change between here and the first
+    // poll is missed.
+    let changes = st.user_changes.subscribe();
     Ok(upgrade
-        .on_upgrade(move |socket| stream(socket, follower, id, shutdown, st, email))
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(MAX_INCOMING_MESSAGE)
+        .max_frame_size(MAX_INCOMING_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            stream(socket, follower, id, shutdown, changes, st, claims).await;
+        })
         .into_response())
 }
 
@@ -93,8 +183,9 @@ async fn stream(
     mut follower: Follower,
     id: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut changes: broadcast::Receiver<String>,
     st: AppState,
-    email: String,
+    claims: TokenClaims,
 ) {
     let (mut tx, mut rx) = socket.split();
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -132,7 +223,7 @@ async fn stream(
                     Err(err) => {
                         // Close with "try again later" so clients reconnect and resume.
                         tracing::warn!(execution_id = %id, error = %err, "log stream interrupted");
-                        let _ = tx.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                        let _ = tx.send(Message::Close(Some(CloseFrame {
                             code: 1013,
                             reason: "temporarily unavailable, reconnect".into(),
                         }))).await;
@@ -148,21 +239,27 @@ async fn stream(
             }
             _ = stopping(&mut shutdown) => {
                 // 1012: service restart; clients reconnect and resume from their last seq.
-                let _ = tx.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                let _ = tx.send(Message::Close(Some(CloseFrame {
                     code: 1012,
                     reason: "server restarting, reconnect".into(),
                 }))).await;
                 return;
             }
+            changed = changes.recv() => {
+                let ours = match changed {
+                    Ok(email) => email == claims.email,
+                    // Missed some: check rather than risk missing ours.
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => false,
+                };
+                if ours && lost_access(&st, &claims, &id).await {
+                    let _ = tx.send(access_lost_frame()).await;
+                    return;
+                }
+            }
             _ = ping.tick() => {
-                // An open stream ends with its user's access: revocation or a demotion closes
-                // it within one ping interval (1008: policy violation; clients must not retry
-                // with the same token).
-                if let Ok(Access::Revoked | Access::NotCovered) = may_follow(&st, &email, &id).await {
-                    let _ = tx.send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                        code: 1008,
-                        reason: "access to this execution was revoked".into(),
-                    }))).await;
+                if lost_access(&st, &claims, &id).await {
+                    let _ = tx.send(access_lost_frame()).await;
                     return;
                 }
                 if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
@@ -173,6 +270,24 @@ async fn stream(
     }
 }
 
+/// 1008 (policy violation): the stream ended with its user's access; clients must not retry
+/// with the same token.
+fn access_lost_frame() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: 1008,
+        reason: "access to this execution was revoked".into(),
+    }))
+}
+
+/// True when the token's user was revoked, rotated their key or lost access to the execution.
+/// A store failure keeps the stream (the next check decides).
+async fn lost_access(st: &AppState, claims: &TokenClaims, id: &str) -> bool {
+    matches!(
+        may_follow(st, claims, id).await,
+        Ok(Access::Revoked | Access::NotCovered)
+    )
+}
+
 /// Whether a token's user may (still) follow an execution.
 enum Access {
     Allowed,
@@ -180,9 +295,9 @@ enum Access {
     NotCovered,
 }
 
-async fn may_follow(st: &AppState, email: &str, id: &str) -> Result<Access, ApiError> {
-    let user = match st.service.store.user_by_email(email).await {
-        Ok(Some(u)) if !u.revoked => u,
+async fn may_follow(st: &AppState, claims: &TokenClaims, id: &str) -> Result<Access, ApiError> {
+    let user = match st.service.store.user_by_email(&claims.email).await {
+        Ok(Some(u)) if !u.revoked && claims.key_matches(&u.key_hash) => u,
         Ok(_) => return Ok(Access::Revoked),
         Err(e) => return Err(runvoy_domain::DomainError::Store(e).into()),
     };

@@ -287,7 +287,7 @@ fn strip_empty_query(url: &mut Url) {
     }
 }
 
-/// `GET /api/v1/claim/{token}` on `base_url` (no API key needed): the new API key, once.
+/// `POST /api/v1/claim/{token}` on `base_url` (no API key needed): the new API key, once.
 pub async fn claim(base_url: &str, token: &str) -> Result<ClaimResponse, ClientError> {
     let mut url = api_base(base_url)?;
     url.path_segments_mut()
@@ -302,7 +302,7 @@ pub async fn claim(base_url: &str, token: &str) -> Result<ClaimResponse, ClientE
         .build()
         .map_err(|e| ClientError::InvalidInput(error::full_chain(&e)))?;
     let resp = http
-        .get(url)
+        .post(url)
         .send()
         .await
         .map_err(ClientError::from_reqwest)?;

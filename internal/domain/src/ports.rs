@@ -150,8 +150,10 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_user(&self, email: &str, at_ms: i64) -> Result<(), StoreError>;
     /// Every user, sorted by email.
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
-    /// Inserts an unclaimed user and its claim together (both or neither); `AlreadyExists` when
-    /// the email is taken.
+    /// Inserts an unclaimed user and its claim together (both or neither). A user of that email
+    /// who is still unclaimed and not revoked is replaced, and its unused claims deleted (a
+    /// re-invitation: the earlier token stops working); `AlreadyExists` when the email belongs
+    /// to a claimed or revoked user.
     async fn create_user_with_claim(&self, u: &User, claim: &Claim) -> Result<(), StoreError>;
     /// Atomically uses a claim: when `token_hash` is known, unused and not expired at `now_ms`
     /// (it still works at exactly `expires_at_ms`), and its user is unclaimed and not revoked,

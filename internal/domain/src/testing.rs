@@ -317,7 +317,11 @@ impl Store for MemStore {
     async fn create_user_with_claim(&self, u: &User, claim: &Claim) -> Result<(), StoreError> {
         self.check()?;
         let mut m = self.m.lock().expect("mem");
-        if m.users.contains_key(&u.email) || m.key_taken(&u.key_hash, &u.email) {
+        let reinvite = m
+            .users
+            .get(&u.email)
+            .is_some_and(|old| old.claim_expires_at_ms.is_some() && !old.revoked);
+        if (m.users.contains_key(&u.email) && !reinvite) || m.key_taken(&u.key_hash, &u.email) {
             return Err(StoreError::AlreadyExists(u.email.clone()));
         }
         if m.claims.contains_key(&claim.token_hash) {
@@ -325,6 +329,10 @@ impl Store for MemStore {
             return Err(StoreError::Unavailable(
                 "claim token hash already in use".into(),
             ));
+        }
+        if reinvite {
+            m.claims
+                .retain(|_, c| c.claim.email != u.email || c.claimed_at_ms.is_some());
         }
         m.users.insert(u.email.clone(), u.clone());
         m.claims.insert(
@@ -1169,6 +1177,48 @@ pub async fn store_conformance(s: &dyn Store) {
         s.user_by_email("new@example.com").await.expect("get"),
         Some(rotated),
         "claimed users are never purged"
+    );
+
+    // Re-inviting: a user still unclaimed is replaced with its claim (the old token dies); a
+    // claimed user is not.
+    let (inv_u, inv_c) = unclaimed("again@example.com", Role::Developer, 20, "req-inv1", 50_000);
+    s.create_user_with_claim(&inv_u, &inv_c)
+        .await
+        .expect("create with claim");
+    let (re_u, re_c) = unclaimed("again@example.com", Role::Viewer, 21, "req-inv2", 60_000);
+    s.create_user_with_claim(&re_u, &re_c)
+        .await
+        .expect("re-inviting an unclaimed user works");
+    assert_eq!(
+        s.user_by_email("again@example.com").await.expect("get"),
+        Some(re_u.clone())
+    );
+    assert_eq!(
+        redeem("token-hash-20", "key-inv1", 40_000, "req-x")
+            .await
+            .expect("redeem"),
+        ClaimOutcome::NotFound,
+        "the earlier invitation's token no longer works"
+    );
+    let mut re_claimed = re_u.clone();
+    re_claimed.key_hash = "key-inv2".into();
+    re_claimed.claim_expires_at_ms = None;
+    re_claimed.modified_by_request_id = "req-inv-claim".into();
+    assert_eq!(
+        redeem("token-hash-21", "key-inv2", 40_000, "req-inv-claim")
+            .await
+            .expect("redeem"),
+        ClaimOutcome::Claimed(re_claimed.clone())
+    );
+    let (again_u, again_c) = unclaimed("again@example.com", Role::Admin, 22, "req-inv3", 70_000);
+    assert!(matches!(
+        s.create_user_with_claim(&again_u, &again_c).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        s.user_by_email("again@example.com").await.expect("get"),
+        Some(re_claimed),
+        "a claimed user is never replaced"
     );
 
     // Server logs: per request oldest first; only the newest `keep` lines (all requests) kept.

@@ -78,7 +78,9 @@ fn last_admin() -> DomainError {
 }
 
 impl Service {
-    /// Creates an unclaimed user and a claim token valid for [`CLAIM_TTL_MS`].
+    /// Creates an unclaimed user and a claim token valid for [`CLAIM_TTL_MS`]. A user who has
+    /// not claimed their key yet is replaced (re-invited, with a new token; the earlier one
+    /// stops working); a claimed or revoked user is a conflict.
     pub async fn create_user(
         &self,
         caller: &Caller,

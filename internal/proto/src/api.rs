@@ -498,12 +498,18 @@ pub mod codes {
     pub const CONFLICT: &str = "CONFLICT";
     /// 413: body too large.
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    /// 414: the request URI is too long.
+    pub const URI_TOO_LONG: &str = "URI_TOO_LONG";
+    /// 431: the request headers are too many or too large.
+    pub const HEADERS_TOO_LARGE: &str = "HEADERS_TOO_LARGE";
     /// 415: body is not JSON.
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
     /// 429: too many requests.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// 429: the caller (or the whole server) already runs as many executions as allowed.
     pub const EXECUTION_LIMIT_REACHED: &str = "EXECUTION_LIMIT_REACHED";
+    /// 429: the user already has as many log streams open as the server allows.
+    pub const TOO_MANY_STREAMS: &str = "TOO_MANY_STREAMS";
     /// 500: a bug.
     pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
     /// 503: the store is unavailable.

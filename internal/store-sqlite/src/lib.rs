@@ -161,6 +161,34 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Creates the database file owner-only when missing, and makes it and any `-wal`/`-shm` file
+/// owner-only when an older runvoyd (or a permissive umask) left them readable by others.
+fn restrict_db_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let with_suffix = |suffix: &str| {
+        let mut n = path.as_os_str().to_owned();
+        n.push(suffix);
+        std::path::PathBuf::from(n)
+    };
+    for file in [path.to_path_buf(), with_suffix("-wal"), with_suffix("-shm")] {
+        match std::fs::metadata(&file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn open(path: &Path) -> Result<Connection, StoreError> {
     let c = Connection::open(path).map_err(unavailable)?;
     c.busy_timeout(std::time::Duration::from_secs(10))
@@ -174,7 +202,14 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
+    ///
+    /// The database holds key hashes, commands and their output: the file and its `-wal`/`-shm`
+    /// companions are made owner-only (0600) whatever the umask. SQLite creates the companions
+    /// with the main file's mode, so the main file is created 0600 before SQLite opens it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        restrict_db_files(path).map_err(|e| {
+            StoreError::Unavailable(format!("setting permissions of {}: {e}", path.display()))
+        })?;
         let w = open(path)?;
         w.execute_batch(SCHEMA).map_err(unavailable)?;
         migrate_users(&w)?;
@@ -637,6 +672,21 @@ let tx = c.transaction().map_err(unavailable)?;
         let (u, claim) = (u.clone(), claim.clone());
         self.write(move |c| {
             let tx = c.transaction().map_err(unavailable)?;
+            // A re-invitation replaces a user still unclaimed, and its unused claims.
+            let replaced = tx
+                .execute(
+                    "DELETE FROM users WHERE email = ?1 AND claim_expires_at_ms IS NOT NULL \
+                     AND revoked = 0",
+                    [&u.email],
+                )
+                .map_err(unavailable)?;
+            if replaced > 0 {
+                tx.execute(
+                    "DELETE FROM claims WHERE email = ?1 AND claimed_at_ms IS NULL",
+                    [&u.email],
+                )
+                .map_err(unavailable)?;
+            }
             insert_user(&tx, &u)?;
             tx.execute(
                 "INSERT INTO claims (token_hash, email, created_at_ms, expires_at_ms) VALUES (?1,?2,?3,?4)",

@@ -565,6 +565,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        // glibc keeps freed memory in its arenas: after a burst of connections (thousands of
+        // log streams) closes, the process would otherwise stay at its peak size.
+        let mut t = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            t.tick().await;
+            // SAFETY: malloc_trim only returns free heap pages to the kernel.
+            unsafe { libc::malloc_trim(0) };
+        }
+    });
+
     // Re-attach to executions that were running when runvoyd stopped, then settle the rest.
     for e in store.list_unsettled().await? {
         let from = store

@@ -78,7 +78,7 @@ async fn new_user(s: &TestServer, admin_key: &str, email: &str, role: &str) -> (
         .as_str()
         .expect("claim_token")
         .to_owned();
-    let c = call(s, "GET", &format!("/claim/{token}"), None, None).await;
+    let c = call(s, "POST", &format!("/claim/{token}"), None, None).await;
     assert_eq!(c.status, StatusCode::OK, "claim {email}: {}", c.body);
     assert_eq!(c.body["user_email"], email);
     (
@@ -364,11 +364,11 @@ async fn claim_tokens_work_once_and_expire_with_the_clock() {
     let token = a.body["claim_token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("rvc_"));
 
-    let c = call(&s, "GET", &format!("/claim/{token}"), None, None).await;
+    let c = call(&s, "POST", &format!("/claim/{token}"), None, None).await;
     assert_eq!(c.status, StatusCode::OK, "{}", c.body);
     let key = c.body["api_key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("rvk_") && key.len() == 68);
-    let again = call(&s, "GET", &format!("/claim/{token}"), None, None).await;
+    let again = call(&s, "POST", &format!("/claim/{token}"), None, None).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
     assert_eq!(
         call(&s, "GET", "/executions", Some(&key), None)
@@ -376,7 +376,7 @@ async fn claim_tokens_work_once_and_expire_with_the_clock() {
             .status,
         StatusCode::OK
     );
-    let unknown = call(&s, "GET", "/claim/rvc_nope", None, None).await;
+    let unknown = call(&s, "POST", "/claim/rvc_nope", None, None).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.body["code"], "NOT_FOUND");
 
@@ -397,7 +397,7 @@ async fn claim_tokens_work_once_and_expire_with_the_clock() {
         "still pending at 14 min"
     );
     std::fs::write(&clock, (16 * 60 * 1000).to_string()).unwrap();
-    let c = call(&s, "GET", &format!("/claim/{late}"), None, None).await;
+    let c = call(&s, "POST", &format!("/claim/{late}"), None, None).await;
     assert_eq!(c.status, StatusCode::NOT_FOUND, "{}", c.body);
     let users = call(&s, "GET", "/users", Some(&root), None).await;
     assert!(
@@ -691,7 +691,7 @@ async fn failed_authentication_is_rate_limited_per_address() {
     assert_eq!(a.body["code"], "RATE_LIMITED");
     let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=61).contains(&retry), "{retry}");
-    let a = call(&s, "GET", "/claim/rvc_guess", None, None).await;
+    let a = call(&s, "POST", "/claim/rvc_guess", None, None).await;
     assert_eq!(
         a.status,
         StatusCode::TOO_MANY_REQUESTS,
@@ -710,31 +710,34 @@ async fn failed_authentication_is_rate_limited_per_address() {
 async fn trace_shows_what_a_request_touched_and_its_log_lines() {
     let s = TestServer::start();
     let root = s.admin_key.clone();
-    let rid = "trace-test-0001";
+    // A caller's X-Request-Id is only a correlation id: the server picks the request id.
     let a = call_with(
         &s,
         "POST",
         "/users/create",
         Some(&root),
         Some(json!({"email": "t@example.com", "role": "viewer"})),
-        &[("x-request-id", rid)],
+        &[("x-request-id", "trace-test-0001")],
     )
     .await;
     assert_eq!(a.status, StatusCode::CREATED);
-    assert_eq!(a.headers["x-request-id"], rid);
+    assert_eq!(a.headers["x-correlation-id"], "trace-test-0001");
+    let rid = a.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(rid, "trace-test-0001");
+    let rid = rid.as_str();
     assert_eq!(a.body["user"]["created_by_request_id"], rid);
     assert_eq!(a.body["user"]["created_by"], "admin@localhost");
-    let run_rid = "trace-test-0002";
-    let r = call_with(
+    let r = call(
         &s,
         "POST",
         "/run",
         Some(&root),
         Some(json!({"command": "echo hi"})),
-        &[("x-request-id", run_rid)],
     )
     .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
+    let run_rid = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    let run_rid = run_rid.as_str();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let t = loop {
@@ -913,18 +916,11 @@ async fn cli_creates_claims_lists_rotates_and_traces() {
         "revoked"
     );
 
-    let a = call_with(
-        &s,
-        "GET",
-        "/executions",
-        Some(&s.admin_key),
-        None,
-        &[("x-request-id", "cli-trace-01")],
-    )
-    .await;
+    let a = call(&s, "GET", "/executions", Some(&s.admin_key), None).await;
     assert_eq!(a.status, StatusCode::OK);
+    let rid = a.headers["x-request-id"].to_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let out = s.runvoy().args(["trace", "cli-trace-01"]).output().unwrap();
+    let out = s.runvoy().args(["trace", &rid]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

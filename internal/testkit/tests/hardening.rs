@@ -518,7 +518,7 @@ async fn streams_and_tokens_end_with_revocation_and_key_rotation() {
         close_code(&mut ws, Duration::from_secs(5)).await,
         Some(1008)
     );
-    let (status, body) = ws_open(&url).await.err().expect("refused after revoke");
+    let (status, body) = ws_open(&url).await.expect_err("refused after revoke");
     assert_eq!(status, 401);
     assert_eq!(body["code"], "INVALID_TOKEN");
     call(
@@ -541,7 +541,7 @@ async fn streams_and_tokens_end_with_revocation_and_key_rotation() {
         close_code(&mut ws, Duration::from_secs(5)).await,
         Some(1008)
     );
-    let (status, body) = ws_open(&url).await.err().expect("refused after rotate");
+    let (status, body) = ws_open(&url).await.expect_err("refused after rotate");
     assert_eq!(status, 401);
     assert_eq!(body["code"], "INVALID_TOKEN");
     // A token minted under the new key works.
@@ -628,7 +628,7 @@ async fn open_log_streams_are_limited_per_user() {
     for _ in 0..3 {
         open.push(ws_open(&url().await).await.expect("within the limit"));
     }
-    let (status, body) = ws_open(&url().await).await.err().expect("over the limit");
+    let (status, body) = ws_open(&url().await).await.expect_err("over the limit");
     assert_eq!(status, 429);
     assert_eq!(body["code"], "TOO_MANY_STREAMS");
     // Another user is not affected.

@@ -264,7 +264,7 @@ describe('runvoy web app', () => {
     // A user who runs as a developer, then is made a viewer (viewers cannot start runs).
     const email = `viewer${Date.now()}@example.com`;
     const created = await api(server, 'POST', '/users/create', { email, role: 'developer' });
-    const claimed = await (await fetch(`${server.url}/api/v1/claim/${created.claim_token}`)).json();
+    const claimed = await (await fetch(`${server.url}/api/v1/claim/${created.claim_token}`, { method: 'POST' })).json();
     const key = claimed.api_key;
     const runAs = async (k, body) => {
       const r = await fetch(`${server.url}/api/v1/run`, {

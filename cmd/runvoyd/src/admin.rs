@@ -44,7 +44,8 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             db.display()
         );
     }
-    crate::serve::prepare_data_dir(&data_dir)?;
+    // Only checks an existing data dir (adds nothing to its mode).
+    crate::serve::prepare_data_dir(&data_dir, 0o700)?;
     let store = SqliteStore::open(&db).context("opening the SQLite store")?;
     let key = auth::new_api_key();
     let user = server_created_user(&email, role, auth::hash_key(&key), SystemClock.now_ms());

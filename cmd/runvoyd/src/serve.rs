@@ -294,18 +294,26 @@ fn restrict_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Creates the data dir owner-only (0700) when missing, and refuses one that group or others
-/// may write: whoever can write there can replace the database or the token key.
-pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+/// Mode of the data dir and of its `executions` dir: owner-only, plus search permission (not
+/// listing) for others when commands run sandboxed as their own uids, which must reach their
+/// workspace under `executions/<id>` (ids are unguessable; the database and keys are 0600).
+pub(crate) fn data_dir_mode(sandboxed: bool) -> u32 {
+    if sandboxed { 0o711 } else { 0o700 }
+}
+
+/// Creates the data dir with `mode` when missing (0700, or 0711 for sandboxed commands), adds
+/// the search bits of `mode` an existing one lacks, and refuses one that group or others may
+/// write: whoever can write there can replace the database or the token key.
+pub(crate) fn prepare_data_dir(dir: &Path, mode: u32) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(mode)
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
         // The umask may have narrowed what was asked for, never widened it; set it exactly.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("setting permissions of {}", dir.display()))?;
     }
     let dir = dir
@@ -315,16 +323,35 @@ pub(crate) fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     if !meta.is_dir() {
         bail!("data dir {} is not a directory", dir.display());
     }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
+    let current = meta.mode() & 0o7777;
+    if current & 0o022 != 0 {
         bail!(
-            "refusing to use data dir {}: its mode {mode:04o} lets group or others write to it; \
-             run `chmod 700 {}` (it holds the database and the signing keys)",
+            "refusing to use data dir {}: its mode {current:04o} lets group or others write to \
+             it; run `chmod {mode:o} {}` (it holds the database and the signing keys)",
             dir.display(),
             dir.display()
         );
     }
+    let search = mode & 0o011;
+    if current & search != search {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(current | search))
+            .with_context(|| format!("setting permissions of {}", dir.display()))?;
+    }
     Ok(dir)
+}
+
+/// Makes the executions dir exactly `mode` (creating it when missing): nobody else may list
+/// which executions exist or reach their records by a listed name.
+fn prepare_executions_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .mode(mode)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting permissions of {}", dir.display()))
 }
 
 /// The signing key for WebSocket tokens, kept in the data dir so tokens survive a restart.
@@ -401,7 +428,11 @@ async fn sweep_and_log(p: &Processor, trigger: &str) {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_log_queue = init_tracing(args.log_format);
     let Backend::Local = args.backend;
-    let data_dir = prepare_data_dir(&args.data_dir.clone().unwrap_or_else(default_data_dir))?;
+    let dir_mode = data_dir_mode(matches!(args.isolation, IsolationArg::Bwrap));
+    let data_dir = prepare_data_dir(
+        &args.data_dir.clone().unwrap_or_else(default_data_dir),
+        dir_mode,
+    )?;
     let admin_key_file = data_dir.join("admin.key");
     restrict_file(&admin_key_file)
         .with_context(|| format!("setting permissions of {}", admin_key_file.display()))?;
@@ -442,6 +473,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tmp_bytes: Some(args.tmp_limit_mb.max(1) << 20),
     };
     let executions_dir = data_dir.join("executions");
+    prepare_executions_dir(&executions_dir, dir_mode)?;
     let (bus, bus_rx) = Bus::new(1024);
     let compute = Arc::new(LocalCompute::new(
         LocalComputeConfig {

@@ -707,12 +707,14 @@ async fn the_data_dir_and_its_secrets_are_owner_only() {
     }
     drop(s);
 
-    // A data dir runvoyd creates is 0700.
+    // A data dir runvoyd creates is owner-only: 0700 when commands run as runvoyd's user, 0711
+    // (search, no listing) when they run sandboxed as their own uids and must reach their
+    // workspace; nobody else may list the executions either.
     let tmp = tempfile::tempdir().unwrap();
-    let fresh = tmp.path().join("a/b/data");
-    let serve = |dir: &Path| {
+    let serve = |dir: &Path, extra: &[&str]| {
         Command::new(bin("runvoyd"))
             .args(["serve", "--listen", "127.0.0.1:0", "--no-client-config"])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir)
             .stdin(Stdio::null())
@@ -721,25 +723,39 @@ async fn the_data_dir_and_its_secrets_are_owner_only() {
             .spawn()
             .expect("spawn runvoyd")
     };
-    let mut child = serve(&fresh);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !fresh.join("server.json").exists() {
-        assert!(Instant::now() < deadline, "runvoyd did not start");
-        assert!(child.try_wait().unwrap().is_none(), "runvoyd exited");
-        std::thread::sleep(Duration::from_millis(50));
+    let started = |mut child: std::process::Child, dir: &Path| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.join("server.json").exists() {
+            assert!(Instant::now() < deadline, "runvoyd did not start");
+            if child.try_wait().unwrap().is_some() {
+                let out = child.wait_with_output().unwrap();
+                panic!("runvoyd exited: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap();
+    };
+    let plain = tmp.path().join("p/data");
+    started(serve(&plain, &["--isolation", "process"]), &plain);
+    assert_eq!(mode(&plain), 0o700);
+    assert_eq!(mode(&plain.join("executions")), 0o700);
+    let sandboxed = tmp.path().join("a/b/data");
+    started(serve(&sandboxed, &[]), &sandboxed);
+    assert_eq!(mode(&sandboxed), 0o711);
+    assert_eq!(mode(&sandboxed.join("executions")), 0o711);
+    for f in ["runvoy.db", "token.key", "admin.key"] {
+        assert_eq!(mode(&sandboxed.join(f)), 0o600, "{f}");
     }
-    assert_eq!(mode(&fresh), 0o700);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
 
     // One that group or others can write is refused with a clear message.
-    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = serve(&fresh).wait_with_output().unwrap();
+    std::fs::set_permissions(&sandboxed, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = serve(&sandboxed, &[]).wait_with_output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refusing to use data dir") && err.contains("chmod 700"),
+        err.contains("refusing to use data dir") && err.contains("chmod 711"),
         "{err}"
     );
 }

@@ -44,8 +44,9 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 /// multiplied by thousands of sockets are most of the server's memory.
 const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 16 * 1024;
-/// A follower that stops reading gets its socket closed once this much is queued for it (it
-/// resumes from its last seq on reconnect), instead of the server holding its backlog.
+/// Hard cap on what one socket may queue. Sends wait for a slow reader (backpressure) once
+/// `WRITE_BUFFER` is queued, so only a single oversized frame could reach it; tungstenite's
+/// default is unbounded.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 const MAX_INCOMING_MESSAGE: usize = 16 * 1024;
 

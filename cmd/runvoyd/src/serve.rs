@@ -295,10 +295,13 @@ fn restrict_file(path: &Path) -> std::io::Result<()> {
 }
 
 /// Mode of the data dir and of its `executions` dir: owner-only, plus search permission (not
-/// listing) for others when commands run sandboxed as their own uids, which must reach their
-/// workspace under `executions/<id>` (ids are unguessable; the database and keys are 0600).
-pub(crate) fn data_dir_mode(sandboxed: bool) -> u32 {
-    if sandboxed { 0o711 } else { 0o700 }
+/// listing) for others when commands run sandboxed as their own uids (bubblewrap started by
+/// root), which must reach their workspace under `executions/<id>` (ids are unguessable; the
+/// database and keys are 0600).
+pub(crate) fn data_dir_mode(isolation: IsolationArg) -> u32 {
+    // SAFETY: plain syscall.
+    let own_uids = matches!(isolation, IsolationArg::Bwrap) && unsafe { libc::geteuid() } == 0;
+    if own_uids { 0o711 } else { 0o700 }
 }
 
 /// Creates the data dir with `mode` when missing (0700, or 0711 for sandboxed commands), adds
@@ -428,7 +431,7 @@ async fn sweep_and_log(p: &Processor, trigger: &str) {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_log_queue = init_tracing(args.log_format);
     let Backend::Local = args.backend;
-    let dir_mode = data_dir_mode(matches!(args.isolation, IsolationArg::Bwrap));
+    let dir_mode = data_dir_mode(args.isolation);
     let data_dir = prepare_data_dir(
         &args.data_dir.clone().unwrap_or_else(default_data_dir),
         dir_mode,

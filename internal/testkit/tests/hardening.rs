@@ -708,8 +708,8 @@ async fn the_data_dir_and_its_secrets_are_owner_only() {
     drop(s);
 
     // A data dir runvoyd creates is owner-only: 0700 when commands run as runvoyd's user, 0711
-    // (search, no listing) when they run sandboxed as their own uids and must reach their
-    // workspace; nobody else may list the executions either.
+    // (search, no listing) when they run sandboxed as their own uids (runvoyd as root) and must
+    // reach their workspace; nobody else may list the executions either.
     let tmp = tempfile::tempdir().unwrap();
     let serve = |dir: &Path, extra: &[&str]| {
         Command::new(bin("runvoyd"))
@@ -743,8 +743,14 @@ async fn the_data_dir_and_its_secrets_are_owner_only() {
     assert_eq!(mode(&plain.join("executions")), 0o700);
     let sandboxed = tmp.path().join("a/b/data");
     started(serve(&sandboxed, &[]), &sandboxed);
-    assert_eq!(mode(&sandboxed), 0o711);
-    assert_eq!(mode(&sandboxed.join("executions")), 0o711);
+    // SAFETY: plain syscall.
+    let walkable = if unsafe { libc::geteuid() } == 0 {
+        0o711
+    } else {
+        0o700
+    };
+    assert_eq!(mode(&sandboxed), walkable);
+    assert_eq!(mode(&sandboxed.join("executions")), walkable);
     for f in ["runvoy.db", "token.key", "admin.key"] {
         assert_eq!(mode(&sandboxed.join(f)), 0o600, "{f}");
     }
@@ -755,7 +761,7 @@ async fn the_data_dir_and_its_secrets_are_owner_only() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refusing to use data dir") && err.contains("chmod 711"),
+        err.contains("refusing to use data dir") && err.contains(&format!("chmod {walkable:o}")),
         "{err}"
     );
 }

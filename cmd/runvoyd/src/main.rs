@@ -28,8 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the API on a backend.
-    // Boxed: the serve flags dwarf the other subcommands.
-    Serve(Box<serve::ServeArgs>),
+    Serve(serve::ServeArgs),
     /// Manage users directly in the store (first admin of a deployed server).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -50,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(serve::serve(*args)),
+            .block_on(serve::serve(args)),
         Command::Admin(cmd) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?

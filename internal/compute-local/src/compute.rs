@@ -77,6 +77,8 @@ pub(crate) struct JobFile {
     pub sandbox_uid_base: u32,
     #[serde(default)]
     pub bwrap_bin: PathBuf,
+    #[serde(default)]
+    pub sandbox_assets: PathBuf,
 }
 
 /// Failure reason of an execution whose supervisor died without writing `exit.json`.
@@ -188,6 +190,9 @@ impl LocalCompute {
                  dir and keys; use only on a single-user machine"
             ),
         }
+        if cfg.isolation == Isolation::Bwrap {
+            crate::sandbox::write_assets(&cfg.executions_dir.join(".sandbox"))?;
+        }
         Ok(LocalCompute {
             cfg,
             bus,
@@ -226,6 +231,7 @@ impl LocalCompute {
             limits: self.cfg.limits,
             sandbox_uid_base: self.cfg.sandbox_uid_base,
             bwrap_bin: self.cfg.bwrap_bin.clone(),
+            sandbox_assets: self.assets(),
         };
         write_atomic(&dir.join("env.json"), b"{}", 0o600).map_err(err)?;
         let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
@@ -285,6 +291,11 @@ impl LocalCompute {
         })
     }
 
+    /// Where the files every sandbox shares live (see `sandbox::write_assets`).
+    fn assets(&self) -> PathBuf {
+        self.cfg.executions_dir.join(".sandbox")
+    }
+
     fn dir(&self, id: &str) -> Result<PathBuf, ComputeError> {
         if !valid_execution_id(id) {
             return Err(ComputeError::Rejected(format!(
@@ -342,6 +353,7 @@ impl Compute for LocalCompute {
             limits: self.cfg.limits.with(&spec.resources),
             sandbox_uid_base: self.cfg.sandbox_uid_base,
             bwrap_bin: self.cfg.bwrap_bin.clone(),
+            sandbox_assets: self.assets(),
         };
         // Environment values go only into a 0600 file the sidecar consumes and deletes.
         let env = serde_json::to_vec(&spec.env).map_err(unavailable)?;

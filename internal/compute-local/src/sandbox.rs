@@ -265,15 +265,11 @@ pub fn sandbox_uid(base: u32, id: &str) -> u32 {
     base + h % SLOTS
 }
 
-/// Host paths under `/etc` worth sharing read-only: no secrets, and much software breaks
-/// without them (alternatives links, the dynamic loader cache, CA certificates, time zone).
-const ETC_SHARED: &[&str] = &[
-    "alternatives",
-    "ca-certificates",
-    "ca-certificates.conf",
+/// Small host files under `/etc` worth having (no secrets; much software misbehaves without
+/// them): copied into the generated `/etc` (symlinks recreated) when runvoyd starts, which costs
+/// nothing per execution, unlike a bind mount each.
+const ETC_COPIED: &[&str] = &[
     "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
     "localtime",
     "timezone",
     "os-release",
@@ -281,13 +277,15 @@ const ETC_SHARED: &[&str] = &[
     "protocols",
     "services",
     "mime.types",
-    "ssl",
-    "terminfo",
+    "ca-certificates.conf",
 ];
 
-/// Writes the execution's `/etc` into `etc` and returns the bubblewrap arguments that mount the
-/// shared host paths over their mount points in it (`etc` itself is bound at `/etc` first).
-pub(crate) fn generate_etc(etc: &Path, share_net: bool) -> std::io::Result<Vec<String>> {
+/// Host directories under `/etc` bound read-only over their mount points (CA certificates; the
+/// `alternatives` links that `awk`, `editor` and friends resolve through).
+const ETC_BOUND: &[&str] = &["ssl", "alternatives"];
+
+/// Writes a generated `/etc` into `etc`.
+pub(crate) fn generate_etc(etc: &Path, share_net: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(etc)?;
     std::fs::set_permissions(etc, std::fs::Permissions::from_mode(0o755))?;
     let files: [(&str, &str); 6] = [
@@ -313,32 +311,55 @@ pub(crate) fn generate_etc(etc: &Path, share_net: bool) -> std::io::Result<Vec<S
     if share_net && let Ok(r) = std::fs::read("/etc/resolv.conf") {
         std::fs::write(etc.join("resolv.conf"), r)?;
     }
-    let mut args = Vec::new();
-    for name in ETC_SHARED {
+    for name in ETC_COPIED {
         let host = Path::new("/etc").join(name);
         let Ok(meta) = std::fs::symlink_metadata(&host) else {
             continue;
         };
         let at = etc.join(name);
+        let _ = std::fs::remove_file(&at);
         if meta.file_type().is_symlink() {
             // Relative or into /usr: the same link works inside.
-            let _ = std::fs::remove_file(&at);
             std::os::unix::fs::symlink(std::fs::read_link(&host)?, &at)?;
-            continue;
+        } else if meta.is_file() {
+            std::fs::copy(&host, &at)?;
+            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o644))?;
         }
-        // The mount point must exist beforehand: the bound /etc is read-only.
-        if meta.is_dir() {
-            std::fs::create_dir_all(&at)?;
-        } else {
-            std::fs::write(&at, b"")?;
-        }
-        args.extend([
-            "--ro-bind".into(),
-            host.display().to_string(),
-            format!("/etc/{name}"),
-        ]);
     }
-    Ok(args)
+    // The mount points must exist beforehand: the bound /etc is read-only.
+    for name in ETC_BOUND {
+        if Path::new("/etc").join(name).is_dir() {
+            std::fs::create_dir_all(etc.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// The bubblewrap arguments that bind [`ETC_BOUND`] over a generated `/etc`.
+fn etc_binds() -> Vec<String> {
+    ETC_BOUND
+        .iter()
+        .filter(|n| Path::new("/etc").join(n).is_dir())
+        .flat_map(|n| ["--ro-bind".into(), format!("/etc/{n}"), format!("/etc/{n}")])
+        .collect()
+}
+
+/// The sandbox files every execution shares, written once when runvoyd starts: the generated
+/// `/etc` without and with the host's resolver (`etc/`, `etc-net/`) and the compiled seccomp
+/// programs.
+pub(crate) fn write_assets(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    generate_etc(&dir.join("etc"), false)?;
+    generate_etc(&dir.join("etc-net"), true)?;
+    for (i, prog) in seccomp_programs()
+        .map_err(std::io::Error::other)?
+        .into_iter()
+        .enumerate()
+    {
+        crate::compute::write_atomic(&dir.join(format!("seccomp-{i}.bpf")), &prog, 0o600)?;
+    }
+    Ok(())
 }
 
 /// Syscalls refused with EPERM: each reaches past the namespaces (file handles open any inode
@@ -473,7 +494,8 @@ pub(crate) fn seccomp_programs() -> Result<Vec<Vec<u8>>, String> {
 /// Everything the supervisor decided for one sandboxed runner step.
 pub(crate) struct Plan<'a> {
     pub bwrap: &'a Path,
-    pub dir: &'a Path,
+    /// See [`write_assets`].
+    pub assets: &'a Path,
     pub workspace: &'a Path,
     pub share_net: bool,
     pub limits: Limits,
@@ -524,10 +546,9 @@ pub(crate) fn build_spec(p: &Plan<'_>) -> std::io::Result<SandboxSpec> {
     }
     // The sandbox uid resolves these paths itself: the data dir must be traversable by it
     // (see `LocalCompute::new`), though nothing in it is readable.
-    let etc = p.dir.join("etc");
-    let shared = generate_etc(&etc, p.share_net)?;
+    let etc = p.assets.join(if p.share_net { "etc-net" } else { "etc" });
     a.extend(["--ro-bind".into(), etc.display().to_string(), "/etc".into()]);
-    a.extend(shared);
+    a.extend(etc_binds());
     a.extend(["--proc", "/proc", "--dev", "/dev"].map(String::from));
     if let Some(t) = p.limits.tmp_bytes {
         a.extend(["--size".into(), t.to_string()]);
@@ -541,16 +562,14 @@ pub(crate) fn build_spec(p: &Plan<'_>) -> std::io::Result<SandboxSpec> {
         "/workspace".into(),
     ]);
 
-    let mut seccomp = Vec::new();
-    for (i, prog) in seccomp_programs()
-        .map_err(std::io::Error::other)?
-        .into_iter()
-        .enumerate()
-    {
-        let f = p.dir.join(format!("seccomp-{i}.bpf"));
-        crate::compute::write_atomic(&f, &prog, 0o600)?;
-        seccomp.push(f.display().to_string());
-    }
+    let seccomp = (0..2)
+        .map(|i| {
+            p.assets
+                .join(format!("seccomp-{i}.bpf"))
+                .display()
+                .to_string()
+        })
+        .collect();
     let mut rlimits = vec![
         Rlimit {
             resource: "nofile".into(),

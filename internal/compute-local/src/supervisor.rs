@@ -224,7 +224,7 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
         };
         let spec = sandbox::build_spec(&sandbox::Plan {
             bwrap: &job.bwrap_bin,
-            dir,
+            assets: &job.sandbox_assets,
             workspace: &ws,
             share_net: job.share_net,
             limits: job.limits,
@@ -233,10 +233,15 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
             memory_cgroup: cgroups.as_ref().is_some_and(|c| c.has("memory")),
         })?;
         let f = dir.join("sandbox.json");
-        write_atomic(
-            &f,
+        // Read once by the runner right after: no fsync needed.
+        std::io::Write::write_all(
+            &mut OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&f)?,
             &serde_json::to_vec(&spec).map_err(std::io::Error::other)?,
-            0o600,
         )?;
         sandbox_file = Some(f);
     }

@@ -699,15 +699,17 @@ mod tests {
     #[test]
     fn generated_etc_has_no_host_accounts() {
         let d = tempfile::tempdir().unwrap();
-        let args = generate_etc(&d.path().join("etc"), false).unwrap();
+        write_assets(d.path()).unwrap();
         let passwd = std::fs::read_to_string(d.path().join("etc/passwd")).unwrap();
         assert!(passwd.starts_with("root:x:0:0:"));
         assert_eq!(passwd.lines().count(), 2);
         assert!(!d.path().join("etc/resolv.conf").exists());
+        assert!(!d.path().join("etc/shadow").exists());
+        assert!(d.path().join("seccomp-1.bpf").exists());
         assert!(
-            !args
+            !etc_binds()
                 .iter()
-                .any(|a| a == "/etc/shadow" || a == "/etc/passwd")
+                .any(|a| a.contains("shadow") || a.contains("passwd"))
         );
     }
 }

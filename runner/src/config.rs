@@ -1,6 +1,6 @@
 //! Runner configuration, read from `RUNVOY_*` environment variables and argv.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,8 +17,10 @@ const DEFAULT_KILL_GRACE_SECONDS: u64 = 10;
 pub struct Config {
     /// Execution id stamped on every record.
     pub exec: String,
-    /// Shell command passed to `/bin/sh -c`.
-    pub command: OsString,
+    /// What to run.
+    pub command: CommandLine,
+    /// File to feed to the command's standard input (end-of-file when absent).
+    pub stdin_file: Option<PathBuf>,
     /// Stop the command after this long; `None` means no limit.
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL when stopping the command.
@@ -35,11 +37,32 @@ pub struct Config {
     pub budget: Budget,
 }
 
+/// The command, as a shell line or as an exact argv.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandLine {
+    /// Run with `/bin/sh -c LINE`.
+    Shell(OsString),
+    /// Run exactly these words, without a shell.
+    Argv(Vec<OsString>),
+}
+
+impl CommandLine {
+    /// The program and arguments to execute: `["/bin/sh", "-c", line]` for a shell line, the
+    /// words themselves for an argv.
+    pub fn argv(&self) -> Vec<OsString> {
+        match self {
+            CommandLine::Shell(line) => vec!["/bin/sh".into(), "-c".into(), line.clone()],
+            CommandLine::Argv(words) => words.clone(),
+        }
+    }
+}
+
 impl Config {
     /// Builds the configuration from argv (without the program name) and an environment lookup.
     ///
-    /// A command given after `--` wins over `RUNVOY_COMMAND`; several words are joined with
-    /// spaces, as `sh -c "$*"` would.
+    /// A command given after `--` wins over `RUNVOY_ARGV` and `RUNVOY_COMMAND`: one word is a
+    /// shell line, several are an exact argv (as `runvoy run` treats them). `RUNVOY_ARGV` (a
+    /// JSON array of strings) wins over `RUNVOY_COMMAND`.
     pub fn parse<A, E>(args: A, getenv: E) -> Result<Config, String>
     where
         A: IntoIterator<Item = OsString>,
@@ -52,11 +75,11 @@ impl Config {
         let argv_command = match args.next() {
             None => None,
             Some(first) if first == "--" => {
-                let words: Vec<OsString> = args.collect();
-                if words.is_empty() {
-                    None
-                } else {
-                    Some(OsString::from_vec(words.join(OsStr::new(" ")).into_vec()))
+                let mut words: Vec<OsString> = args.collect();
+                match words.len() {
+                    0 => None,
+                    1 => words.pop().map(CommandLine::Shell),
+                    _ => Some(CommandLine::Argv(words)),
                 }
             }
             Some(other) => {
@@ -71,9 +94,20 @@ impl Config {
             .ok_or_else(|| format!("{} is required", env::EXECUTION_ID))?
             .into_string()
             .map_err(|_| format!("{} is not valid UTF-8", env::EXECUTION_ID))?;
+        let env_argv = match get(env::ARGV) {
+            None => None,
+            Some(json) => Some(parse_argv_json(json.as_bytes())?),
+        };
         let command = argv_command
-            .or_else(|| get(env::COMMAND))
-            .ok_or_else(|| format!("{} (or a command after `--`) is required", env::COMMAND))?;
+            .or(env_argv)
+            .or_else(|| get(env::COMMAND).map(CommandLine::Shell))
+            .ok_or_else(|| {
+                format!(
+                    "{} or {} (or a command after `--`) is required",
+                    env::COMMAND,
+                    env::ARGV
+                )
+            })?;
         let timeout = match parse_seconds(env::TIMEOUT, get(env::TIMEOUT))? {
             None | Some(0) => None,
             Some(s) => Some(Duration::from_secs(s)),
@@ -96,12 +130,28 @@ impl Config {
             timeout,
             kill_grace,
             banner,
+            stdin_file: get(env::STDIN_FILE).map(PathBuf::from),
             workdir: get(env::WORKDIR).map(PathBuf::from),
             env_file: get(env::ENV_FILE).map(PathBuf::from),
             sandbox: get(runvoy_proto::sandbox::SANDBOX_ENV).map(PathBuf::from),
             budget,
         })
     }
+}
+
+/// Parses `RUNVOY_ARGV`: a non-empty JSON array of strings without NUL bytes.
+fn parse_argv_json(json: &[u8]) -> Result<CommandLine, String> {
+    let words: Vec<String> = serde_json::from_slice(json)
+        .map_err(|e| format!("{} must be a JSON array of strings: {e}", env::ARGV))?;
+    if words.first().is_none_or(|p| p.is_empty()) {
+        return Err(format!("{} must start with a program name", env::ARGV));
+    }
+    if words.iter().any(|w| w.contains('\0')) {
+        return Err(format!("{} words must not contain NUL bytes", env::ARGV));
+    }
+    Ok(CommandLine::Argv(
+        words.into_iter().map(OsString::from).collect(),
+    ))
 }
 
 fn parse_seconds(name: &str, value: Option<OsString>) -> Result<Option<u64>, String> {
@@ -184,7 +234,9 @@ mod tests {
     fn reads_env_with_defaults() {
         let c = parse(&[], &[(env::EXECUTION_ID, "e1"), (env::COMMAND, "echo hi")]).unwrap();
         assert_eq!(c.exec, "e1");
-        assert_eq!(c.command, "echo hi");
+        assert_eq!(c.command, CommandLine::Shell("echo hi".into()));
+        assert_eq!(c.command.argv(), ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(c.stdin_file, None);
         assert_eq!(c.timeout, None);
         assert_eq!(c.kill_grace, Duration::from_secs(10));
         assert!(c.banner.is_empty());
@@ -223,7 +275,34 @@ mod tests {
             &[(env::EXECUTION_ID, "e"), (env::COMMAND, "false")],
         )
         .unwrap();
-        assert_eq!(c.command, "echo a b");
+        assert_eq!(
+            c.command,
+            CommandLine::Argv(vec!["echo".into(), "a b".into()])
+        );
+        let c = parse(&["--", "echo a b"], &[(env::EXECUTION_ID, "e")]).unwrap();
+        assert_eq!(c.command, CommandLine::Shell("echo a b".into()));
+    }
+
+    #[test]
+    fn argv_from_json() {
+        let c = parse(
+            &[],
+            &[
+                (env::EXECUTION_ID, "e"),
+                (env::COMMAND, "ignored"),
+                (env::ARGV, r#"["printf","%s|","","it's $HOME"]"#),
+                (env::STDIN_FILE, ".runvoy/stdin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.command.argv(), ["printf", "%s|", "", "it's $HOME"]);
+        assert_eq!(c.stdin_file, Some(PathBuf::from(".runvoy/stdin")));
+        for bad in [r#"[]"#, r#"[""]"#, r#""ls""#, r#"["a\u0000b"]"#, "[1]"] {
+            assert!(
+                parse(&[], &[(env::EXECUTION_ID, "e"), (env::ARGV, bad)]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

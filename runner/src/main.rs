@@ -1,7 +1,8 @@
 //! `runvoy-runner`: the entrypoint of a runner container.
 //!
-//! Runs `/bin/sh -c "$RUNVOY_COMMAND"` in its own process group and writes every line of the
-//! command's stdout and stderr to its own stdout as a sequence-numbered JSON record
+//! Runs `/bin/sh -c "$RUNVOY_COMMAND"` (or the exact argv of `$RUNVOY_ARGV`) in its own process
+//! group and writes every line of the command's stdout and stderr to its own stdout as a
+//! sequence-numbered JSON record
 //! ([`runvoy_proto::record`]), then one exit record. It enforces the timeout, forwards
 //! SIGTERM/SIGINT to the command, and reaps zombies so it can run as pid 1.
 
@@ -10,7 +11,6 @@ mod sandbox;
 mod sink;
 mod split;
 
-use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -187,23 +187,37 @@ fn warn(msg: &str) {
     let _ = writeln!(io::stderr(), "runvoy-runner: {msg}");
 }
 
-/// Starts `/bin/sh -c COMMAND` (through the sandbox's launcher when there is one) as the
-/// leader of a new process group.
+/// Starts the command (`/bin/sh -c LINE`, or an exact argv; through the sandbox's launcher
+/// when there is one) as the leader of a new process group, its standard input the stdin file
+/// when there is one.
 fn spawn(config: &Config, sandbox: Option<&Sandbox>) -> Result<std::process::Child, String> {
-    let program = OsStr::new("/bin/sh");
-    let args: Vec<OsString> = vec!["-c".into(), config.command.clone()];
+    let argv = config.command.argv();
+    let Some((program, args)) = argv.split_first() else {
+        return Err("empty command".into());
+    };
+    let stdin = match &config.stdin_file {
+        Some(path) => {
+            let f = std::fs::File::open(path)
+                .map_err(|e| format!("cannot open stdin file {}: {e}", path.display()))?;
+            // The open descriptor is all the command needs; no copy of the input stays behind.
+            let _ = std::fs::remove_file(path);
+            Stdio::from(f)
+        }
+        None => Stdio::null(),
+    };
     let mut cmd = match sandbox {
-        Some(sb) => sb.command(program, &args),
+        Some(sb) => sb.command(program, args),
         None => {
             let mut c = Command::new(program);
-            c.args(&args);
+            c.args(args);
             c
         }
     };
     // What only the runner needs stays out of the command's environment.
     cmd.env_remove(runvoy_proto::sandbox::SANDBOX_ENV)
-        .env_remove(runvoy_proto::record::env::ENV_FILE);
-    cmd.stdin(Stdio::null())
+        .env_remove(runvoy_proto::record::env::ENV_FILE)
+        .env_remove(runvoy_proto::record::env::STDIN_FILE);
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Own group, so a stop reaches everything the command started.
@@ -243,12 +257,13 @@ fn spawn(config: &Config, sandbox: Option<&Sandbox>) -> Result<std::process::Chi
             .map_err(|e| format!("invalid env file {}: {e}", path.display()))?;
         cmd.envs(vars);
     }
+    let shown = String::from_utf8_lossy(program.as_bytes()).into_owned();
     cmd.spawn().map_err(|e| match &config.workdir {
         Some(dir) => format!(
-            "cannot start /bin/sh in {}: {e}",
+            "cannot start {shown} in {}: {e}",
             String::from_utf8_lossy(dir.as_os_str().as_bytes())
         ),
-        None => format!("cannot start /bin/sh: {e}"),
+        None => format!("cannot start {shown}: {e}"),
     })
 }
 

@@ -1,7 +1,7 @@
 //! `runvoy-sidecar`: prepares the shared workspace before `runvoy-runner` starts.
 //!
-//! Steps, in order: create the workspace, inject the runner binary, write the `.env` file, then
-//! write `.runvoy/ready` last so the runner (or its launcher) can tell preparation finished.
+//! Steps, in order: create the workspace, inject the runner binary, write the `.env` file, move
+//! the command's standard input (if any) to `.runvoy/stdin`, then write `.runvoy/ready` last so the runner (or its launcher) can tell preparation finished.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -19,6 +19,8 @@ const RUNNER_NAME: &str = "runvoy-runner";
 const READY_NAME: &str = "ready";
 /// Name of the environment file in the workspace root.
 const ENV_FILE_NAME: &str = ".env";
+/// Name of the command's standard input inside [`STATE_DIR`].
+const STDIN_NAME: &str = "stdin";
 
 /// Prepares a runvoy workspace for the runner.
 #[derive(Debug, Parser)]
@@ -33,6 +35,9 @@ struct Args {
     /// JSON object of environment variables for the command; deleted once written to `.env`.
     #[arg(long, env = "RUNVOY_ENV_JSON")]
     env_json: Option<PathBuf>,
+    /// File holding the command's standard input; moved to `.runvoy/stdin` (mode 0600).
+    #[arg(long, env = "RUNVOY_STDIN_SOURCE")]
+    stdin_file: Option<PathBuf>,
 }
 
 /// Why preparation failed; decides the exit code.
@@ -88,6 +93,9 @@ fn run(args: &Args) -> Result<(), Failure> {
     if let (Some(vars), Some(json)) = (&env, &args.env_json) {
         write_env_file(&args.workspace, vars)?;
         remove_env_json(json)?;
+    }
+    if let Some(src) = &args.stdin_file {
+        move_stdin(src, &state)?;
     }
     mark_ready(&state)?;
     progress("ready");
@@ -192,6 +200,19 @@ fn write_env_file(workspace: &Path, vars: &[(String, String)]) -> Result<(), Fai
 /// Deletes the environment JSON: it may hold secrets and is no longer needed.
 fn remove_env_json(path: &Path) -> Result<(), Failure> {
     fs::remove_file(path).map_err(|e| Failure::io("cannot remove", path, e))
+}
+
+/// Moves the standard-input file into the state directory (mode 0600), leaving no copy behind.
+fn move_stdin(src: &Path, state: &Path) -> Result<(), Failure> {
+    let dest = state.join(STDIN_NAME);
+    let mut f = File::open(src).map_err(|e| Failure::io("cannot open", src, e))?;
+    let n = write_atomically(&dest, 0o600, |out| io::copy(&mut f, out).map(drop))
+        .map_err(|e| Failure::io("cannot write", &dest, e))
+        .and_then(|_| fs::metadata(&dest).map_err(|e| Failure::io("cannot stat", &dest, e)))?
+        .len();
+    fs::remove_file(src).map_err(|e| Failure::io("cannot remove", src, e))?;
+    progress(&format!("wrote {n} byte(s) of standard input to {}", dest.display()));
+    Ok(())
 }
 
 fn mark_ready(state: &Path) -> Result<(), Failure> {

@@ -188,3 +188,27 @@ fn stale_ready_marker_is_removed_on_failure() {
     assert_eq!(sidecar(&f, false).status.code(), Some(1));
     assert!(!ready(&f).exists());
 }
+
+#[test]
+fn moves_stdin_into_the_workspace() {
+    let f = fixture();
+    let src = f.env_json.with_file_name("stdin");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    fs::write(&src, &bytes).unwrap();
+    let out = Command::new(BIN)
+        .env_remove("RUNVOY_STDIN_SOURCE")
+        .arg("--workspace")
+        .arg(&f.workspace)
+        .arg("--runner-binary")
+        .arg(&f.runner)
+        .arg("--stdin-file")
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let dest = f.workspace.join(".runvoy/stdin");
+    assert_eq!(fs::read(&dest).unwrap(), bytes);
+    assert_eq!(mode(&dest), 0o600);
+    assert!(!src.exists(), "the source must be removed");
+    assert!(ready(&f).exists());
+}

@@ -8,11 +8,11 @@ use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use clap::CommandFactory;
 use runvoy_client::config::{Config, ConfigError, Overrides};
-use runvoy_client::proto::{Execution, RunRequest};
+use runvoy_client::proto::{Execution, MAX_STDIN_BYTES, RunRequest};
 use runvoy_client::{Client, ClientError, KillOutcome, ListQuery};
 
 use crate::ui::{LogSink, Ui};
-use crate::util::{build_env, format_secs, format_time, join_command, truncate};
+use crate::util::{build_env, command_form, format_secs, format_time, truncate};
 use crate::{Cli, Cmd, ListArgs, LogsArgs, Output, RunArgs, stream};
 
 /// Runs the parsed command line.
@@ -86,9 +86,24 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
     let local = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    let env = build_env(local, &a.env, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let mut env =
+        build_env(local, &a.env, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    // The remote output is shown on this terminal: tell the command what it is.
+    if let Ok(term) = std::env::var("TERM")
+        && !term.is_empty()
+    {
+        env.entry("TERM".into()).or_insert(term);
+    }
+    let stdin = if a.no_stdin {
+        None
+    } else {
+        read_stdin()?
+    };
+    let (command, argv) = command_form(&a.command);
     let req = RunRequest {
-        command: join_command(&a.command),
+        command,
+        argv,
+        stdin_b64: stdin.map(|b| runvoy_client::proto::b64_encode(&b)),
         image: a.image,
         env,
         timeout: a.timeout.filter(|t| *t > 0),
@@ -110,14 +125,47 @@ async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
     let follower = client
         .follow_logs(&resp.execution_id, 0)
         .with_websocket_url(resp.websocket_url);
-    stream::follow(client, follower, ui, sigint, spinner).await
+    let code = stream::follow(client, follower, ui, sigint, spinner, true).await?;
+    if a.output == Output::Json {
+        // One summary after the streamed output, for scripts.
+        let e = retry(ui, false, || client.get_execution(&resp.execution_id))
+            .await
+            .with_context(|| format!("cannot get execution {}", resp.execution_id))?;
+        print_json(&e)?;
+    }
+    Ok(code)
+}
+
+/// Reads standard input to send with the run when it is not a terminal; empty input sends
+/// nothing. More than [`MAX_STDIN_BYTES`] is an error before anything starts.
+fn read_stdin() -> anyhow::Result<Option<Vec<u8>>> {
+    use std::io::{IsTerminal, Read};
+    let stdin = io::stdin();
+    if stdin.is_terminal() {
+        return Ok(None);
+    }
+    let mut buf = Vec::new();
+    stdin
+        .lock()
+        .take(MAX_STDIN_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .context("cannot read standard input")?;
+    if buf.len() > MAX_STDIN_BYTES {
+        anyhow::bail!(
+            "standard input is larger than {} (1 MiB); nothing was started. Pass a file through \
+             the command instead, or use --no-stdin",
+            MAX_STDIN_BYTES
+        );
+    }
+    Ok((!buf.is_empty()).then_some(buf))
 }
 
 async fn logs(client: &Client, a: LogsArgs, ui: Ui) -> anyhow::Result<i32> {
     if a.follow {
         let sigint = stream::interrupts()?;
         let follower = client.follow_logs(&a.id, 0);
-        return stream::follow(client, follower, ui, sigint, None).await;
+        // Ctrl-C only stops following here: `logs` never kills (it may be someone else's run).
+        return stream::follow(client, follower, ui, sigint, None, false).await;
     }
     let mut sink = LogSink::new(!a.quiet);
     let mut after = 0;
@@ -197,7 +245,8 @@ async fn kill(client: &Client, id: &str, ui: Ui) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot kill execution {id}"))?;
     match outcome {
         KillOutcome::Started(k) => println!("{}: {}", k.execution_id, k.message),
-        KillOutcome::AlreadyTerminal => println!("{id}: already finished"),
+        KillOutcome::AlreadyTerminal(Some(k)) => println!("{}: {}", k.execution_id, k.message),
+        KillOutcome::AlreadyTerminal(None) => println!("{id}: already finished"),
     }
     Ok(0)
 }
@@ -206,13 +255,17 @@ async fn list(client: &Client, a: ListArgs, ui: Ui) -> anyhow::Result<i32> {
     let q = ListQuery {
         limit: Some(a.limit),
         status: a.status,
-        cursor: None,
+        cursor: a.cursor,
     };
     let page = retry(ui, false, || client.list_executions(&q))
         .await
         .context("cannot list executions")?;
+    if let Some(c) = &page.next_cursor {
+        ui.info(&format!("more executions: runvoy list --cursor {c}"));
+    }
     match a.output {
-        Output::Json => print_json(&page)?,
+        // The same bare array as the API answers.
+        Output::Json => print_json(&page.executions)?,
         Output::Text if page.executions.is_empty() => ui.info("no executions"),
         Output::Text => print!(
             "{}",

@@ -2,7 +2,8 @@
 //!
 //! Data (remote output, ids, tables, JSON) goes to stdout; runvoy's own messages go to stderr.
 //! Exit codes: the remote command's code; 124 when it timed out; 130 after Ctrl-C; 125 for
-//! runvoy's own errors; 2 for usage errors.
+//! runvoy's own errors, usage errors included (2 is a common remote code: `terraform plan`
+//! with changes, `grep` errors).
 
 mod commands;
 mod health;
@@ -38,6 +39,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run a command remotely and stream its output; exits with its exit code.
+    #[command(after_long_help = RUN_HELP)]
     Run(RunArgs),
     /// Print an execution's logs (-f: follow until it finishes and exit with its code).
     Logs(LogsArgs),
@@ -88,6 +90,27 @@ pub enum Cmd {
     Configure,
 }
 
+const RUN_HELP: &str = "\
+Command forms:
+  One argument is a shell line, run with /bin/sh -c (pipes, &&, $VARS expand remotely):
+    runvoy run 'make test && make lint'
+    runvoy run 'echo $HOME'            # the remote HOME
+  Several arguments are an exact argv, run without a shell (as docker and kubectl do):
+    runvoy run -- grep -c 'a b' /etc/passwd
+    runvoy run -- sh -c 'exit 42'      # runvoy exits 42
+    runvoy run -- printf '%s|' a '' b  # the empty argument is kept
+  runvoy's own options go before the command; everything from the first word of the command
+  (or after --) belongs to it: `runvoy run echo --detach hi` prints \"--detach hi\".
+
+Standard input:
+  When stdin is not a terminal it is sent with the run (at most 1 MiB) and the command reads it:
+    echo hi | runvoy run -- cat
+    runvoy run -q -- wc -l < file
+  From a terminal, or with --no-stdin, the command reads end-of-file.
+
+Exit status: the command's own code; 124 when the timeout fired; 130 after Ctrl-C; 125 for
+runvoy's errors, including a mistyped option (nothing is started then).";
+
 /// `runvoy run` arguments.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -104,19 +127,20 @@ pub struct RunArgs {
     /// Print the execution id and return at once instead of following the logs.
     #[arg(short, long)]
     pub detach: bool,
-    /// Format of the --detach output.
+    /// `json`: with --detach, print the run answer; otherwise print the execution as JSON on
+    /// stdout after the streamed output.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Print only the remote output (no runvoy messages, no system lines).
     #[arg(short, long)]
     pub quiet: bool,
-    /// The command; several words are joined with spaces and run by /bin/sh -c.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    /// Do not send standard input; the command reads end-of-file.
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// The command: one argument is a shell line (`/bin/sh -c`), several are an exact argv.
+    // No `allow_hyphen_values`: a word starting with `-` before the command is a runvoy option
+    // (a typo is refused); once the command has started, every word belongs to it.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -145,6 +169,9 @@ pub struct ListArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Start after this cursor (printed on stderr when more executions exist).
+    #[arg(long)]
+    pub cursor: Option<String>,
 }
 
 /// Output format of data commands.
@@ -170,7 +197,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let quiet = match &cli.cmd {
         Cmd::Run(a) => a.quiet,
         Cmd::Logs(a) => a.quiet,
@@ -198,6 +228,16 @@ fn main() -> ExitCode {
     // Don't wait for a blocked stdin read (configure) or lingering connections.
     rt.shutdown_background();
     ExitCode::from(u8::try_from(code).unwrap_or(EXIT_RUNVOY_ERROR as u8))
+}
+
+/// Prints clap's message; help and version exit 0, every real usage error 125.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_RUNVOY_ERROR as u8),
+    }
 }
 
 /// One-line message and stable code for an error.
@@ -250,6 +290,34 @@ mod tests {
         let Cmd::Run(a) = cli.cmd else { panic!() };
         assert_eq!(a.command, ["ls", "-la"]);
         assert!(Cli::try_parse_from(["runvoy", "run"]).is_err());
+    }
+
+    #[test]
+    fn words_after_the_command_belong_to_it() {
+        let cli = Cli::try_parse_from(["runvoy", "run", "echo", "--detach", "hi", "-q"]).unwrap();
+        let Cmd::Run(a) = cli.cmd else { panic!() };
+        assert_eq!(a.command, ["echo", "--detach", "hi", "-q"]);
+        assert!(!a.detach && !a.quiet);
+        let cli = Cli::try_parse_from(["runvoy", "run", "-d", "--", "-x", "--", "y"]).unwrap();
+        let Cmd::Run(a) = cli.cmd else { panic!() };
+        assert_eq!(a.command, ["-x", "--", "y"]);
+        assert!(a.detach);
+    }
+
+    #[test]
+    fn mistyped_options_before_the_command_are_refused() {
+        for args in [
+            &["runvoy", "run", "--timout", "10m", "--", "true"][..],
+            &["runvoy", "run", "-x", "echo", "hi"],
+        ] {
+            let e = Cli::try_parse_from(args).expect_err("a typo must not parse");
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{args:?}: {e}"
+            );
+            assert!(e.to_string().contains(args[2]), "{e}");
+        }
     }
 
     #[test]

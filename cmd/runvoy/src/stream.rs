@@ -31,6 +31,7 @@ pub async fn follow(
     ui: Ui,
     mut sigint: Signal,
     mut spinner: Option<indicatif::ProgressBar>,
+    kill_on_second_interrupt: bool,
 ) -> anyhow::Result<i32> {
     let started = Instant::now();
     let id = follower.execution_id().to_string();
@@ -54,6 +55,12 @@ pub async fn follow(
                     _ = sigint.recv() => {
                         if let Some(pb) = spinner.take() {
                             pb.finish_and_clear();
+                        }
+                        if !kill_on_second_interrupt {
+                            ui.notice(&format!(
+                                "stopped following; the execution keeps running.\n  reattach: runvoy logs -f {id}"
+                            ));
+                            return Ok(EXIT_INTERRUPTED);
                         }
                         return interrupted(client, &id, ui, &mut sigint).await;
                     }
@@ -138,7 +145,7 @@ async fn interrupted(
             ui.notice(&format!("kill requested for execution {id}"));
             Ok(EXIT_INTERRUPTED)
         }
-        Ok(KillOutcome::AlreadyTerminal) => {
+        Ok(KillOutcome::AlreadyTerminal(_)) => {
             ui.notice(&format!("execution {id} had already finished"));
             Ok(EXIT_INTERRUPTED)
         }

@@ -65,10 +65,13 @@ where
     Ok(env)
 }
 
-/// The command sent to the server: the words joined with spaces, so `run -- ls -la` and
-/// `run -- 'ls -la | wc -l'` both work as a shell line.
-pub fn join_command(words: &[String]) -> String {
-    words.join(" ")
+/// The `command` and `argv` of a run request: one word is a shell line (`run 'ls | wc -l'`),
+/// several are an exact argv (`run -- grep -c 'a b' f`), never re-split by a shell.
+pub fn command_form(words: &[String]) -> (String, Option<Vec<String>>) {
+    match words {
+        [line] => (line.clone(), None),
+        words => (String::new(), Some(words.to_vec())),
+    }
 }
 
 /// The local exit code for a finished execution: the remote code, 124 on timeout, 130 for a
@@ -168,11 +171,17 @@ mod tests {
     }
 
     #[test]
-    fn command_joining() {
-        assert_eq!(join_command(&["echo a | wc -l".into()]), "echo a | wc -l");
+    fn command_forms() {
         assert_eq!(
-            join_command(&["terraform".into(), "plan".into(), "-no-color".into()]),
-            "terraform plan -no-color"
+            command_form(&["echo a | wc -l".into()]),
+            ("echo a | wc -l".to_string(), None)
+        );
+        assert_eq!(
+            command_form(&["sh".into(), "-c".into(), "exit 42".into()]),
+            (
+                String::new(),
+                Some(vec!["sh".into(), "-c".into(), "exit 42".into()])
+            )
         );
     }
 

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use runvoy_domain::ports::ListQuery;
 use runvoy_domain::service::{Caller, KillOutcome};
 use runvoy_proto::{
-    ExecutionList, HealthResponse, KillResponse, LogsResponse, RunRequest, RunResponse, Status,
+    HealthResponse, KillResponse, LogsResponse, RunRequest, RunResponse, Status,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -63,6 +63,7 @@ pub(crate) async fn run(
         execution_id: e.id,
         status: e.status,
         command: e.command,
+        argv: e.argv,
         image_id: e.image,
     };
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
@@ -80,16 +81,19 @@ pub(crate) struct ListParams {
     cursor: Option<String>,
 }
 
-/// Lists executions, newest first (only the caller's own for developers and viewers).
+/// Lists executions as a bare JSON array, newest first (only the caller's own for developers
+/// and viewers). When more match, a `Link: <…>; rel="next"` header gives the next page's URL.
 #[utoipa::path(get, path = "/api/v1/executions", params(ListParams),
-    responses((status = 200, body = ExecutionList), (status = 400, body = runvoy_proto::ErrorBody)),
+    responses((status = 200, body = [runvoy_proto::Execution],
+               headers(("Link" = String, description = "`<URL>; rel=\"next\"` when more executions match"))),
+              (status = 400, body = runvoy_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(scope): Extension<Scope>,
     Query(p): Query<ListParams>,
-) -> Result<axum::Json<ExecutionList>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = p.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
@@ -115,6 +119,10 @@ pub(crate) async fn list(
             return Err(ApiError::invalid("malformed cursor"));
         }
     }
+    // Only validated values go into the Link URL (digits, status names, the checked cursor),
+    // so it needs no percent-encoding.
+    let status_filter: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    let status_filter = status_filter.join(",");
     let q = ListQuery {
         limit,
         statuses,
@@ -122,10 +130,28 @@ pub(crate) async fn list(
         cursor: p.cursor,
     };
     let (rows, next) = st.service.list(&q).await?;
-    Ok(axum::Json(ExecutionList {
-        executions: rows.iter().map(|e| e.to_api()).collect(),
-        next_cursor: next,
-    }))
+    let body: Vec<runvoy_proto::Execution> = rows.iter().map(|e| e.to_api()).collect();
+    let mut resp = axum::Json(body).into_response();
+    if let Some(cursor) = next {
+        let link = next_link(p.limit, &status_filter, &cursor);
+        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
+            resp.headers_mut().insert(axum::http::header::LINK, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `<…>; rel="next"` for the page after `cursor`, keeping the request's limit and status filter.
+fn next_link(limit: Option<usize>, status: &str, cursor: &str) -> String {
+    let mut q = Vec::new();
+    if let Some(l) = limit {
+        q.push(format!("limit={l}"));
+    }
+    if !status.is_empty() {
+        q.push(format!("status={status}"));
+    }
+    q.push(format!("cursor={cursor}"));
+    format!("</api/v1/executions?{}>; rel=\"next\"", q.join("&"))
 }
 
 /// Reads one execution (also served at `/status`).
@@ -139,9 +165,10 @@ pub(crate) async fn get(
     Ok(axum::Json(st.service.get(&id).await?.to_api()))
 }
 
-/// Kills an execution: SIGTERM, then SIGKILL after the grace period; 204 when already finished.
+/// Kills an execution: SIGTERM, then SIGKILL after the grace period. An execution that is
+/// already over is left alone; the answer is 200 with its (terminal) status either way.
 #[utoipa::path(delete, path = "/api/v1/executions/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = KillResponse), (status = 204), (status = 404, body = runvoy_proto::ErrorBody)),
+    responses((status = 200, body = KillResponse), (status = 404, body = runvoy_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn kill(
     State(st): State<AppState>,
@@ -149,14 +176,24 @@ pub(crate) async fn kill(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     tracing::info!(execution_id = %id, "kill requested");
-    match st.service.kill(&caller, &id).await? {
-        KillOutcome::AlreadyTerminal => Ok(StatusCode::NO_CONTENT.into_response()),
-        KillOutcome::Started => Ok(axum::Json(KillResponse {
+    let body = match st.service.kill(&caller, &id).await? {
+        KillOutcome::AlreadyTerminal => {
+            let e = st.service.get(&id).await?;
+            KillResponse {
+                execution_id: id,
+                message: format!("execution already finished ({})", e.status),
+                status: e.status,
+                exit_code: e.exit_code,
+            }
+        }
+        KillOutcome::Started => KillResponse {
             execution_id: id,
             message: "execution termination initiated".into(),
-        })
-        .into_response()),
-    }
+            status: Status::Terminating,
+            exit_code: None,
+        },
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 /// Query of `GET /executions/{id}/logs`.

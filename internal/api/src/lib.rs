@@ -39,8 +39,9 @@ pub use openapi::ApiDoc;
 /// Log streams one user may have open at once unless configured otherwise.
 pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 32;
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest accepted request body: room for a run's standard input at its limit (base64 grows it
+/// by a third) plus its command and environment.
+pub const MAX_BODY_BYTES: usize = runvoy_proto::MAX_STDIN_BYTES / 3 * 4 + 512 * 1024;
 
 /// Shared state of every handler.
 #[derive(Clone)]

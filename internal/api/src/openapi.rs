@@ -30,7 +30,7 @@ use utoipa::{Modify, OpenApi};
     ),
     components(schemas(
         runvoy_proto::RunRequest, runvoy_proto::RunResponse, runvoy_proto::Execution,
-        runvoy_proto::ExecutionList, runvoy_proto::LogEvent, runvoy_proto::LogsResponse,
+        runvoy_proto::LogEvent, runvoy_proto::LogsResponse,
         runvoy_proto::KillResponse, runvoy_proto::HealthResponse, runvoy_proto::ReadyResponse,
         runvoy_proto::ErrorBody,
         runvoy_proto::Status, runvoy_proto::record::Stream, runvoy_proto::ws::Disconnect,

@@ -216,8 +216,16 @@ async fn stream(
                             lines: e.log_lines.unwrap_or(0),
                         };
                         let text = serde_json::to_string(&d).expect("frame serialises");
-                        let _ = tx.send(Message::Text(text.into())).await;
-                        let _ = tx.send(Message::Close(None)).await;
+                        if tx.send(Message::Text(text.into())).await.is_err() {
+                            return;
+                        }
+                        // A close without a code reads as 1005 "no status" in browsers, which
+                        // clients take for a lost connection: say it is a normal end.
+                        let _ = tx.send(Message::Close(Some(CloseFrame {
+                            code: axum::extract::ws::close_code::NORMAL,
+                            reason: "execution completed".into(),
+                        }))).await;
+                        await_close_reply(&mut rx).await;
                         return;
                     }
                     Ok(None) => return,
@@ -234,7 +242,13 @@ async fn stream(
             }
             msg = rx.next() => {
                 match msg {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(Message::Close(_))) => {
+                        // The close reply is queued by the protocol layer; flushing sends it,
+                        // so the client sees a clean close rather than a dropped connection.
+                        let _ = tx.close().await;
+                        return;
+                    }
+                    None | Some(Err(_)) => return,
                     _ => {} // clients need not send anything; ignore pings/text
                 }
             }
@@ -287,6 +301,22 @@ async fn lost_access(st: &AppState, claims: &TokenClaims, id: &str) -> bool {
         may_follow(st, claims, id).await,
         Ok(Access::Revoked | Access::NotCovered)
     )
+}
+
+/// How long to wait for the client's reply to our close frame before dropping the connection.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// Reads (and discards) until the client answers our close frame or goes away, so the TCP
+/// connection is closed only after the closing handshake.
+async fn await_close_reply(rx: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, async {
+        while let Some(Ok(m)) = rx.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Whether a token's user may (still) follow an execution.

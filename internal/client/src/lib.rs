@@ -41,10 +41,11 @@ pub struct ListQuery {
 /// Result of `DELETE /api/v1/executions/{id}`.
 #[derive(Debug, Clone)]
 pub enum KillOutcome {
-    /// 200: the kill was started.
+    /// The kill was started (status TERMINATING).
     Started(KillResponse),
-    /// 204: the execution had already finished; nothing was done.
-    AlreadyTerminal,
+    /// The execution had already finished; nothing was done. The answer gives its status
+    /// (`None` from servers that answer 204 without a body).
+    AlreadyTerminal(Option<KillResponse>),
 }
 
 /// A client for one runvoy server and API key. Cheap to clone (the connection pool is shared).
@@ -119,7 +120,23 @@ impl Client {
             }
         }
         strip_empty_query(&mut url);
-        self.send(self.http.get(url)).await
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(ClientError::from_reqwest)?;
+        let next_cursor = resp
+            .headers()
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_cursor_of_link);
+        let executions: Vec<Execution> = decode(resp).await?;
+        Ok(ExecutionList {
+            executions,
+            next_cursor,
+        })
     }
 
     /// `DELETE /executions/{id}`: requests a kill.
@@ -132,9 +149,14 @@ impl Client {
             .await
             .map_err(ClientError::from_reqwest)?;
         if resp.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok(KillOutcome::AlreadyTerminal);
+            return Ok(KillOutcome::AlreadyTerminal(None));
         }
-        decode(resp).await.map(KillOutcome::Started)
+        let k: KillResponse = decode(resp).await?;
+        Ok(if k.status.is_terminal() {
+            KillOutcome::AlreadyTerminal(Some(k))
+        } else {
+            KillOutcome::Started(k)
+        })
     }
 
     /// `GET /executions/{id}/logs`: records with `seq > after_seq`, at most `limit` of them
@@ -281,6 +303,25 @@ async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Clien
     })
 }
 
+/// The `cursor` query parameter of the `rel="next"` target of a `Link` header value.
+fn next_cursor_of_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|link| {
+        let (target, params) = link.trim().split_once(';')?;
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        if !is_next {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let url = Url::parse("http://base").ok()?.join(target).ok()?;
+        url.query_pairs()
+            .find(|(k, _)| k == "cursor")
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
 fn strip_empty_query(url: &mut Url) {
     if url.query() == Some("") {
         url.set_query(None);
@@ -348,6 +389,24 @@ mod tests {
         }
         assert!(api_base("ftp://h").is_err());
         assert!(api_base("not a url").is_err());
+    }
+
+    #[test]
+    fn link_header_next_cursor() {
+        assert_eq!(
+            next_cursor_of_link(
+                r#"</api/v1/executions?limit=2&status=RUNNING&cursor=17-abc>; rel="next""#
+            )
+            .as_deref(),
+            Some("17-abc")
+        );
+        assert_eq!(
+            next_cursor_of_link(r#"<https://h/x?a=1>; rel="prev", <https://h/x?cursor=9-f>; rel=next"#)
+                .as_deref(),
+            Some("9-f")
+        );
+        assert_eq!(next_cursor_of_link(r#"</x?cursor=1-a>; rel="prev""#), None);
+        assert_eq!(next_cursor_of_link("garbage"), None);
     }
 
     #[test]

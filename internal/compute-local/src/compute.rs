@@ -58,6 +58,12 @@ pub struct LocalComputeConfig {
 pub(crate) struct JobFile {
     pub execution_id: String,
     pub command: String,
+    /// The exact argv of an argv run (the runner then uses no shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// A `stdin` file (0600, consumed by the sidecar) holds the command's standard input.
+    #[serde(default)]
+    pub stdin: bool,
     pub image: String,
     pub timeout_secs: Option<u64>,
     pub kill_grace_secs: u64,
@@ -80,6 +86,9 @@ pub(crate) struct JobFile {
     #[serde(default)]
     pub sandbox_assets: PathBuf,
 }
+
+/// Name of the standard-input file in an execution's directory.
+pub(crate) const STDIN_FILE: &str = "stdin";
 
 /// Failure reason of an execution whose supervisor died without writing `exit.json`.
 pub(crate) const SUPERVISOR_VANISHED: &str =
@@ -340,6 +349,8 @@ impl Compute for LocalCompute {
         let job = JobFile {
             execution_id: spec.execution_id.clone(),
             command: spec.command.clone(),
+            argv: spec.argv.clone(),
+            stdin: spec.stdin.is_some(),
             image: spec.image.clone(),
             timeout_secs: spec.timeout_secs,
             kill_grace_secs: spec.kill_grace_secs,
@@ -358,6 +369,11 @@ impl Compute for LocalCompute {
         // Environment values go only into a 0600 file the sidecar consumes and deletes.
         let env = serde_json::to_vec(&spec.env).map_err(unavailable)?;
         write_atomic(&dir.join("env.json"), &env, 0o600).map_err(unavailable)?;
+        if let Some(stdin) = &spec.stdin {
+            // Standard input is treated like the environment: 0600, moved into the workspace
+            // by the sidecar and unlinked by the runner once open.
+            write_atomic(&dir.join(STDIN_FILE), stdin, 0o600).map_err(unavailable)?;
+        }
         write_atomic(
             &dir.join("job.json"),
             &serde_json::to_vec_pretty(&job).map_err(unavailable)?,

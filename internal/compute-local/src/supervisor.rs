@@ -182,6 +182,12 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
         .arg(&job.runner_bin)
         .arg("--env-json")
         .arg(dir.join("env.json"))
+        .args(
+            job.stdin
+                .then(|| ["--stdin-file".into(), dir.join(crate::compute::STDIN_FILE)])
+                .into_iter()
+                .flatten(),
+        )
         .stdin(Stdio::null())
         .stdout(side_log.try_clone()?)
         .stderr(side_log)
@@ -328,10 +334,20 @@ fn runner_command(job: &JobFile, ws: &Path, sandbox_spec: Option<&Path>) -> Comm
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         ),
         (env::EXECUTION_ID.into(), job.execution_id.clone()),
-        (env::COMMAND.into(), job.command.clone()),
         (env::KILL_GRACE.into(), job.kill_grace_secs.to_string()),
         ("LANG".into(), "C.UTF-8".into()),
     ];
+    match &job.argv {
+        Some(argv) => envs.push((
+            env::ARGV.into(),
+            serde_json::to_string(argv).unwrap_or_default(),
+        )),
+        None => envs.push((env::COMMAND.into(), job.command.clone())),
+    }
+    if job.stdin {
+        // Relative to the runner's working directory, the workspace, in every isolation mode.
+        envs.push((env::STDIN_FILE.into(), ".runvoy/stdin".into()));
+    }
     if let Some(t) = job.timeout_secs {
         envs.push((env::TIMEOUT.into(), t.to_string()));
     }

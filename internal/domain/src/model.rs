@@ -8,6 +8,8 @@ use crate::clock::rfc3339;
 
 /// Maximum length of a command, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Maximum number of words in an argv command.
+pub const MAX_ARGV_WORDS: usize = 4096;
 /// Maximum number of environment variables in a run request.
 pub const MAX_ENV_VARS: usize = 256;
 /// Maximum total size of environment keys and values, in bytes.
@@ -22,8 +24,10 @@ pub struct Execution {
     pub id: String,
     /// Email of the creator.
     pub created_by: String,
-    /// The shell command.
+    /// The command as a shell line: the line as given, or the argv shell-quoted.
     pub command: String,
+    /// The exact argv, when the run gave one (run without a shell).
+    pub argv: Option<Vec<String>>,
     /// Image the command runs in.
     pub image: String,
     /// Current status.
@@ -74,6 +78,7 @@ impl Execution {
             created_by: self.created_by.clone(),
             owned_by: vec![self.created_by.clone()],
             command: self.command.clone(),
+            argv: self.argv.clone(),
             image_id: self.image.clone(),
             status: self.status,
             exit_code: self.exit_code,
@@ -241,8 +246,13 @@ impl From<runvoy_proto::record::ExitRecordWire> for ExitInfo {
 pub struct JobSpec {
     /// Execution id.
     pub execution_id: String,
-    /// Shell command.
+    /// The command as a shell line (for display when `argv` is set).
     pub command: String,
+    /// The exact argv to run without a shell; `None`: run `command` with `/bin/sh -c`.
+    pub argv: Option<Vec<String>>,
+    /// Bytes for the command's standard input (it reads end-of-file without). Like `env`, they
+    /// travel only here, never into the store.
+    pub stdin: Option<Vec<u8>>,
     /// Image.
     pub image: String,
     /// Environment for the command (written to the workspace `.env` by the sidecar).

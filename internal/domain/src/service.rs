@@ -86,17 +86,63 @@ pub struct Caller {
     pub request_id: String,
 }
 
+/// The command of a run: its shell-line form (stored and shown) and, for an argv run, the
+/// exact words.
+fn command_of(req: &RunRequest) -> Result<(String, Option<Vec<String>>), DomainError> {
+    let bad = |m: String| Err(DomainError::Invalid(m));
+    let Some(argv) = &req.argv else {
+        if req.command.trim().is_empty() {
+            return bad("command (a shell line) or argv (a list of words) is required".into());
+        }
+        if req.command.len() > MAX_COMMAND_BYTES {
+            return bad(format!("command is longer than {MAX_COMMAND_BYTES} bytes"));
+        }
+        if req.command.contains('\0') {
+            return bad("command must not contain NUL bytes".into());
+        }
+        return Ok((req.command.clone(), None));
+    };
+    if !req.command.is_empty() {
+        return bad("give either command (a shell line) or argv (a list of words), not both".into());
+    }
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        return bad("argv must start with a non-empty program name".into());
+    }
+    if argv.len() > MAX_ARGV_WORDS {
+        return bad(format!("argv has more than {MAX_ARGV_WORDS} words"));
+    }
+    if argv.iter().any(|w| w.contains('\0')) {
+        return bad("argv words must not contain NUL bytes".into());
+    }
+    let line = runvoy_proto::shell_join(argv);
+    if line.len() > MAX_COMMAND_BYTES {
+        return bad(format!(
+            "argv is longer than {MAX_COMMAND_BYTES} bytes once quoted"
+        ));
+    }
+    Ok((line, Some(argv.clone())))
+}
+
+/// The decoded standard input of a run.
+fn stdin_of(req: &RunRequest) -> Result<Option<Vec<u8>>, DomainError> {
+    let Some(b64) = &req.stdin_b64 else {
+        return Ok(None);
+    };
+    let data = runvoy_proto::b64_decode(b64)
+        .ok_or_else(|| DomainError::Invalid("stdin_b64 is not valid base64".into()))?;
+    if data.len() > runvoy_proto::MAX_STDIN_BYTES {
+        return Err(DomainError::Invalid(format!(
+            "stdin is larger than {} bytes",
+            runvoy_proto::MAX_STDIN_BYTES
+        )));
+    }
+    Ok(Some(data))
+}
+
 fn validate_run(req: &RunRequest) -> Result<(), DomainError> {
     let bad = |m: String| Err(DomainError::Invalid(m));
-    if req.command.trim().is_empty() {
-        return bad("command is required".into());
-    }
-    if req.command.len() > MAX_COMMAND_BYTES {
-        return bad(format!("command is longer than {MAX_COMMAND_BYTES} bytes"));
-    }
-    if req.command.contains('\0') {
-        return bad("command must not contain NUL bytes".into());
-    }
+    command_of(req)?;
+    stdin_of(req)?;
     if let Some(img) = &req.image
         && (img.trim().is_empty()
             || img.len() > 256
@@ -177,6 +223,8 @@ impl Service {
     pub async fn run(&self, caller: &Caller, req: RunRequest) -> Result<Execution, DomainError> {
         validate_run(&req)?;
         let resources = resources(req.resources.as_ref(), &self.config.max_resources)?;
+        let (command, argv) = command_of(&req)?;
+        let stdin = stdin_of(&req)?;
         let now = self.clock.now_ms();
         let image = req
             .image
@@ -185,7 +233,8 @@ impl Service {
         let mut e = Execution {
             id: new_execution_id(),
             created_by: caller.user.email.clone(),
-            command: req.command.clone(),
+            command: command.clone(),
+            argv: argv.clone(),
             image: image.clone(),
             status: Status::Starting,
             exit_code: None,
@@ -218,7 +267,9 @@ impl Service {
         }
         let spec = JobSpec {
             execution_id: e.id.clone(),
-            command: req.command,
+            command,
+            argv,
+            stdin,
             image,
             env: req.env,
             timeout_secs: req.timeout,
@@ -686,6 +737,20 @@ mod tests {
             ..Default::default()
         };
         assert!(validate_run(&ok).is_ok());
+        let argv = RunRequest {
+            argv: Some(vec!["grep".into(), "a b".into(), "".into()]),
+            stdin_b64: Some(runvoy_proto::b64_encode(b"\0\xff")),
+            ..Default::default()
+        };
+        assert!(validate_run(&argv).is_ok());
+        assert_eq!(
+            command_of(&argv).unwrap(),
+            (
+                "grep 'a b' ''".to_string(),
+                Some(vec!["grep".into(), "a b".into(), "".into()])
+            )
+        );
+        assert_eq!(stdin_of(&argv).unwrap().unwrap(), b"\0\xff");
         for bad in [
             RunRequest {
                 command: "  ".into(),
@@ -704,6 +769,36 @@ mod tests {
             RunRequest {
                 command: "x".into(),
                 env: [("1X".to_string(), "v".to_string())].into(),
+                ..Default::default()
+            },
+            RunRequest {
+                command: "x".into(),
+                argv: Some(vec!["x".into()]),
+                ..Default::default()
+            },
+            RunRequest {
+                argv: Some(vec![]),
+                ..Default::default()
+            },
+            RunRequest {
+                argv: Some(vec!["".into(), "a".into()]),
+                ..Default::default()
+            },
+            RunRequest {
+                argv: Some(vec!["echo".into(), "a\0b".into()]),
+                ..Default::default()
+            },
+            RunRequest {
+                command: "cat".into(),
+                stdin_b64: Some("not base64!".into()),
+                ..Default::default()
+            },
+            RunRequest {
+                command: "cat".into(),
+                stdin_b64: Some(runvoy_proto::b64_encode(&vec![
+                    0u8;
+                    runvoy_proto::MAX_STDIN_BYTES + 1
+                ])),
                 ..Default::default()
             },
         ] {

@@ -25,6 +25,7 @@ pub fn execution(id: &str, now_ms: i64) -> Execution {
         id: id.to_owned(),
         created_by: "dev@example.com".into(),
         command: "echo hi".into(),
+        argv: None,
         image: "local".into(),
         status: Status::Starting,
         exit_code: None,
@@ -699,7 +700,11 @@ pub async fn store_conformance(s: &dyn Store) {
     let mut c = execution(&id(3), 3_000);
     c.status = Status::Failed;
     c.logs_complete = true;
+    // An argv command keeps its exact words, empty ones included.
+    c.argv = Some(vec!["printf".into(), "%s|".into(), "".into(), "it's".into()]);
+    c.command = runvoy_proto::shell_join(c.argv.as_deref().unwrap_or_default());
     s.create_execution(&c).await.expect("create");
+    assert_eq!(s.get_execution(&c.id).await.expect("get"), Some(c.clone()));
     let unsettled: Vec<String> = s
         .list_unsettled()
         .await

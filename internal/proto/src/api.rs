@@ -67,13 +67,25 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// Largest standard input a run request may carry, in bytes (before base64).
+pub const MAX_STDIN_BYTES: usize = 1024 * 1024;
+
 /// `POST /api/v1/run` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
-    /// Shell command, run as `/bin/sh -c COMMAND`.
+    /// A shell line, run as `/bin/sh -c COMMAND`. Leave empty when `argv` is given.
+    #[serde(default)]
     pub command: String,
+    /// The exact program and arguments, run without a shell in between. Give either this or
+    /// `command`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// Bytes for the command's standard input, base64 (at most [`MAX_STDIN_BYTES`] decoded).
+    /// Without it the command reads end-of-file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_b64: Option<String>,
     /// Image to run in; the backend's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -116,8 +128,11 @@ pub struct RunResponse {
     pub execution_id: String,
     /// Always STARTING.
     pub status: Status,
-    /// The command as stored.
+    /// The command as stored: a shell line (an `argv` shell-quoted).
     pub command: String,
+    /// The exact argv when the run asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
     /// Resolved image.
     pub image_id: String,
     /// WebSocket URL with a short-lived token for live logs.
@@ -134,8 +149,12 @@ pub struct Execution {
     pub created_by: String,
     /// Users who own it (the creator).
     pub owned_by: Vec<String>,
-    /// The shell command.
+    /// The command as a shell line: the line itself, or the `argv` shell-quoted (paste it back
+    /// as `runvoy run 'LINE'` or after `runvoy run --`).
     pub command: String,
+    /// The exact argv, when the command was given as one (run without a shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
     /// Image it runs in.
     pub image_id: String,
     /// Current status.
@@ -180,9 +199,9 @@ pub struct Execution {
     pub compute_platform: String,
 }
 
-/// `GET /api/v1/executions` answer.
+/// One page of `GET /api/v1/executions`: the answer's JSON array, and the cursor of the
+/// answer's `Link: <…>; rel="next"` header.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutionList {
     /// Newest first.
     pub executions: Vec<Execution>,
@@ -278,7 +297,7 @@ pub struct LogsResponse {
     pub websocket_url: String,
 }
 
-/// `DELETE /api/v1/executions/{id}` answer (200). 204 has no body.
+/// `DELETE /api/v1/executions/{id}` answer (200), also for an execution that is already over.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KillResponse {
@@ -286,6 +305,12 @@ pub struct KillResponse {
     pub execution_id: String,
     /// Human message.
     pub message: String,
+    /// TERMINATING when the kill was started; the terminal status when it had already ended
+    /// (nothing was done then).
+    pub status: Status,
+    /// The exit code of an execution that had already ended, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 /// `GET /api/v1/health` answer.
@@ -476,6 +501,35 @@ pub struct ErrorBody {
     pub details: Option<String>,
 }
 
+/// Joins words into one shell line that `sh` splits back into exactly those words: words made
+/// only of safe characters stay as they are, others are single-quoted (`'` becomes `'\''`),
+/// and an empty word is `''`. A first word containing `=` is quoted too, or the shell would
+/// read it as a variable assignment.
+pub fn shell_join<S: AsRef<str>>(words: &[S]) -> String {
+    let mut out = String::new();
+    for (i, w) in words.iter().enumerate() {
+        let w = w.as_ref();
+        if i > 0 {
+            out.push(' ');
+            out.push_str(&shell_quote(w));
+        } else if w.contains('=') {
+            out.push_str(&format!("'{}'", w.replace('\'', "'\\''")));
+        } else {
+            out.push_str(&shell_quote(w));
+        }
+    }
+    out
+}
+
+/// One word quoted for a POSIX shell (see [`shell_join`]).
+pub fn shell_quote(w: &str) -> std::borrow::Cow<'_, str> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !w.is_empty() && w.chars().all(safe) {
+        return std::borrow::Cow::Borrowed(w);
+    }
+    std::borrow::Cow::Owned(format!("'{}'", w.replace('\'', "'\\''")))
+}
+
 /// Stable error codes.
 pub mod codes {
     /// 400: the request is malformed or a field is invalid.
@@ -516,4 +570,38 @@ pub mod codes {
     pub const DATABASE_ERROR: &str = "DATABASE_ERROR";
     /// 503: compute or another dependency is unavailable.
     pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_join_quotes_only_what_needs_it() {
+        assert_eq!(shell_join(&["ls", "-la", "/tmp"]), "ls -la /tmp");
+        assert_eq!(
+            shell_join(&["grep", "-c", "a b", "/etc/passwd"]),
+            "grep -c 'a b' /etc/passwd"
+        );
+        assert_eq!(shell_join(&["echo", "it's"]), "echo 'it'\\''s'");
+        assert_eq!(shell_join(&["echo", "$HOME", ""]), "echo '$HOME' ''");
+        assert_eq!(shell_join(&["A=1", "--x=y"]), "'A=1' --x=y");
+        assert_eq!(shell_join(&["printf", "a\nb"]), "printf 'a\nb'");
+    }
+
+    #[test]
+    fn run_request_forms() {
+        let r: RunRequest = serde_json::from_str(r#"{"command":"make test"}"#).unwrap();
+        assert_eq!(r.command, "make test");
+        assert!(r.argv.is_none());
+        let r: RunRequest = serde_json::from_str(r#"{"argv":["sh","-c","exit 42"]}"#).unwrap();
+        assert_eq!(r.command, "");
+        assert_eq!(r.argv.unwrap(), ["sh", "-c", "exit 42"]);
+        let json = serde_json::to_string(&RunRequest {
+            command: "x".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"command":"x"}"#);
+    }
 }

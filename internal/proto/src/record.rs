@@ -137,6 +137,13 @@ pub mod env {
     pub const EXECUTION_ID: &str = "RUNVOY_EXECUTION_ID";
     /// The shell command to run under `/bin/sh -c`.
     pub const COMMAND: &str = "RUNVOY_COMMAND";
+    /// The exact argv to run without a shell, as a JSON array of strings; wins over
+    /// [`COMMAND`].
+    pub const ARGV: &str = "RUNVOY_ARGV";
+    /// File whose bytes are the command's standard input (relative paths are resolved against
+    /// the runner's working directory); the runner unlinks it once open. Without it the command
+    /// reads end-of-file.
+    pub const STDIN_FILE: &str = "RUNVOY_STDIN_FILE";
     /// Timeout in whole seconds; absent or 0 means none.
     pub const TIMEOUT: &str = "RUNVOY_TIMEOUT_SECONDS";
     /// Seconds between SIGTERM and SIGKILL when stopping the command.

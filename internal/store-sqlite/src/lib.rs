@@ -107,6 +107,8 @@ CREATE TABLE IF NOT EXISTS write_probe (
 const EXECUTION_COLUMNS_ADDED: &[(&str, &str)] = &[
     ("dropped_log_lines", "INTEGER NOT NULL DEFAULT 0"),
     ("dropped_log_bytes", "INTEGER NOT NULL DEFAULT 0"),
+    // The JSON array of an argv run; NULL for a shell line.
+    ("argv", "TEXT"),
 ];
 
 fn migrate_executions(c: &Connection) -> Result<(), StoreError> {
@@ -257,7 +259,7 @@ impl SqliteStore {
 const EXEC_COLS: &str = "id, created_by, command, image, status, exit_code, created_at_ms, completed_at_ms, \
     timeout_secs, timed_out, failure_reason, logs_complete, log_lines, kill_requested_at_ms, \
     created_by_request_id, modified_by_request_id, compute_platform, version, dropped_log_lines, \
-    dropped_log_bytes";
+    dropped_log_bytes, argv";
 
 fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<Execution> {
     let status: String = r.get(4)?;
@@ -282,6 +284,9 @@ fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<Execution> {
         version: r.get::<_, i64>(17)? as u64,
         dropped_log_lines: r.get::<_, i64>(18)? as u64,
         dropped_log_bytes: r.get::<_, i64>(19)? as u64,
+        argv: r
+            .get::<_, Option<String>>(20)?
+            .and_then(|j| serde_json::from_str(&j).ok()),
     })
 }
 
@@ -388,7 +393,8 @@ impl Store for SqliteStore {
                     e.failure_reason, e.logs_complete, e.log_lines.map(|v| v as i64),
                     e.kill_requested_at_ms, e.created_by_request_id, e.modified_by_request_id,
                     e.compute_platform, e.version as i64, e.dropped_log_lines as i64,
-                    e.dropped_log_bytes as i64
+                    e.dropped_log_bytes as i64,
+                    e.argv.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default())
                 ],
             )
             .map_err(|err| if is_constraint(&err) { StoreError::AlreadyExists(e.id.clone()) } else { unavailable(err) })?;

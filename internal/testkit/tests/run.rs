@@ -65,9 +65,14 @@ async fn output_is_byte_identical_to_running_locally() {
         // Binary output: long runs without a newline, split into several records.
         "head -c 300000 /usr/bin/sh; head -c 70000 /usr/bin/sh >&2",
     ];
-    for cmd in cases {
+    for (cmd, argv_form) in cases.iter().flat_map(|c| [(*c, false), (*c, true)]) {
         let want = local(cmd);
-        let got = run_q(&s, cmd);
+        // Both command forms: the shell line itself, and the argv `/bin/sh -c LINE`.
+        let got = if argv_form {
+            remote(&s, &["run", "-q", "--", "/bin/sh", "-c", cmd])
+        } else {
+            run_q(&s, cmd)
+        };
         assert_eq!(
             got.status.code(),
             want.status.code(),
@@ -97,7 +102,18 @@ async fn output_is_byte_identical_to_running_locally() {
             .unwrap()
             .executions
             .remove(0);
-        assert_eq!(newest.command, cmd);
+        if argv_form {
+            assert_eq!(
+                newest.argv.as_deref(),
+                Some(&["/bin/sh".to_string(), "-c".to_string(), cmd.to_string()][..])
+            );
+            assert_eq!(
+                newest.command,
+                runvoy_proto::shell_join(&["/bin/sh", "-c", cmd])
+            );
+        } else {
+            assert_eq!((newest.command.as_str(), newest.argv), (cmd, None));
+        }
         s.wait_settled(&newest.execution_id, Duration::from_secs(60))
             .await;
         let stored = remote(&s, &["logs", "-q", &newest.execution_id]);
@@ -182,7 +198,7 @@ async fn kill_stops_the_command_and_marks_it_stopped() {
         .map(|l| l.message)
         .collect();
     assert!(text.contains(&"got term".to_string()), "{text:?}");
-    // Killing again: already terminal → 204, the CLI says so and succeeds.
+    // Killing again: already terminal → 200 with its status; the CLI says so and succeeds.
     let again = remote(&s, &["kill", &id]);
     assert!(again.status.success());
 }
@@ -766,8 +782,8 @@ async fn configure_version_completion_and_json_outputs() {
     let out = bare().args(["run", "-q", "--", "exit 4"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
     let out = bare().args(["list", "-o", "json"]).output().unwrap();
-    let list: runvoy_proto::ExecutionList = serde_json::from_slice(&out.stdout).unwrap();
-    let id = list.executions[0].execution_id.clone();
+    let list: Vec<runvoy_proto::Execution> = serde_json::from_slice(&out.stdout).unwrap();
+    let id = list[0].execution_id.clone();
     let out = bare().args(["status", "-o", "json", &id]).output().unwrap();
     let e: runvoy_proto::Execution = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((e.command.as_str(), e.exit_code), ("exit 4", Some(4)));

@@ -38,7 +38,12 @@ export class Client {
   }
 
   /** Sends a request to `/api/v1{path}` and returns the decoded JSON body (null for 204). */
-  async request(method, path, { query, body, signal } = {}) {
+  async request(method, path, opts = {}) {
+    return (await this.send(method, path, opts)).data;
+  }
+
+  /** Like `request`, but returns `{ data, headers }`. */
+  async send(method, path, { query, body, signal } = {}) {
     const url = new URL(`${this.baseUrl}/api/v1${path}`);
     for (const [k, v] of Object.entries(query || {})) {
       if (v !== undefined && v !== null && v !== '') url.searchParams.set(k, String(v));
@@ -57,7 +62,7 @@ export class Client {
       throw new ApiError(0, 'NETWORK_ERROR', `Cannot reach ${this.baseUrl}`,
         String((e && e.message) || e));
     }
-    if (resp.status === 204) return null;
+    if (resp.status === 204) return { data: null, headers: resp.headers };
     const text = await resp.text();
     let data = null;
     if (text) {
@@ -74,7 +79,7 @@ export class Client {
       throw new ApiError(resp.status, `HTTP_${resp.status}`, resp.statusText || `HTTP ${resp.status}`,
         text.slice(0, 500));
     }
-    return data;
+    return { data, headers: resp.headers };
   }
 
   /** `GET /health` (public). */
@@ -82,9 +87,14 @@ export class Client {
     return this.request('GET', '/health');
   }
 
-  /** `GET /executions` newest first; `status` is a comma-separated list or empty. */
-  listExecutions({ limit = 50, status = '', cursor } = {}) {
-    return this.request('GET', '/executions', { query: { limit, status, cursor } });
+  /**
+   * `GET /executions` newest first; `status` is a comma-separated list or empty. The answer is
+   * a JSON array; the next page's cursor comes from its `Link: <…>; rel="next"` header.
+   * Returns `{ executions, next_cursor }` (`next_cursor` null on the last page).
+   */
+  async listExecutions({ limit = 50, status = '', cursor } = {}) {
+    const { data, headers } = await this.send('GET', '/executions', { query: { limit, status, cursor } });
+    return { executions: Array.isArray(data) ? data : [], next_cursor: nextCursor(headers.get('Link')) };
   }
 
   /** `GET /executions/{id}`. */
@@ -100,7 +110,10 @@ export class Client {
     });
   }
 
-  /** `DELETE /executions/{id}`: starts a kill; null when already finished. */
+  /**
+   * `DELETE /executions/{id}`: starts a kill. The answer's `status` is TERMINATING, or the
+   * terminal status of an execution that had already finished.
+   */
   kill(id) {
     return this.request('DELETE', `/executions/${encodeURIComponent(id)}`);
   }
@@ -155,3 +168,18 @@ export const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'STOPPED']);
 
 /** Every status, in lifecycle order. */
 export const STATUSES = ['STARTING', 'RUNNING', 'TERMINATING', 'SUCCEEDED', 'FAILED', 'STOPPED'];
+
+/** The `cursor` of the `rel="next"` target of a `Link` header, or null. */
+export function nextCursor(link) {
+  if (!link) return null;
+  for (const part of link.split(',')) {
+    const m = part.match(/^\s*<([^>]*)>\s*;(.*)$/);
+    if (!m || !/(^|;)\s*rel="?next"?\s*(;|$)/.test(m[2])) continue;
+    try {
+      return new URL(m[1], 'http://base').searchParams.get('cursor');
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}

@@ -211,7 +211,10 @@ fn move_stdin(src: &Path, state: &Path) -> Result<(), Failure> {
         .and_then(|_| fs::metadata(&dest).map_err(|e| Failure::io("cannot stat", &dest, e)))?
         .len();
     fs::remove_file(src).map_err(|e| Failure::io("cannot remove", src, e))?;
-    progress(&format!("wrote {n} byte(s) of standard input to {}", dest.display()));
+    progress(&format!(
+        "wrote {n} byte(s) of standard input to {}",
+        dest.display()
+    ));
     Ok(())
 }
 

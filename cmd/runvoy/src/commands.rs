@@ -94,11 +94,7 @@ async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
     {
         env.entry("TERM".into()).or_insert(term);
     }
-    let stdin = if a.no_stdin {
-        None
-    } else {
-        read_stdin()?
-    };
+    let stdin = if a.no_stdin { None } else { read_stdin()? };
     let (command, argv) = command_form(&a.command);
     let req = RunRequest {
         command,
@@ -114,7 +110,7 @@ async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
         .context("cannot start the command")?;
     if a.detach {
         match a.output {
-            Output::Text => println!("{}", resp.execution_id),
+            Output::Text => outln!("{}", resp.execution_id),
             Output::Json => print_json(&resp)?,
         }
         return Ok(0);
@@ -196,7 +192,7 @@ async fn status(client: &Client, id: &str, output: Output, ui: Ui) -> anyhow::Re
         .with_context(|| format!("cannot get execution {id}"))?;
     match output {
         Output::Json => print_json(&e)?,
-        Output::Text => print!("{}", status_text(&e)),
+        Output::Text => out!("{}", status_text(&e)),
     }
     Ok(0)
 }
@@ -244,9 +240,9 @@ async fn kill(client: &Client, id: &str, ui: Ui) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot kill execution {id}"))?;
     match outcome {
-        KillOutcome::Started(k) => println!("{}: {}", k.execution_id, k.message),
-        KillOutcome::AlreadyTerminal(Some(k)) => println!("{}: {}", k.execution_id, k.message),
-        KillOutcome::AlreadyTerminal(None) => println!("{id}: already finished"),
+        KillOutcome::Started(k) => outln!("{}: {}", k.execution_id, k.message),
+        KillOutcome::AlreadyTerminal(Some(k)) => outln!("{}: {}", k.execution_id, k.message),
+        KillOutcome::AlreadyTerminal(None) => outln!("{id}: already finished"),
     }
     Ok(0)
 }
@@ -267,7 +263,7 @@ async fn list(client: &Client, a: ListArgs, ui: Ui) -> anyhow::Result<i32> {
         // The same bare array as the API answers.
         Output::Json => print_json(&page.executions)?,
         Output::Text if page.executions.is_empty() => ui.info("no executions"),
-        Output::Text => print!(
+        Output::Text => out!(
             "{}",
             list_table(&page.executions, time::OffsetDateTime::now_utc())
         ),
@@ -331,7 +327,7 @@ fn list_table(execs: &[Execution], now: time::OffsetDateTime) -> String {
 }
 
 async fn version(o: &Overrides, ui: Ui) -> anyhow::Result<i32> {
-    println!("runvoy {}", env!("CARGO_PKG_VERSION"));
+    outln!("runvoy {}", env!("CARGO_PKG_VERSION"));
     let server = async {
         let client = client(o)?;
         let h = client.health().await?;
@@ -340,7 +336,7 @@ async fn version(o: &Overrides, ui: Ui) -> anyhow::Result<i32> {
     match server.await {
         Ok((url, h)) => {
             let url = url.trim_end_matches('/').trim_end_matches("/api/v1");
-            println!("server {} (backend {}) at {url}", h.version, h.backend);
+            outln!("server {} (backend {}) at {url}", h.version, h.backend);
         }
         Err(e) => {
             let e = e.context("cannot get the server version");
@@ -449,6 +445,7 @@ mod tests {
             created_by: "u@x".into(),
             owned_by: vec!["u@x".into()],
             command: cmd.into(),
+            argv: None,
             image_id: "alpine".into(),
             status,
             exit_code: code,

@@ -38,7 +38,7 @@ pub async fn run(client: &Client, cmd: HealthCmd, ui: Ui) -> anyhow::Result<i32>
                 Output::Json => crate::commands::print_json(&r)?,
                 Output::Text => {
                     ui.success("reconcile done");
-                    print!("{}", report_text(&r));
+                    out!("{}", report_text(&r));
                 }
             }
             Ok(if r.error_count > 0 { 1 } else { 0 })
@@ -54,7 +54,7 @@ pub async fn run(client: &Client, cmd: HealthCmd, ui: Ui) -> anyhow::Result<i32>
                 Output::Text if rs.is_empty() => ui.info("no reconcile report yet"),
                 Output::Text => {
                     let texts: Vec<String> = rs.iter().map(report_text).collect();
-                    print!("{}", texts.join("\n"));
+                    out!("{}", texts.join("\n"));
                 }
             }
             Ok(0)

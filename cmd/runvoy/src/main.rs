@@ -5,6 +5,20 @@
 //! runvoy's own errors, usage errors included (2 is a common remote code: `terraform plan`
 //! with changes, `grep` errors).
 
+/// `println!` that returns the write error (a closed pipe) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// `print!` that returns the write error instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))?
+    };
+}
+
 mod commands;
 mod health;
 mod stream;
@@ -191,12 +205,9 @@ fn parse_status(s: &str) -> Result<Status, String> {
 }
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`runvoy run … | head`) like other Unix tools, instead of
-    // reporting a write error.
-    // SAFETY: called before any thread exists; only changes a signal disposition.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): a closed stdout (`runvoy list | head`) is a write
+    // error that ends runvoy quietly, and a server closing a connection mid-write is an error
+    // message, not a silent death by signal.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
@@ -219,6 +230,9 @@ fn main() -> ExitCode {
     };
     let code = match rt.block_on(commands::dispatch(cli, ui)) {
         Ok(code) => code,
+        // Whoever read our output has gone: nothing to tell them. 141 = 128 + SIGPIPE, what a
+        // shell reports for tools that die of it, so `set -o pipefail` scripts see the same.
+        Err(e) if is_broken_pipe(&e) => EXIT_BROKEN_PIPE,
         Err(e) => {
             let (msg, code) = describe(&e);
             ui.error(&msg, code);
@@ -228,6 +242,27 @@ fn main() -> ExitCode {
     // Don't wait for a blocked stdin read (configure) or lingering connections.
     rt.shutdown_background();
     ExitCode::from(u8::try_from(code).unwrap_or(EXIT_RUNVOY_ERROR as u8))
+}
+
+/// Exit code after stdout was closed by its reader.
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Writes to stdout and flushes; errors (a closed pipe) are returned, never a panic.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_fmt(args)?;
+    o.flush()
+}
+
+/// True when the error comes from writing to a stdout whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
 }
 
 /// Prints clap's message; help and version exit 0, every real usage error 125.

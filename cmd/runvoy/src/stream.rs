@@ -6,7 +6,7 @@ use anyhow::Context;
 use futures_util::FutureExt;
 use runvoy_client::proto::Status;
 use runvoy_client::proto::ws::{Disconnect, Frame};
-use runvoy_client::{Client, KillOutcome, LogFollower};
+use runvoy_client::{Client, KillOutcome, LogFollower, StreamEvent};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::ui::{LogSink, Ui};
@@ -27,7 +27,7 @@ pub fn interrupts() -> anyhow::Result<Signal> {
 /// Streams the logs until the disconnect frame and returns the local exit code.
 pub async fn follow(
     client: &Client,
-    mut follower: LogFollower,
+    follower: LogFollower,
     ui: Ui,
     mut sigint: Signal,
     mut spinner: Option<indicatif::ProgressBar>,
@@ -35,6 +35,10 @@ pub async fn follow(
 ) -> anyhow::Result<i32> {
     let started = Instant::now();
     let id = follower.execution_id().to_string();
+    let mut follower = follower.on_connection_change(move |ev| match ev {
+        StreamEvent::Lost(why) => ui.info(&format!("connection lost ({why}), reconnecting…")),
+        StreamEvent::Resumed => ui.info("connection restored, resuming the log stream"),
+    });
     let mut sink = LogSink::new(!ui.quiet);
     let mut unflushed = 0usize;
     loop {

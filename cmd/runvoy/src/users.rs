@@ -66,7 +66,7 @@ pub async fn run(o: &Overrides, cmd: UsersCmd, ui: Ui) -> anyhow::Result<i32> {
                 Output::Json => print_json(&r)?,
                 Output::Text => {
                     ui.success(&format!("created {} {}", r.user.role, r.user.email));
-                    println!("{}", r.claim_token);
+                    outln!("{}", r.claim_token);
                     ui.info(&format!(
                         "share this with the user: runvoy claim {} --api-url {}",
                         r.claim_token,
@@ -80,7 +80,7 @@ pub async fn run(o: &Overrides, cmd: UsersCmd, ui: Ui) -> anyhow::Result<i32> {
             let r = client.list_users().await.context("cannot list users")?;
             match output {
                 Output::Json => print_json(&r)?,
-                Output::Text => print!("{}", users_table(&r.users)),
+                Output::Text => out!("{}", users_table(&r.users)),
             }
         }
         UsersCmd::Revoke { email } => {
@@ -104,7 +104,7 @@ pub async fn run(o: &Overrides, cmd: UsersCmd, ui: Ui) -> anyhow::Result<i32> {
                     let mut file = Config::read_optional(&path)?.unwrap_or_default();
                     file.api_key = r.api_key.clone();
                     if let Err(e) = file.write(&path) {
-                        println!("{}", r.api_key);
+                        outln!("{}", r.api_key);
                         return Err(anyhow::Error::new(e)
                             .context("the key was rotated (new key above) but not saved"));
                     }
@@ -115,7 +115,7 @@ pub async fn run(o: &Overrides, cmd: UsersCmd, ui: Ui) -> anyhow::Result<i32> {
                     ));
                 }
                 None => {
-                    println!("{}", r.api_key);
+                    outln!("{}", r.api_key);
                     ui.success(&format!(
                         "key of {} rotated; the new key (above) is shown only now",
                         r.user_email
@@ -177,7 +177,7 @@ pub async fn claim(o: &Overrides, token: &str, ui: Ui) -> anyhow::Result<i32> {
         web_url: existing.web_url,
     };
     if let Err(e) = cfg.write(&path) {
-        println!("{}", r.api_key);
+        outln!("{}", r.api_key);
         return Err(anyhow::Error::new(e).context(
             "the key was claimed (above, shown only now) but could not be saved; run `runvoy configure`",
         ));
@@ -198,7 +198,7 @@ pub async fn trace(client: &Client, id: &str, output: Output) -> anyhow::Result<
         .with_context(|| format!("cannot trace request {id}"))?;
     match output {
         Output::Json => print_json(&t)?,
-        Output::Text => print!("{}", trace_text(&t)),
+        Output::Text => out!("{}", trace_text(&t)),
     }
     Ok(0)
 }

@@ -71,10 +71,11 @@ fn final_frame(command: &str) -> Disconnect {
 
 async fn run(State(s): State<Stub>, Json(req): Json<RunRequest>) -> Response {
     let id = format!("{:032x}", s.requests.lock().unwrap().len() + 1);
-    s.commands
-        .lock()
-        .unwrap()
-        .insert(id.clone(), req.command.clone());
+    let shown = match &req.argv {
+        Some(words) => runvoy_proto::shell_join(words),
+        None => req.command.clone(),
+    };
+    s.commands.lock().unwrap().insert(id.clone(), shown.clone());
     s.requests.lock().unwrap().push(req.clone());
     let ws = s.base.replace("http://", "ws://");
     (
@@ -82,7 +83,8 @@ async fn run(State(s): State<Stub>, Json(req): Json<RunRequest>) -> Response {
         Json(RunResponse {
             execution_id: id.clone(),
             status: Status::Starting,
-            command: req.command,
+            command: shown,
+            argv: req.argv,
             image_id: "alpine".into(),
             websocket_url: format!("{ws}/api/v1/executions/{id}/logs/ws?token=t"),
         }),
@@ -167,7 +169,9 @@ async fn start() -> Stub {
             "/api/v1/executions/{id}",
             axum::routing::delete(|State(s): State<Stub>, Path(id): Path<String>| async move {
                 s.kills.lock().unwrap().push(id.clone());
-                Json(serde_json::json!({"execution_id": id, "message": "kill started"}))
+                Json(serde_json::json!({
+                    "execution_id": id, "message": "kill started", "status": "TERMINATING"
+                }))
             }),
         )
         .with_state(stub.clone());
@@ -253,12 +257,34 @@ async fn dropped_stream_resumes_without_duplicates() {
 }
 
 #[tokio::test]
+async fn a_dropped_stream_is_reported_at_once_and_when_it_resumes() {
+    let stub = start().await;
+    let out = runvoy(&stub.base, &["run", "drop"]).await;
+    assert_eq!(out.stdout, STDOUT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lost = err
+        .find("→ connection lost")
+        .unwrap_or_else(|| panic!("{err}"));
+    let back = err
+        .find("→ connection restored")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(lost < back, "{err}");
+    // The loss is reported before the records that follow the reconnection.
+    assert!(lost < err.find("warn").unwrap(), "{err}");
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[tokio::test]
 async fn detach_prints_the_id() {
     let stub = start().await;
     let out = runvoy(&stub.base, &["run", "-d", "--", "echo", "a", "b"]).await;
     assert_eq!(out.stdout, b"00000000000000000000000000000001\n");
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(stub.requests.lock().unwrap()[0].command, "echo a b");
+    let req = stub.requests.lock().unwrap()[0].clone();
+    assert_eq!(
+        (req.command.as_str(), req.argv),
+        ("", Some(vec!["echo".into(), "a".into(), "b".into()]))
+    );
     let out = runvoy(&stub.base, &["run", "-d", "-o", "json", "x"]).await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["execution_id"], "00000000000000000000000000000002");
@@ -317,6 +343,7 @@ async fn interrupt_run(stub: &Stub, interrupts: usize) -> Output {
         .env("RUNVOY_API_URL", &stub.base)
         .env("RUNVOY_API_KEY", "key")
         .env("RUNVOY_CONFIG", dir.path().join("none.yaml"))
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -6,9 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use runvoy_domain::ports::ListQuery;
 use runvoy_domain::service::{Caller, KillOutcome};
-use runvoy_proto::{
-    HealthResponse, KillResponse, LogsResponse, RunRequest, RunResponse, Status,
-};
+use runvoy_proto::{HealthResponse, KillResponse, LogsResponse, RunRequest, RunResponse, Status};
 use serde::Deserialize;
 use utoipa::IntoParams;
 

@@ -110,18 +110,50 @@ impl ClientError {
             .url()
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_else(|| "the server".into());
-        let message = if e.is_connect() {
+        let mut message = if e.is_connect() {
             format!("cannot reach {target}: {}", root_cause(&e))
         } else if e.is_timeout() {
             format!("no answer from {target} in time")
         } else {
             format!("request to {target} failed: {}", full_chain(&e))
         };
+        if let Some(hint) = scheme_mismatch_hint(&target, &full_chain(&e)) {
+            message.push_str(hint);
+        }
         ClientError::Transport {
             message,
             connect: e.is_connect(),
         }
     }
+}
+
+/// A hint when the URL's scheme does not match the server: TLS spoken to a plain-HTTP server
+/// (the answer is not a TLS record), or plain HTTP spoken to a TLS server.
+fn scheme_mismatch_hint(target: &str, chain: &str) -> Option<&'static str> {
+    let c = chain.to_ascii_lowercase();
+    if target.starts_with("https://")
+        && [
+            "invalidcontenttype",
+            "corrupt message",
+            "wrong version number",
+            "invalid tls",
+        ]
+        .iter()
+        .any(|m| c.contains(m))
+    {
+        return Some(" (the server does not speak TLS: is it plain HTTP? try an http:// URL)");
+    }
+    if target.starts_with("http://")
+        && [
+            "invalid http version",
+            "connection closed before message completed",
+        ]
+        .iter()
+        .any(|m| c.contains(m))
+    {
+        return Some(" (is the server HTTPS? try an https:// URL)");
+    }
+    None
 }
 
 /// The innermost cause ("Connection refused (os error 111)"), the part a person can act on.

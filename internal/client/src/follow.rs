@@ -56,6 +56,25 @@ struct Outage {
     last_error: String,
 }
 
+/// A change of a [`LogFollower`]'s connection, for telling a person at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The stream broke after it had been up (the reason); the follower is reconnecting.
+    Lost(String),
+    /// The stream is up again after a [`StreamEvent::Lost`].
+    Resumed,
+}
+
+/// Callback of [`LogFollower::on_connection_change`].
+#[derive(Clone)]
+struct Notify(std::sync::Arc<dyn Fn(StreamEvent) + Send + Sync>);
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notify")
+    }
+}
+
 /// Follows one execution's log stream; see the module docs. Create with [`Client::follow_logs`].
 #[derive(Debug)]
 pub struct LogFollower {
@@ -68,6 +87,11 @@ pub struct LogFollower {
     outage: Option<Outage>,
     done: bool,
     reconnects: u32,
+    notify: Option<Notify>,
+    /// A connection was up at least once.
+    connected_once: bool,
+    /// A [`StreamEvent::Lost`] was reported and no [`StreamEvent::Resumed`] yet.
+    lost_reported: bool,
 }
 
 impl LogFollower {
@@ -82,7 +106,17 @@ impl LogFollower {
             outage: None,
             done: false,
             reconnects: 0,
+            notify: None,
+            connected_once: false,
+            lost_reported: false,
         }
+    }
+
+    /// Calls `f` when the stream breaks after having been up and when it is back, so a person
+    /// can be told at once rather than only when the follower gives up.
+    pub fn on_connection_change(mut self, f: impl Fn(StreamEvent) + Send + Sync + 'static) -> Self {
+        self.notify = Some(Notify(std::sync::Arc::new(f)));
+        self
     }
 
     /// Uses `url` (a `websocket_url` from `POST /run` or a logs page, token included) for the
@@ -224,6 +258,13 @@ impl LogFollower {
         self.ws = None;
         let now = Instant::now();
         tracing::debug!(execution_id = %self.id, last_seq = self.last_seq, %error, "log stream broken");
+        if self.connected_once
+            && !self.lost_reported
+            && let Some(n) = &self.notify
+        {
+            self.lost_reported = true;
+            (n.0)(StreamEvent::Lost(error.clone()));
+        }
         match &mut self.outage {
             None => {
                 self.outage = Some(Outage {
@@ -284,6 +325,12 @@ impl LogFollower {
             Ok((ws, _)) => {
                 tracing::debug!(execution_id = %self.id, after_seq = self.last_seq, "log stream connected");
                 self.ws = Some(ws);
+                self.connected_once = true;
+                if std::mem::take(&mut self.lost_reported)
+                    && let Some(n) = &self.notify
+                {
+                    (n.0)(StreamEvent::Resumed);
+                }
             }
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();

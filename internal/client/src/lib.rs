@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 pub use error::ClientError;
-pub use follow::{FollowOptions, LogFollower};
+pub use follow::{FollowOptions, LogFollower, StreamEvent};
 pub use runvoy_proto as proto;
 use runvoy_proto::{
     ClaimResponse, CreateUserRequest, CreateUserResponse, Execution, ExecutionList, HealthResponse,
@@ -303,23 +303,30 @@ async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Clien
     })
 }
 
-/// The `cursor` query parameter of the `rel="next"` target of a `Link` header value.
+/// The `cursor` query parameter of the `rel="next"` target of a `Link` header value. Targets
+/// may contain commas (`status=RUNNING,FAILED`), so links are found by their `<…>`, not by
+/// splitting on commas.
 fn next_cursor_of_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|link| {
-        let (target, params) = link.trim().split_once(';')?;
-        let is_next = params.split(';').any(|p| {
-            let p = p.trim().replace(' ', "");
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let end = after.find('>')?;
+        let (target, tail) = (&after[..end], &after[end + 1..]);
+        let params_end = tail.find('<').unwrap_or(tail.len());
+        let is_next = tail[..params_end].split([';', ',']).any(|p| {
+            let p = p.replace(' ', "");
             p == "rel=\"next\"" || p == "rel=next"
         });
-        if !is_next {
-            return None;
+        if is_next {
+            let url = Url::parse("http://base").ok()?.join(target).ok()?;
+            return url
+                .query_pairs()
+                .find(|(k, _)| k == "cursor")
+                .map(|(_, v)| v.into_owned());
         }
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        let url = Url::parse("http://base").ok()?.join(target).ok()?;
-        url.query_pairs()
-            .find(|(k, _)| k == "cursor")
-            .map(|(_, v)| v.into_owned())
-    })
+        rest = &tail[params_end..];
+    }
+    None
 }
 
 fn strip_empty_query(url: &mut Url) {
@@ -401,11 +408,17 @@ mod tests {
             Some("17-abc")
         );
         assert_eq!(
-            next_cursor_of_link(r#"<https://h/x?a=1>; rel="prev", <https://h/x?cursor=9-f>; rel=next"#)
-                .as_deref(),
+            next_cursor_of_link(
+                r#"<https://h/x?a=1>; rel="prev", <https://h/x?cursor=9-f>; rel=next"#
+            )
+            .as_deref(),
             Some("9-f")
         );
         assert_eq!(next_cursor_of_link(r#"</x?cursor=1-a>; rel="prev""#), None);
+        assert_eq!(
+            next_cursor_of_link(r#"</x?status=RUNNING,FAILED&cursor=2-b>; rel="next""#).as_deref(),
+            Some("2-b")
+        );
         assert_eq!(next_cursor_of_link("garbage"), None);
     }
 

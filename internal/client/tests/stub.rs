@@ -134,6 +134,7 @@ async fn run(headers: HeaderMap, Json(req): Json<RunRequest>) -> Response {
             execution_id: "e".into(),
             status: Status::Starting,
             command: req.command,
+            argv: None,
             image_id: req.image.unwrap_or_else(|| "alpine".into()),
             websocket_url: "ws://unused".into(),
         }),
@@ -158,19 +159,38 @@ async fn start(total: u64, script: Script) -> Stub {
         .route(
             "/api/v1/executions/{id}",
             axum::routing::delete(|Path(id): Path<String>| async move {
-                if id == "done" {
-                    StatusCode::NO_CONTENT.into_response()
-                } else {
-                    Json(serde_json::json!({"execution_id": id, "message": "kill started"}))
-                        .into_response()
+                match id.as_str() {
+                    // Servers before the 200-with-state answer.
+                    "old-done" => StatusCode::NO_CONTENT.into_response(),
+                    "done" => Json(serde_json::json!({
+                        "execution_id": id, "message": "already finished",
+                        "status": "SUCCEEDED", "exit_code": 0
+                    }))
+                    .into_response(),
+                    _ => Json(serde_json::json!({
+                        "execution_id": id, "message": "kill started", "status": "TERMINATING"
+                    }))
+                    .into_response(),
                 }
             }),
         )
         .route(
             "/api/v1/executions",
             get(|q: axum::extract::RawQuery| async move {
-                assert_eq!(q.0.as_deref(), Some("limit=5&status=RUNNING%2CFAILED"));
-                Json(serde_json::json!({"executions": []}))
+                let q = q.0.unwrap_or_default();
+                if q.contains("cursor=") {
+                    assert_eq!(q, "limit=5&status=RUNNING%2CFAILED&cursor=1-ab");
+                    return Json(serde_json::json!([])).into_response();
+                }
+                assert_eq!(q, "limit=5&status=RUNNING%2CFAILED");
+                (
+                    [(
+                        "link",
+                        "</api/v1/executions?limit=5&status=RUNNING,FAILED&cursor=1-ab>; rel=\"next\"",
+                    )],
+                    Json(serde_json::json!([])),
+                )
+                    .into_response()
             }),
         )
         .route(
@@ -320,9 +340,15 @@ async fn rest_calls() {
     );
     let e = c.run(&RunRequest::default()).await.unwrap_err();
     assert!(matches!(&e, ClientError::Api { status: 400, code, .. } if code == "INVALID_REQUEST"));
+    match c.kill("done").await.unwrap() {
+        KillOutcome::AlreadyTerminal(Some(k)) => {
+            assert_eq!((k.status, k.exit_code), (Status::Succeeded, Some(0)))
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
-        c.kill("done").await.unwrap(),
-        KillOutcome::AlreadyTerminal
+        c.kill("old-done").await.unwrap(),
+        KillOutcome::AlreadyTerminal(None)
     ));
     match c.kill("x").await.unwrap() {
         KillOutcome::Started(k) => assert_eq!(k.message, "kill started"),
@@ -333,6 +359,16 @@ async fn rest_calls() {
             limit: Some(5),
             status: vec![Status::Running, Status::Failed],
             cursor: None,
+        })
+        .await
+        .unwrap();
+    assert!(l.executions.is_empty());
+    assert_eq!(l.next_cursor.as_deref(), Some("1-ab"));
+    let l = c
+        .list_executions(&ListQuery {
+            limit: Some(5),
+            status: vec![Status::Running, Status::Failed],
+            cursor: l.next_cursor,
         })
         .await
         .unwrap();

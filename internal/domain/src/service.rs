@@ -103,7 +103,9 @@ fn command_of(req: &RunRequest) -> Result<(String, Option<Vec<String>>), DomainE
         return Ok((req.command.clone(), None));
     };
     if !req.command.is_empty() {
-        return bad("give either command (a shell line) or argv (a list of words), not both".into());
+        return bad(
+            "give either command (a shell line) or argv (a list of words), not both".into(),
+        );
     }
     if argv.first().is_none_or(|p| p.is_empty()) {
         return bad("argv must start with a non-empty program name".into());
@@ -797,7 +799,8 @@ mod tests {
                 command: "cat".into(),
                 stdin_b64: Some(runvoy_proto::b64_encode(&vec![
                     0u8;
-                    runvoy_proto::MAX_STDIN_BYTES + 1
+                    runvoy_proto::MAX_STDIN_BYTES
+                        + 1
                 ])),
                 ..Default::default()
             },

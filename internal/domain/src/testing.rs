@@ -701,7 +701,12 @@ pub async fn store_conformance(s: &dyn Store) {
     c.status = Status::Failed;
     c.logs_complete = true;
     // An argv command keeps its exact words, empty ones included.
-    c.argv = Some(vec!["printf".into(), "%s|".into(), "".into(), "it's".into()]);
+    c.argv = Some(vec![
+        "printf".into(),
+        "%s|".into(),
+        "".into(),
+        "it's".into(),
+    ]);
     c.command = runvoy_proto::shell_join(c.argv.as_deref().unwrap_or_default());
     s.create_execution(&c).await.expect("create");
     assert_eq!(s.get_execution(&c.id).await.expect("get"), Some(c.clone()));

@@ -69,15 +69,27 @@ async fn one_argument_is_a_shell_line_several_are_an_exact_argv() {
     let hundred_want: String = hundred.iter().map(|w| format!("{w}\n")).collect();
     let cases: Vec<(Vec<String>, String, i32)> = vec![
         (argv(&["sh", "-c", "exit 42"]), String::new(), 42),
-        (argv(&["sh", "-c", "echo \"$0\" \"$1\"", "a b", "c"]), "a b c\n".into(), 0),
+        (
+            argv(&["sh", "-c", "echo \"$0\" \"$1\"", "a b", "c"]),
+            "a b c\n".into(),
+            0,
+        ),
         (argv(&["echo", "it's"]), "it's\n".into(), 0),
-        (argv(&["printf", "%s|", "a  b", "", "$HOME", "x;y", "*"]), "a  b||$HOME|x;y|*|".into(), 0),
+        (
+            argv(&["printf", "%s|", "a  b", "", "$HOME", "x;y", "*"]),
+            "a  b||$HOME|x;y|*|".into(),
+            0,
+        ),
         (argv(&["printf", "[%s]", ""]), "[]".into(), 0),
         (argv(&["echo", "--detach", "-q"]), "--detach -q\n".into(), 0),
         (hundred_args, hundred_want, 0),
         // One argument: a shell line, expanded remotely.
         (argv(&["echo a b | wc -w; exit 3"]), "2\n".into(), 3),
-        (argv(&["printf '%s' \"$HOME\" | grep -c '^/'"]), "1\n".into(), 0),
+        (
+            argv(&["printf '%s' \"$HOME\" | grep -c '^/'"]),
+            "1\n".into(),
+            0,
+        ),
     ];
     for (words, want, code) in &cases {
         let mut args = vec!["run", "-q", "--"];
@@ -94,7 +106,10 @@ async fn one_argument_is_a_shell_line_several_are_an_exact_argv() {
 
     // Without `--`, words after the first one belong to the command too.
     let out = remote(&s, &["run", "-q", "echo", "--detach", "hi"]);
-    assert_eq!((out.status.code(), stdout(&out)), (Some(0), "--detach hi\n".into()));
+    assert_eq!(
+        (out.status.code(), stdout(&out)),
+        (Some(0), "--detach hi\n".into())
+    );
 
     // Stored and shown faithfully: the argv itself, and a shell line that pastes back.
     let words = argv(&["printf", "%s|", "it's", "a b", "", "$HOME"]);
@@ -103,7 +118,9 @@ async fn one_argument_is_a_shell_line_several_are_an_exact_argv() {
     let out = remote(&s, &args);
     assert!(out.status.success(), "{out:?}");
     let r: runvoy_proto::RunResponse = serde_json::from_slice(&out.stdout).unwrap();
-    let e = s.wait_settled(&r.execution_id, Duration::from_secs(30)).await;
+    let e = s
+        .wait_settled(&r.execution_id, Duration::from_secs(30))
+        .await;
     assert_eq!(e.argv.as_ref(), Some(&words));
     assert_eq!(e.command, r#"printf '%s|' 'it'\''s' 'a b' '' '$HOME'"#);
     let shown = remote(&s, &["status", &r.execution_id]);
@@ -121,7 +138,9 @@ async fn one_argument_is_a_shell_line_several_are_an_exact_argv() {
     let list: Vec<runvoy_proto::Execution> = serde_json::from_slice(&listed.stdout).unwrap();
     assert!(list.iter().any(|x| x.argv.as_ref() == Some(&words)));
     // A shell line is stored as given, with no argv.
-    let line = list.iter().find(|x| x.command == "echo a b | wc -w; exit 3");
+    let line = list
+        .iter()
+        .find(|x| x.command == "echo a b | wc -w; exit 3");
     assert_eq!(line.map(|x| x.argv.is_none()), Some(true));
 }
 
@@ -149,8 +168,15 @@ async fn mistyped_options_are_usage_errors_and_start_nothing() {
     assert_eq!(help.status.code(), Some(0));
     let text = stdout(&help);
     assert!(text.contains("runvoy run -- sh -c 'exit 42'"), "{text}");
-    assert!(text.contains("runvoy run 'make test && make lint'"), "{text}");
-    assert_eq!(execution_count(&s).await, before, "no execution was created");
+    assert!(
+        text.contains("runvoy run 'make test && make lint'"),
+        "{text}"
+    );
+    assert_eq!(
+        execution_count(&s).await,
+        before,
+        "no execution was created"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,8 +190,18 @@ async fn stdin_is_forwarded_byte_for_byte() {
         .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let out = remote_with_stdin(&s, &["run", "-q", "--", "cat"], &data);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stdout == data, "{} bytes back for {}", out.stdout.len(), data.len());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == data,
+        "{} bytes back for {}",
+        out.stdout.len(),
+        data.len()
+    );
     let out = remote_with_stdin(&s, &["run", "-q", "wc -c"], &data);
     assert_eq!(stdout(&out).trim(), data.len().to_string());
 
@@ -211,7 +247,19 @@ async fn term_is_forwarded_and_run_json_prints_a_summary() {
         .output()
         .unwrap();
     assert_eq!(stdout(&out), "xterm-256color\n");
-    let out = remote(&s, &["run", "-q", "-o", "json", "--", "sh", "-c", "echo out; exit 5"]);
+    let out = remote(
+        &s,
+        &[
+            "run",
+            "-q",
+            "-o",
+            "json",
+            "--",
+            "sh",
+            "-c",
+            "echo out; exit 5",
+        ],
+    );
     assert_eq!(out.status.code(), Some(5));
     let text = stdout(&out);
     let json = text.strip_prefix("out\n").expect("streamed output first");
@@ -283,7 +331,10 @@ async fn websocket_closes_with_1000_and_answers_a_client_close() {
     tokio::time::timeout(Duration::from_secs(10), read)
         .await
         .expect("closed at once");
-    assert!(lines.ends_with(&["one".to_string(), "two".to_string()]), "{lines:?}");
+    assert!(
+        lines.ends_with(&["one".to_string(), "two".to_string()]),
+        "{lines:?}"
+    );
     assert_eq!(code, Some(CloseCode::Normal));
 
     // A client-initiated close gets a close reply, not a dropped connection.
@@ -331,7 +382,8 @@ async fn killing_a_finished_execution_answers_200_with_its_state() {
         })
         .await
         .unwrap();
-    s.wait_settled(&r.execution_id, Duration::from_secs(30)).await;
+    s.wait_settled(&r.execution_id, Duration::from_secs(30))
+        .await;
     let resp = reqwest::Client::new()
         .delete(format!("{}/api/v1/executions/{}", s.url, r.execution_id))
         .header("X-API-Key", &s.admin_key)
@@ -345,7 +397,11 @@ async fn killing_a_finished_execution_answers_200_with_its_state() {
     assert_eq!(body["exit_code"], 7);
     let out = remote(&s, &["kill", &r.execution_id]);
     assert!(out.status.success());
-    assert!(stdout(&out).contains("already finished (FAILED)"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("already finished (FAILED)"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +443,10 @@ async fn executions_list_is_a_bare_array_paged_by_link_header() {
         let body: serde_json::Value = resp.json().await.unwrap();
         let arr = body.as_array().expect("a bare JSON array");
         assert!(arr.len() <= 2);
-        seen.extend(arr.iter().map(|e| e["execution_id"].as_str().unwrap().to_string()));
+        seen.extend(
+            arr.iter()
+                .map(|e| e["execution_id"].as_str().unwrap().to_string()),
+        );
         pages += 1;
         let Some(link) = link else { break };
         let target = link
@@ -395,7 +454,10 @@ async fn executions_list_is_a_bare_array_paged_by_link_header() {
             .and_then(|l| l.split_once(">; rel=\"next\""))
             .map(|(t, _)| t.to_string())
             .unwrap_or_else(|| panic!("not a next link: {link}"));
-        assert!(target.starts_with("/api/v1/executions?limit=2&cursor="), "{target}");
+        assert!(
+            target.starts_with("/api/v1/executions?limit=2&cursor="),
+            "{target}"
+        );
         url = format!("{}{target}", s.url);
     }
     assert_eq!(seen, ids, "newest first, each once");
@@ -473,4 +535,44 @@ async fn ctrl_c_in_logs_follow_never_kills() {
     let e = c.get_execution(&r.execution_id).await.unwrap();
     assert_eq!(e.status, Status::Running, "logs -f must never kill");
     c.kill(&r.execution_id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_is_a_quiet_exit_and_a_scheme_mismatch_is_explained() {
+    let s = TestServer::start();
+    // The reader goes away before runvoy writes: no message, no panic, 141 as for SIGPIPE.
+    for args in [&["run", "-q", "--", "seq", "1", "200000"][..], &["list"]] {
+        let child = s
+            .runvoy()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = child;
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // https:// against this plain-HTTP server: a clear error, not a silent death.
+    let https = s.url.replace("http://", "https://");
+    let out = s
+        .runvoy()
+        .env("RUNVOY_API_URL", &https)
+        .arg("list")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("is it plain HTTP? try an http:// URL"),
+        "{err}"
+    );
 }

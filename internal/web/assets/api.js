@@ -169,12 +169,16 @@ export const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'STOPPED']);
 /** Every status, in lifecycle order. */
 export const STATUSES = ['STARTING', 'RUNNING', 'TERMINATING', 'SUCCEEDED', 'FAILED', 'STOPPED'];
 
-/** The `cursor` of the `rel="next"` target of a `Link` header, or null. */
+/**
+ * The `cursor` of the `rel="next"` target of a `Link` header, or null. Targets may contain
+ * commas (`status=RUNNING,FAILED`), so links are found by their `<…>`.
+ */
 export function nextCursor(link) {
   if (!link) return null;
-  for (const part of link.split(',')) {
-    const m = part.match(/^\s*<([^>]*)>\s*;(.*)$/);
-    if (!m || !/(^|;)\s*rel="?next"?\s*(;|$)/.test(m[2])) continue;
+  const re = /<([^>]*)>([^<]*)/g;
+  let m;
+  while ((m = re.exec(link)) !== null) {
+    if (!/(^|[;,])\s*rel="?next"?\s*([;,]|$)/.test(m[2])) continue;
     try {
       return new URL(m[1], 'http://base').searchParams.get('cursor');
     } catch {

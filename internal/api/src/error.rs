@@ -69,6 +69,9 @@ impl From<DomainError> for ApiError {
             DomainError::Invalid(m) => ApiError::invalid(m),
             DomainError::NotFound(m) => ApiError::not_found(m),
             DomainError::Forbidden(m) => ApiError::forbidden(m),
+            DomainError::ImageNotSupported(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, codes::IMAGE_NOT_SUPPORTED, m)
+            }
             DomainError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, m),
             DomainError::LimitReached(m) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -227,6 +227,8 @@ impl LocalCompute {
         let job = JobFile {
             execution_id: id.to_owned(),
             command: "exit 0".into(),
+            argv: None,
+            stdin: false,
             image: String::new(),
             timeout_secs: Some(30),
             kill_grace_secs: 1,
@@ -338,6 +340,11 @@ impl LocalCompute {
 impl Compute for LocalCompute {
     fn platform(&self) -> &str {
         "local"
+    }
+
+    /// Commands run with this machine's own programs, whatever image a run names.
+    fn runs_images(&self) -> bool {
+        false
     }
 
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {

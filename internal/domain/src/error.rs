@@ -14,6 +14,9 @@ pub enum DomainError {
     /// Not allowed for this caller (403).
     #[error("{0}")]
     Forbidden(String),
+    /// The run names an image this compute backend cannot run (400 `IMAGE_NOT_SUPPORTED`).
+    #[error("{0}")]
+    ImageNotSupported(String),
     /// Conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),

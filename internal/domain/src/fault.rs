@@ -230,6 +230,9 @@ impl Compute for FaultyCompute {
     fn platform(&self) -> &str {
         self.inner.platform()
     }
+    fn runs_images(&self) -> bool {
+        self.inner.runs_images()
+    }
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
         self.take(COMPUTE_START_FAILURES, "start")?;
         self.inner.start(spec).await

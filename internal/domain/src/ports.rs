@@ -246,6 +246,10 @@ pub struct ComputeExit {
 pub trait Compute: Send + Sync + 'static {
     /// Platform name shown on executions (`local`, `gcp`).
     fn platform(&self) -> &str;
+    /// Whether this compute runs the image a run names. When it does not, a run naming an
+    /// image other than the server's default is refused: an execution never records an image
+    /// it did not run in.
+    fn runs_images(&self) -> bool;
     /// Starts an execution. Must be idempotent for the same id.
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError>;
     /// Reads the authoritative state.

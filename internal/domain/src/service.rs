@@ -225,6 +225,17 @@ impl Service {
     pub async fn run(&self, caller: &Caller, req: RunRequest) -> Result<Execution, DomainError> {
         validate_run(&req)?;
         let resources = resources(req.resources.as_ref(), &self.config.max_resources)?;
+        if let Some(img) = &req.image
+            && *img != self.config.default_image
+            && !self.compute.runs_images()
+        {
+            return Err(DomainError::ImageNotSupported(format!(
+                "the {} compute backend runs commands with this machine's own programs and cannot \
+                 run image {img:?}; leave out the image (images run only on a compute backend \
+                 that runs containers)",
+                self.compute.platform()
+            )));
+        }
         let (command, argv) = command_of(&req)?;
         let stdin = stdin_of(&req)?;
         let now = self.clock.now_ms();
@@ -438,6 +449,9 @@ mod tests {
         fn platform(&self) -> &str {
             "fake"
         }
+        fn runs_images(&self) -> bool {
+            self.0.runs_images()
+        }
         async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
             self.0.set(&spec.execution_id, ComputeState::Running);
             Err(ComputeError::Unavailable("start timed out".into()))
@@ -531,6 +545,9 @@ mod tests {
         impl Compute for Down {
             fn platform(&self) -> &str {
                 "fake"
+            }
+            fn runs_images(&self) -> bool {
+                true
             }
             async fn start(&self, _: &JobSpec) -> Result<(), ComputeError> {
                 Err(ComputeError::Unavailable("down".into()))

@@ -545,6 +545,9 @@ impl Compute for FakeCompute {
     fn platform(&self) -> &str {
         "fake"
     }
+    fn runs_images(&self) -> bool {
+        true
+    }
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
         self.states
             .lock()

@@ -534,6 +534,9 @@ pub fn shell_quote(w: &str) -> std::borrow::Cow<'_, str> {
 pub mod codes {
     /// 400: the request is malformed or a field is invalid.
     pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
+    /// 400: the run names an image, and this server's compute backend does not run images
+    /// (the local backend runs commands with the host's own programs).
+    pub const IMAGE_NOT_SUPPORTED: &str = "IMAGE_NOT_SUPPORTED";
     /// 401: no credentials.
     pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
     /// 401: unknown API key.

@@ -576,3 +576,31 @@ async fn a_closed_stdout_is_a_quiet_exit_and_a_scheme_mismatch_is_explained() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_the_local_backend_cannot_run_is_refused() {
+    let s = TestServer::start();
+    let before = execution_count(&s).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/run", s.url))
+        .header("X-API-Key", &s.admin_key)
+        .json(&serde_json::json!({"command": "true", "image": "alpine:3.19"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], runvoy_proto::codes::IMAGE_NOT_SUPPORTED);
+    assert!(
+        body["error"].as_str().unwrap().contains("alpine:3.19"),
+        "{body}"
+    );
+    let out = remote(&s, &["run", "-i", "alpine:3.19", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("(IMAGE_NOT_SUPPORTED)"), "{err}");
+    assert_eq!(execution_count(&s).await, before, "nothing recorded");
+    // The default image is what the local backend runs: naming it is fine.
+    let out = remote(&s, &["run", "-q", "-i", "local", "--", "echo", "ok"]);
+    assert_eq!((out.status.code(), stdout(&out)), (Some(0), "ok\n".into()));
+}

@@ -27,7 +27,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
             clap_complete::generate(shell, &mut Cli::command(), "runvoy", &mut io::stdout());
             Ok(0)
         }
-        Cmd::Configure => configure(&overrides, ui),
+        Cmd::Configure { force } => configure(&overrides, force, ui),
         Cmd::Run(a) => run(&client(&overrides)?, a, ui).await,
         Cmd::Logs(a) => logs(&client(&overrides)?, a, ui).await,
         Cmd::Status { id, output } => status(&client(&overrides)?, &id, output, ui).await,
@@ -35,7 +35,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
         Cmd::List(a) => list(&client(&overrides)?, a, ui).await,
         Cmd::Health(h) => crate::health::run(&client(&overrides)?, h, ui).await,
         Cmd::Users(u) => crate::users::run(&overrides, u, ui).await,
-        Cmd::Claim { token } => crate::users::claim(&overrides, &token, ui).await,
+        Cmd::Claim { token, force } => crate::users::claim(&overrides, &token, force, ui).await,
         Cmd::Trace { request_id, output } => {
             crate::users::trace(&client(&overrides)?, &request_id, output).await
         }
@@ -197,40 +197,47 @@ async fn status(client: &Client, id: &str, output: Output, ui: Ui) -> anyhow::Re
     Ok(0)
 }
 
-/// `key: value` lines, in a fixed order, absent values omitted.
+/// `Label: value` lines for people, in a fixed order, absent values omitted (`-o json` has
+/// the wire names).
 fn status_text(e: &Execution) -> String {
     let mut rows: Vec<(&str, String)> = vec![
-        ("execution_id", e.execution_id.clone()),
-        ("status", e.status.to_string()),
-        ("command", e.command.clone()),
-        ("image_id", e.image_id.clone()),
+        ("Execution", e.execution_id.clone()),
+        ("Status", e.status.to_string()),
+        ("Command", e.command.clone()),
+        ("Image", e.image_id.clone()),
     ];
     if let Some(c) = e.exit_code {
-        rows.push(("exit_code", c.to_string()));
+        rows.push(("Exit code", c.to_string()));
     }
-    rows.push(("started_at", e.started_at.clone()));
+    rows.push(("Started", format_time(&e.started_at)));
     if let Some(c) = &e.completed_at {
-        rows.push(("completed_at", c.clone()));
+        rows.push(("Finished", format_time(c)));
     }
     if let Some(d) = e.duration_seconds {
-        rows.push(("duration", format_secs(d)));
+        rows.push(("Duration", format_secs(d)));
     }
     if let Some(t) = e.timeout_seconds {
-        rows.push(("timeout_seconds", t.to_string()));
+        rows.push(("Timeout", format_secs(t as f64)));
     }
-    rows.push(("timed_out", e.timed_out.to_string()));
+    if e.timed_out {
+        rows.push(("Timed out", "yes".into()));
+    }
     if let Some(r) = &e.failure_reason {
-        rows.push(("failure_reason", r.clone()));
+        rows.push(("Failure", r.clone()));
     }
-    rows.push(("logs_complete", e.logs_complete.to_string()));
-    if let Some(l) = e.log_lines {
-        rows.push(("log_lines", l.to_string()));
-    }
-    rows.push(("created_by", e.created_by.clone()));
-    rows.push(("compute_platform", e.compute_platform.clone()));
+    rows.push((
+        "Logs",
+        match (e.logs_complete, e.log_lines) {
+            (true, Some(n)) => format!("complete, {n} lines"),
+            (true, None) => "complete".into(),
+            (false, _) => "incomplete".into(),
+        },
+    ));
+    rows.push(("Started by", e.created_by.clone()));
+    rows.push(("Platform", e.compute_platform.clone()));
     let mut s = String::new();
     for (k, v) in rows {
-        s.push_str(&format!("{:<17} {v}\n", format!("{k}:")));
+        s.push_str(&format!("{:<12} {v}\n", format!("{k}:")));
     }
     s
 }
@@ -347,7 +354,42 @@ async fn version(o: &Overrides, ui: Ui) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn configure(o: &Overrides, ui: Ui) -> anyhow::Result<i32> {
+/// Refuses to replace `existing` (a key in the config file at `path`) with a different key
+/// unless `force`, or a yes on a terminal: a key cannot be recovered once overwritten.
+pub(crate) fn confirm_key_overwrite(
+    path: &std::path::Path,
+    existing: &str,
+    new: Option<&str>,
+    force: bool,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if force || existing.is_empty() || new == Some(existing) {
+        return Ok(());
+    }
+    if !(io::stdin().is_terminal() && io::stderr().is_terminal()) {
+        anyhow::bail!(
+            "{} already holds an API key; pass --force to replace it",
+            path.display()
+        );
+    }
+    let mut e = io::stderr().lock();
+    write!(
+        e,
+        "{} already holds an API key ({}). Replace it? [y/N] ",
+        path.display(),
+        mask(existing)
+    )?;
+    e.flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    if matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        anyhow::bail!("kept the existing API key in {}", path.display())
+    }
+}
+
+fn configure(o: &Overrides, force: bool, ui: Ui) -> anyhow::Result<i32> {
     let path = Config::default_path().ok_or(ConfigError::NoPath)?;
     // A broken file is replaced rather than blocking the command meant to fix it.
     let existing = Config::read_optional(&path)
@@ -377,6 +419,7 @@ fn configure(o: &Overrides, ui: Ui) -> anyhow::Result<i32> {
     if key.is_empty() {
         anyhow::bail!("an API key is required");
     }
+    confirm_key_overwrite(&path, &existing.api_key, Some(&key), force)?;
     let cfg = Config {
         api_endpoint: url,
         api_key: key,
@@ -487,10 +530,12 @@ mod tests {
     fn status_lines() {
         let t = status_text(&exec("aaaa", Status::Failed, Some(2), Some(3.0), "false"));
         assert!(
-            t.starts_with("execution_id:     aaaa\nstatus:           FAILED\n"),
+            t.starts_with("Execution:   aaaa\nStatus:      FAILED\nCommand:     false\n"),
             "{t}"
         );
-        assert!(t.contains("exit_code:        2\n"), "{t}");
+        assert!(t.contains("Exit code:   2\n"), "{t}");
+        assert!(t.contains("Started:     2026-01-02 03:04:05\n"), "{t}");
+        assert!(t.contains("Logs:        incomplete\n"), "{t}");
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub enum Cmd {
     Claim {
         /// The one-time claim token.
         token: String,
+        /// Replace an API key already in the config file without asking.
+        #[arg(long)]
+        force: bool,
     },
     /// Show what a request did: the records it touched and its server log lines (admin).
     Trace {
@@ -100,8 +103,13 @@ pub enum Cmd {
         shell: clap_complete::Shell,
     },
     /// Write the config file (~/.runvoy/config.yaml, or RUNVOY_CONFIG) from --api-url and
-    /// --api-key, prompting for whichever is absent.
-    Configure,
+    /// --api-key, prompting for whichever is absent. An existing key is replaced only after a
+    /// yes on a terminal, or with --force.
+    Configure {
+        /// Replace an API key already in the config file without asking.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 const RUN_HELP: &str = "\

@@ -147,7 +147,7 @@ fn server_url(c: &Client) -> String {
 }
 
 /// `runvoy claim TOKEN`: redeems a claim token and writes the key to the config file.
-pub async fn claim(o: &Overrides, token: &str, ui: Ui) -> anyhow::Result<i32> {
+pub async fn claim(o: &Overrides, token: &str, force: bool, ui: Ui) -> anyhow::Result<i32> {
     let path = Config::default_path().ok_or(ConfigError::NoPath)?;
     let existing = Config::read_optional(&path)
         .ok()
@@ -162,6 +162,8 @@ pub async fn claim(o: &Overrides, token: &str, ui: Ui) -> anyhow::Result<i32> {
     if url.trim().is_empty() {
         anyhow::bail!("no server URL: pass --api-url URL (the one the admin gave you)");
     }
+    // Asked before the token is spent: a claimed key that cannot be saved is lost.
+    crate::commands::confirm_key_overwrite(&path, &existing.api_key, None, force)?;
     let r = runvoy_client::claim(&url, token)
         .await
         .map_err(|e| match &e {

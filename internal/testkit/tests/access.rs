@@ -845,8 +845,16 @@ async fn cli_creates_claims_lists_rotates_and_traces() {
         .trim()
         .to_owned();
     assert!(key.starts_with("rvk_"));
-    let out = user_cli().args(["claim", &token]).output().unwrap();
+    let out = user_cli()
+        .args(["claim", &token, "--force"])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "a token works once");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("(CONFLICT)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = user_cli().args(["list"]).output().unwrap();
     assert!(

@@ -604,3 +604,63 @@ async fn an_image_the_local_backend_cannot_run_is_refused() {
     let out = remote(&s, &["run", "-q", "-i", "local", "--", "echo", "ok"]);
     assert_eq!((out.status.code(), stdout(&out)), (Some(0), "ok\n".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_and_configure_never_overwrite_a_key_silently() {
+    let s = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    let cli = || {
+        let mut c = std::process::Command::new(runvoy_testkit::bin("runvoy"));
+        c.env("RUNVOY_CONFIG", &cfg)
+            .env_remove("RUNVOY_API_URL")
+            .env_remove("RUNVOY_API_KEY")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    };
+    let out = cli()
+        .args(["configure", "--api-url", &s.url, "--api-key", &s.admin_key])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let before = std::fs::read_to_string(&cfg).unwrap();
+
+    let token = s
+        .client()
+        .create_user("dev@example.com", "developer")
+        .await
+        .unwrap()
+        .claim_token;
+    // No terminal to ask on: refused, the file unchanged and the token not spent.
+    let out = cli().args(["claim", &token]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("already holds an API key; pass --force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), before);
+    let out = cli()
+        .args(["configure", "--api-url", &s.url, "--api-key", "rvk_other"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), before);
+    // The same key again is no overwrite.
+    let out = cli()
+        .args(["configure", "--api-url", &s.url, "--api-key", &s.admin_key])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let out = cli().args(["claim", &token, "--force"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = std::fs::read_to_string(&cfg).unwrap();
+    assert_ne!(after, before);
+    assert!(!after.contains(&s.admin_key));
+}

@@ -41,6 +41,17 @@ function fmtDate(iso) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
+/** `12s ago`, `5m ago`, `3h ago`, `2d ago`: the age of an ISO time. */
+function fmtAgo(iso) {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return '';
+  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
 function fmtDuration(sec) {
   if (sec === null || sec === undefined || Number.isNaN(sec)) return '';
   if (sec < 60) return `${sec.toFixed(sec < 10 ? 1 : 0)}s`;
@@ -157,6 +168,9 @@ function mayKill(me, ex) {
 function applyRunPermission() {
   whoami().then((me) => {
     for (const b of document.querySelectorAll('.run-action')) b.hidden = !mayRun(me);
+    for (const el of document.querySelectorAll('.whoami')) {
+      el.replaceChildren(...(me ? [h('span.email', me.email), ' ', h('span.role', me.role)] : []));
+    }
   }, () => {});
 }
 
@@ -226,6 +240,7 @@ function topbar() {
       h('button.ghost.run-action', { type: 'button', onclick: openRunDialog, title: 'New run (c)' }, 'New run')) : null,
     h('div.spacer'),
     s ? h('span.server', { title: 'Server' }, s.baseUrl) : null,
+    s ? h('span.whoami', { title: 'Signed in as' }) : null,
     h('button.ghost.icon', {
       type: 'button', title: 'Toggle dark/light theme', 'aria-label': 'Toggle theme', onclick: toggleTheme,
     }, '◐'),
@@ -346,7 +361,12 @@ function listView(main) {
 
   function renderRows(list) {
     if (!list.length) {
-      body.replaceChildren(h('tr', h('td.muted.empty', { colSpan: 7 }, filter.value ? 'No executions with this status.' : 'No executions yet. Start one with “New run”.')));
+      const empty = h('td.muted.empty', { colSpan: 7 }, filter.value ? 'No executions with this status.' : 'No executions yet.');
+      body.replaceChildren(h('tr', empty));
+      // Only someone who may run is pointed at the run form.
+      if (!filter.value) {
+        whoami().then((me) => { if (mayRun(me)) empty.textContent = 'No executions yet. Start one with “New run”.'; }, () => {});
+      }
       return;
     }
     body.replaceChildren(...list.map((ex) => {
@@ -356,7 +376,7 @@ function listView(main) {
         h('td.cmd', link(href, { title: ex.command }, ex.command)),
         h('td', ex.created_by),
         h('td.image', { title: ex.image_id }, ex.image_id),
-        h('td.nowrap', { title: ex.started_at }, fmtDate(ex.started_at)),
+        h('td.nowrap.started', { title: ex.started_at }, h('span.abs', fmtDate(ex.started_at)), h('span.rel', fmtAgo(ex.started_at))),
         h('td.nowrap', fmtDuration(durationOf(ex))),
         h('td', ex.exit_code === null || ex.exit_code === undefined ? '' : String(ex.exit_code)));
       tr.addEventListener('click', (ev) => {
@@ -404,6 +424,19 @@ export function parseEnv(text) {
   return env;
 }
 
+/**
+ * Seconds of a duration as the CLI takes it: bare seconds (`90`) or units `d h m s` (`10m`,
+ * `1h30m`, `1m30s`); null when it does not parse. A unit is never dropped: `1m` is 60.
+ */
+export function parseDuration(raw) {
+  const s = String(raw).trim().toLowerCase();
+  if (/^\d+$/.test(s)) return Number(s);
+  const m = s.match(/^(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?$/);
+  if (!m || !s || m.slice(1).every((x) => x === undefined)) return null;
+  const [d, hr, min, sec] = m.slice(1).map((x) => Number(x || 0));
+  return ((d * 24 + hr) * 60 + min) * 60 + sec;
+}
+
 async function openRunDialog() {
   if (!app.session || document.querySelector('dialog.run')) return;
   if (!mayRun(await whoami().catch(() => null))) return;
@@ -411,7 +444,12 @@ async function openRunDialog() {
   const command = h('textarea', { id: 'run-command', name: 'command', rows: 4, required: true, spellcheck: false, placeholder: 'echo hello from runvoy' });
   const image = h('input', { id: 'run-image', name: 'image', placeholder: 'default image' });
   const env = h('textarea', { id: 'run-env', name: 'env', rows: 3, spellcheck: false, placeholder: 'KEY=VALUE, one per line' });
-  const timeout = h('input', { id: 'run-timeout', name: 'timeout', type: 'number', min: 1, step: 1, placeholder: 'seconds' });
+  const timeout = h('input', { id: 'run-timeout', name: 'timeout', type: 'text', inputmode: 'text', spellcheck: false, placeholder: '10m, 1h30m, 90' });
+  const timeoutHint = h('div.muted.small', { id: 'run-timeout-hint', 'aria-live': 'polite' });
+  timeout.addEventListener('input', () => {
+    const t = parseDuration(timeout.value);
+    timeoutHint.textContent = !timeout.value.trim() ? '' : t === null ? 'use e.g. 90, 30s, 10m, 1h30m' : `= ${fmtDuration(t)} (${t} s)`;
+  });
   const errors = h('div');
   const submit = h('button.primary', { type: 'submit' }, 'Run');
   const dialog = h('dialog.run', { 'aria-label': 'New run' });
@@ -427,9 +465,9 @@ async function openRunDialog() {
         if (image.value.trim()) req.image = image.value.trim();
         const e = parseEnv(env.value);
         if (Object.keys(e).length) req.env = e;
-        if (timeout.value) {
-          const t = Number(timeout.value);
-          if (!Number.isInteger(t) || t <= 0) throw new Error('Timeout must be a positive whole number of seconds');
+        if (timeout.value.trim()) {
+          const t = parseDuration(timeout.value);
+          if (t === null || t <= 0) throw new Error('Timeout must be a duration like 90 (seconds), 30s, 10m or 1h30m');
           req.timeout = t;
         }
       } catch (err) {
@@ -452,7 +490,7 @@ async function openRunDialog() {
   h('label', { for: 'run-command' }, 'Command'), command,
   h('div.grid2',
     h('div', h('label', { for: 'run-image' }, 'Image'), image),
-    h('div', h('label', { for: 'run-timeout' }, 'Timeout (seconds)'), timeout)),
+    h('div', h('label', { for: 'run-timeout' }, 'Timeout'), timeout, timeoutHint)),
   h('label', { for: 'run-env' }, 'Environment'), env,
   errors,
   h('div.actions', h('button.ghost', { type: 'button', onclick: close }, 'Cancel'), submit));
@@ -479,6 +517,8 @@ function executionView(main, id) {
   let searchTimer = 0;
   let me = null; // the signed-in user, once known
   let killRefused = false; // the server said 403 to a kill
+  let stoppedBy = ''; // who asked for the kill from this page
+  let streamError = null; // the banner of the last connection error, while it lasts
 
   const status = h('span');
   const exitCode = h('span.exit');
@@ -503,7 +543,8 @@ function executionView(main, id) {
   const followBtn = toggle('Follow', 'f', 'Follow new lines', true, (on) => view.setFollow(on));
   const topBtn = h('button.ghost.icon', { type: 'button', title: 'Top (g)', 'aria-label': 'Top', onclick: () => view.scrollToTop() }, '⤒');
   const bottomBtn = h('button.ghost.icon', { type: 'button', title: 'Bottom (G)', 'aria-label': 'Bottom', onclick: () => view.scrollToBottom() }, '⤓');
-  const dlBtn = h('button.ghost', { type: 'button', title: 'Download as text', onclick: () => view.download(`runvoy-${id}.log`) }, 'Download');
+  const dlBtn = h('button.ghost', { type: 'button', title: 'Download as plain text (colour codes removed)', onclick: () => view.download(`runvoy-${id}.log`) }, 'Download');
+  const rawBtn = h('button.ghost', { type: 'button', title: 'Download the exact output, colour codes included', onclick: () => view.download(`runvoy-${id}.raw.log`, { raw: true }) }, 'Raw');
   const lineCount = h('span.muted.small');
 
   const logHost = h('div.loghost');
@@ -517,7 +558,7 @@ function executionView(main, id) {
     h('div.toolbar',
       h('div.searchbox', search, counter, prevBtn, nextBtn),
       h('div.spacer'),
-      lineCount, lnBtn, tsBtn, wrapBtn, followBtn, topBtn, bottomBtn, dlBtn),
+      lineCount, lnBtn, tsBtn, wrapBtn, followBtn, topBtn, bottomBtn, dlBtn, rawBtn),
     logHost);
 
   const view = new LogView(logHost, {
@@ -585,7 +626,8 @@ function executionView(main, id) {
       ...item('Duration', fmtDuration(execution ? durationOf(ex) : null)),
       ...item('Timeout', ex.timeout_seconds ? `${ex.timeout_seconds}s` : ''),
       ...item('Timed out', timedOut ? 'yes' : ''),
-      ...item('Failure', ex.failure_reason));
+      ...item('Failure', ex.failure_reason),
+      ...item('Stopped by', stoppedBy ? `${stoppedBy} (kill requested from this page)` : ''));
     killBtn.hidden = !st || TERMINAL.has(st) || st === 'TERMINATING' || killRefused
       || !execution || !mayKill(me, execution);
     document.title = `${st ? `${st} · ` : ''}${(ex.command || id).slice(0, 40)} · runvoy`;
@@ -595,20 +637,44 @@ function executionView(main, id) {
     clearTimeout(pollTimer);
     try {
       execution = await app.client.getExecution(id);
+      if (streamError) {
+        streamError.remove();
+        streamError = null;
+      }
       renderHeader();
     } catch (err) {
-      errors.replaceChildren(errorBox(err, { onClose: () => errors.replaceChildren() }));
-      if (err instanceof ApiError && err.status === 404) return;
+      if (err instanceof ApiError && err.status === 404) {
+        notFound();
+        return;
+      }
+      // Kept as the connection banner: it goes once the server answers or the stream is live.
+      streamError = errorBox(err, { onClose: () => errors.replaceChildren() });
+      errors.replaceChildren(streamError);
     }
     const st = (final && final.status) || (execution && execution.status);
     if (!st || !TERMINAL.has(st)) pollTimer = setTimeout(poll, document.hidden ? 15000 : 3000);
   }
 
+  /** An unknown id gets a page saying so, not an empty log viewer. */
+  function notFound() {
+    teardown();
+    document.title = 'Not found · runvoy';
+    main.classList.remove('exec');
+    main.replaceChildren(h('div.card.notfound',
+      h('h1', 'Execution not found'),
+      h('p.muted', 'No execution has the id ', h('code', id), ' (or it is not yours to see).'),
+      link('/', {}, '← All executions')));
+  }
+
   async function kill() {
+    if (!window.confirm(`Kill execution ${id}?\n\n${(execution && execution.command) || ''}`)) return;
     killBtn.disabled = true;
     errors.replaceChildren();
     try {
       await app.client.kill(id);
+      const who = await whoami().catch(() => null);
+      stoppedBy = (who && who.email) || 'you';
+      renderHeader();
       poll();
     } catch (err) {
       const box = errorBox(err, { onClose: () => errors.replaceChildren() });
@@ -641,8 +707,16 @@ function executionView(main, id) {
       conn.textContent = stateText[state] || state;
       conn.className = `conn ${state}`;
       conn.title = detail || '';
+      // The stream is back: its "cannot reach" banner no longer holds.
+      if ((state === State.LIVE || state === State.DONE) && streamError) {
+        streamError.remove();
+        streamError = null;
+      }
     },
-    onError: (err) => errors.replaceChildren(errorBox(err)),
+    onError: (err) => {
+      streamError = errorBox(err);
+      errors.replaceChildren(streamError);
+    },
   });
   app.stream = stream;
   stream.start();

@@ -488,11 +488,12 @@ export class LogView {
   }
 
   /** Saves the log as a text file: every line's exact bytes, each followed by a newline. */
-  download(filename) {
+  /** Saves the log as a file: plain text without ANSI codes, or with `raw` the exact output. */
+  download(filename, { raw = false } = {}) {
     const parts = [];
     for (const line of this.model) {
-      if (line.bin) parts.push(...line.bin);
-      else parts.push(line.text);
+      if (line.bin && raw) parts.push(...line.bin);
+      else parts.push(raw ? line.text : stripAnsi(line.text));
       if (!line.open) parts.push('\n');
     }
     const blob = new Blob(parts, { type: 'text/plain;charset=utf-8' });

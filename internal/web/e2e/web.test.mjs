@@ -173,16 +173,22 @@ describe('runvoy web app', () => {
     await until(async () => (await page.locator('mark.hl').count()) === 0, { what: 'highlights cleared' });
   });
 
-  test('download gives the exact text of the lines', async () => {
-    const [download] = await Promise.all([
-      page.waitForEvent('download'),
-      page.click('button:has-text("Download")'),
-    ]);
-    const file = await download.path();
-    const content = fs.readFileSync(file, 'utf8');
+  test('download gives plain text; Raw gives the exact text of the lines', async () => {
+    const save = async (button) => {
+      const [download] = await Promise.all([
+        page.waitForEvent('download'),
+        page.click(`button:text-is("${button}")`),
+      ]);
+      return fs.readFileSync(await download.path(), 'utf8');
+    };
     const all = await lines();
-    assert.equal(content, `${all.join('\n')}\n`);
-    assert.ok(content.includes('line 300\n'));
+    const raw = await save('Raw');
+    assert.equal(raw, `${all.join('\n')}\n`);
+    assert.ok(raw.includes(`${ESC}[31mred 300${ESC}[0m\n`));
+    const plain = await save('Download');
+    assert.ok(!plain.includes(ESC), 'no ANSI codes in the plain download');
+    assert.ok(plain.includes('\nred 300\n') && plain.includes('line 300\n'));
+    assert.equal(plain.split('\n').length, raw.split('\n').length);
   });
 
   test('toggles: line numbers, timestamps, wrap, theme', async () => {
@@ -228,10 +234,105 @@ describe('runvoy web app', () => {
     await until(async () => (await lines()).includes('started'), { timeout: 60000, what: 'first line' });
     const kill = page.locator('button:has-text("Kill")');
     await kill.waitFor();
+    // Kill asks first: dismissing changes nothing.
+    let asked = '';
+    page.once('dialog', (d) => { asked = d.message(); d.dismiss(); });
+    await kill.click();
+    await until(async () => asked.includes(res.execution_id), { what: 'confirmation' });
+    assert.ok(asked.includes('sleep 120'), asked);
+    await page.waitForTimeout(500);
+    assert.equal((await api(server, 'GET', `/executions/${res.execution_id}`)).status, 'RUNNING');
+    page.once('dialog', (d) => d.accept());
     await kill.click();
     await waitComplete(60000);
     await until(async () => (await page.locator('.badge').first().textContent()) === 'STOPPED', { timeout: 30000, what: 'STOPPED' });
+    const meta = await page.locator('dl.meta').textContent();
+    assert.match(meta, /Stopped by\s*admin@localhost/);
     await screenshot(page, '08-killed');
+  });
+
+  test('the run form takes durations like the CLI and shows the parsed value', async () => {
+    await page.goto(`${appUrl}/`);
+    await page.click('button.run-action:visible');
+    const hint = page.locator('#run-timeout-hint');
+    for (const [typed, shown] of [['1m', '(60 s)'], ['1h30m', '(5400 s)'], ['90', '(90 s)'], ['ten', 'use e.g.']]) {
+      await page.fill('#run-timeout', typed);
+      assert.ok((await hint.textContent()).includes(shown), `${typed}: ${await hint.textContent()}`);
+    }
+    await page.fill('#run-command', 'echo timed');
+    await page.fill('#run-timeout', '1m');
+    await screenshot(page, '20-run-timeout');
+    await page.click('dialog.run button[type=submit]');
+    await page.waitForURL('**/executions/*');
+    const id = decodeURIComponent(new URL(page.url()).pathname.split('/').pop());
+    const ex = await api(server, 'GET', `/executions/${id}`);
+    assert.equal(ex.timeout_seconds, 60, '1m is 60 seconds, never 1');
+    await waitComplete();
+  });
+
+  test('an unknown execution id shows a not-found page', async () => {
+    await page.goto(`${appUrl}/executions/0123456789abcdef0123456789abcdef`);
+    await page.locator('h1', { hasText: 'Execution not found' }).waitFor();
+    assert.equal(await page.locator('.loghost').count(), 0, 'no empty log viewer');
+    await screenshot(page, '25-not-found');
+  });
+
+  test('the header shows who is signed in and their role', async () => {
+    await page.goto(`${appUrl}/`);
+    await until(async () => (await page.locator('.whoami').textContent()).includes('admin@localhost'), { what: 'whoami' });
+    assert.equal(await page.locator('.whoami .role').textContent(), 'admin');
+  });
+
+  test('the "cannot reach" banner clears when the connection comes back', async () => {
+    const res = await api(server, 'POST', '/run', { command: 'echo up; sleep 60' });
+    await page.goto(`${appUrl}/executions/${res.execution_id}`);
+    await until(async () => (await lines()).includes('up'), { timeout: 60000, what: 'first line' });
+    const block = (route) => route.abort('connectionrefused');
+    await page.route('**/api/v1/executions/**', block);
+    await page.evaluate(() => window.__runvoy.dropConnection());
+    await until(async () => (await page.locator('.error').count()) > 0, { timeout: 20000, what: 'banner' });
+    assert.match(await page.locator('.error').first().textContent(), /Cannot reach/);
+    await page.unroute('**/api/v1/executions/**', block);
+    await until(async () => (await page.locator('.error').count()) === 0, { timeout: 30000, what: 'banner cleared' });
+    await until(async () => (await connState()).includes('live'), { timeout: 30000, what: 'live again' });
+    await api(server, 'DELETE', `/executions/${res.execution_id}`);
+  });
+
+  test('phone width: no horizontal scroll, the header and run dialog fit', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    try {
+      const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      await page.goto(`${appUrl}/`);
+      const row = page.locator('tbody tr[data-id]').first();
+      await row.waitFor();
+      assert.ok((await overflow()) <= 0, `list overflows by ${await overflow()}px`);
+      for (const cell of ['.badge', 'td.cmd', 'td.started .rel']) {
+        const el = row.locator(cell).first();
+        assert.ok(await el.isVisible(), `${cell} visible at 390 px`);
+        const b = await el.boundingBox();
+        assert.ok(b.x >= 0 && b.x + b.width <= 390, `${cell} inside the screen: ${JSON.stringify(b)}`);
+      }
+      assert.match(await row.locator('td.started .rel').textContent(), /^\d+[smhd] ago$/);
+      const who = page.locator('.whoami');
+      const wb = await who.boundingBox();
+      assert.ok(wb.x + wb.width <= 390, `user and role fit: ${JSON.stringify(wb)}`);
+      assert.ok(await who.evaluate((el) => el.scrollWidth <= el.clientWidth), 'user and role not cut');
+      await screenshot(page, '21-phone-list');
+      await page.click('button.run-action:visible');
+      const box = await page.locator('dialog.run').boundingBox();
+      assert.ok(box.x >= 0 && box.x + box.width <= 390, `dialog ${JSON.stringify(box)}`);
+      assert.ok((await overflow()) <= 0);
+      await screenshot(page, '22-phone-run');
+      await page.keyboard.press('Escape');
+      await row.locator('td.cmd a').click();
+      await page.locator('.loghost').waitFor();
+      assert.ok((await overflow()) <= 0, `execution page overflows by ${await overflow()}px`);
+      await screenshot(page, '23-phone-execution');
+    } finally {
+      await page.setViewportSize({ width: 1366, height: 800 });
+    }
+    await page.goto(`${appUrl}/`);
+    await screenshot(page, '24-desktop-list');
   });
 
   test('the key stays in sessionStorage unless "remember me", never in a URL', async () => {
@@ -299,6 +400,18 @@ describe('runvoy web app', () => {
 
     await api(server, 'DELETE', `/executions/${own.execution_id}`);
     await page.click('button:has-text("Sign out")');
+
+    // A viewer with nothing to see is not told to start a run.
+    const vEmail = `emptyviewer${Date.now()}@example.com`;
+    const v = await api(server, 'POST', '/users/create', { email: vEmail, role: 'viewer' });
+    const vKey = (await (await fetch(`${server.url}/api/v1/claim/${v.claim_token}`)).json()).api_key;
+    await signIn(vKey);
+    const empty = page.locator('td.empty');
+    await empty.waitFor();
+    await page.waitForTimeout(500);
+    assert.equal(await empty.textContent(), 'No executions yet.');
+    await page.click('button:has-text("Sign out")');
+
     await signIn();
     await page.locator('h1', { hasText: 'Executions' }).waitFor();
   });

@@ -1,7 +1,7 @@
 //! One function per subcommand; each returns the process exit code.
 
 use std::future::Future;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,9 +29,21 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
         }
         Cmd::Configure { force } => configure(&overrides, force, ui),
         Cmd::Run(a) => run(&client(&overrides)?, a, ui).await,
-        Cmd::Logs(a) => logs(&client(&overrides)?, a, ui).await,
-        Cmd::Status { id, output } => status(&client(&overrides)?, &id, output, ui).await,
-        Cmd::Kill { id } => kill(&client(&overrides)?, &id, ui).await,
+        Cmd::Logs(mut a) => {
+            let c = client(&overrides)?;
+            a.id = resolve_id(&c, ui, &a.id).await?;
+            logs(&c, a, ui).await
+        }
+        Cmd::Status { id, output } => {
+            let c = client(&overrides)?;
+            let id = resolve_id(&c, ui, &id).await?;
+            status(&c, &id, output, ui).await
+        }
+        Cmd::Kill { id } => {
+            let c = client(&overrides)?;
+            let id = resolve_id(&c, ui, &id).await?;
+            kill(&c, &id, ui).await
+        }
         Cmd::List(a) => list(&client(&overrides)?, a, ui).await,
         Cmd::Health(h) => crate::health::run(&client(&overrides)?, h, ui).await,
         Cmd::Users(u) => crate::users::run(&overrides, u, ui).await,
@@ -255,82 +267,226 @@ async fn kill(client: &Client, id: &str, ui: Ui) -> anyhow::Result<i32> {
 }
 
 async fn list(client: &Client, a: ListArgs, ui: Ui) -> anyhow::Result<i32> {
-    let q = ListQuery {
+    let mut q = ListQuery {
         limit: Some(a.limit),
         status: a.status,
         cursor: a.cursor,
     };
-    let page = retry(ui, false, || client.list_executions(&q))
-        .await
-        .context("cannot list executions")?;
-    if let Some(c) = &page.next_cursor {
-        ui.info(&format!("more executions: runvoy list --cursor {c}"));
+    let mut rows = Vec::new();
+    let next = loop {
+        let page = retry(ui, false, || client.list_executions(&q))
+            .await
+            .context("cannot list executions")?;
+        rows.extend(page.executions);
+        match page.next_cursor {
+            Some(c) if a.all => q.cursor = Some(c),
+            other => break other,
+        }
+    };
+    if let Some(c) = &next {
+        ui.info(&format!("more results: --cursor {c} (or --all)"));
     }
     match a.output {
         // The same bare array as the API answers.
-        Output::Json => print_json(&page.executions)?,
-        Output::Text if page.executions.is_empty() => ui.info("no executions"),
-        Output::Text => out!(
-            "{}",
-            list_table(&page.executions, time::OffsetDateTime::now_utc())
-        ),
+        Output::Json => print_json(&rows)?,
+        Output::Text if rows.is_empty() => ui.info("no executions"),
+        Output::Text => {
+            // Whose run it is matters only to those who see everyone's.
+            let everyone = client
+                .me()
+                .await
+                .is_ok_and(|me| me.role == "admin" || me.role == "operator");
+            let style = ListStyle {
+                wide: a.wide,
+                user: everyone || a.wide,
+                color: io::stdout().is_terminal() && crate::ui::color_allowed(),
+            };
+            out!(
+                "{}",
+                list_table(&rows, time::OffsetDateTime::now_utc(), style)
+            )
+        }
     }
     Ok(0)
 }
 
-/// The `list` table; `now` gives running executions their elapsed time.
-fn list_table(execs: &[Execution], now: time::OffsetDateTime) -> String {
-    let header = ["ID", "STATUS", "EXIT", "STARTED", "DURATION", "COMMAND"];
-    let rows: Vec<[String; 6]> = execs
+/// How `list` draws its table.
+#[derive(Debug, Clone, Copy)]
+struct ListStyle {
+    /// Full ids, absolute times, whole commands.
+    wide: bool,
+    /// A USER column.
+    user: bool,
+    /// Coloured statuses.
+    color: bool,
+}
+
+/// Width the default table is kept within.
+const LIST_WIDTH: usize = 80;
+/// Widest USER cell of the default table (`--wide` shows whole emails).
+const LIST_USER_WIDTH: usize = 10;
+
+/// The `list` table; `now` gives running executions their elapsed time and rows their age.
+fn list_table(execs: &[Execution], now: time::OffsetDateTime, style: ListStyle) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let mut header = vec!["ID", "STATUS", "EXIT", "STARTED", "DURATION"];
+    if style.user {
+        header.push("USER");
+    }
+    header.push("COMMAND");
+    let mut rows: Vec<Vec<String>> = execs
         .iter()
         .map(|e| {
+            let start = time::OffsetDateTime::parse(&e.started_at, &Rfc3339).ok();
             let duration = e.duration_seconds.or_else(|| {
                 if e.status.is_terminal() {
                     return None;
                 }
-                let start = time::OffsetDateTime::parse(
-                    &e.started_at,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .ok()?;
-                Some((now - start).as_seconds_f64().max(0.0))
+                Some((now - start?).as_seconds_f64().max(0.0))
             });
-            [
-                e.execution_id.clone(),
+            let started = if style.wide {
+                format_time(&e.started_at)
+            } else {
+                start
+                    .map(|s| format_age((now - s).as_seconds_f64()))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let mut r = vec![
+                if style.wide {
+                    e.execution_id.clone()
+                } else {
+                    e.execution_id.chars().take(SHORT_ID).collect()
+                },
                 e.status.to_string(),
                 e.exit_code
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| "-".into()),
-                format_time(&e.started_at),
+                started,
                 duration.map(format_secs).unwrap_or_else(|| "-".into()),
-                truncate(&e.command, 50),
-            ]
+            ];
+            if style.user {
+                r.push(if style.wide {
+                    e.created_by.clone()
+                } else {
+                    truncate(&e.created_by, LIST_USER_WIDTH)
+                });
+            }
+            r.push(e.command.clone());
+            r
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
+    let last = header.len() - 1;
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
+        for (i, c) in r.iter().enumerate().take(last) {
+            widths[i] = widths[i].max(c.chars().count());
         }
     }
+    // The command takes what is left of 80 columns; --wide shows it whole.
+    let used: usize = widths[..last].iter().map(|w| w + 2).sum();
+    let room = LIST_WIDTH.saturating_sub(used).max(12);
+    for r in &mut rows {
+        r[last] = if style.wide {
+            truncate(&r[last], usize::MAX)
+        } else {
+            truncate(&r[last], room)
+        };
+    }
     let mut s = String::new();
-    let mut push_row = |cells: &[String]| {
-        let last = cells.len() - 1;
+    let mut push_row = |cells: &[String], header_row: bool| {
         for (i, c) in cells.iter().enumerate() {
-            if i == last {
-                s.push_str(c);
+            let text = if i == 1 && style.color && !header_row {
+                let st = status_style(c);
+                format!("{st}{c}{st:#}")
             } else {
-                s.push_str(c);
+                c.clone()
+            };
+            s.push_str(&text);
+            if i < last {
                 s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
             }
         }
         s.push('\n');
     };
-    push_row(&header.map(String::from));
+    push_row(
+        &header.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        true,
+    );
     for r in &rows {
-        push_row(r);
+        push_row(r, false);
     }
     s
+}
+
+/// Characters of an id shown by `list` (ids are accepted by unique prefix everywhere).
+const SHORT_ID: usize = 12;
+
+fn status_style(status: &str) -> anstyle::Style {
+    use anstyle::AnsiColor;
+    match status {
+        "SUCCEEDED" => AnsiColor::Green.on_default(),
+        "FAILED" => AnsiColor::Red.on_default().bold(),
+        "RUNNING" | "STARTING" => AnsiColor::Cyan.on_default(),
+        _ => AnsiColor::Yellow.on_default(),
+    }
+}
+
+/// `45s ago`, `12m ago`, `3h ago`, `5d ago`.
+fn format_age(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// The full id of an execution given by its id or a unique prefix of it (as `list` shows).
+/// Looks through the executions the caller can see; an ambiguous prefix lists the candidates.
+pub(crate) async fn resolve_id(client: &Client, ui: Ui, id: &str) -> anyhow::Result<String> {
+    let id = id.trim();
+    let hex = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if id.len() >= 32 || !hex {
+        return Ok(id.to_string());
+    }
+    let prefix = id.to_ascii_lowercase();
+    let mut q = ListQuery {
+        limit: Some(1000),
+        status: Vec::new(),
+        cursor: None,
+    };
+    let mut found = Vec::new();
+    loop {
+        let page = retry(ui, false, || client.list_executions(&q))
+            .await
+            .context("cannot look the id prefix up")?;
+        found.extend(
+            page.executions
+                .into_iter()
+                .filter(|e| e.execution_id.starts_with(&prefix))
+                .map(|e| (e.execution_id, e.command)),
+        );
+        match page.next_cursor {
+            Some(c) if found.len() < 2 => q.cursor = Some(c),
+            _ => break,
+        }
+    }
+    match found.len() {
+        0 => anyhow::bail!("no execution id starts with {id:?}"),
+        1 => Ok(found.remove(0).0),
+        _ => {
+            let list: Vec<String> = found
+                .iter()
+                .take(10)
+                .map(|(i, c)| format!("{i} ({})", truncate(c, 30)))
+                .collect();
+            anyhow::bail!(
+                "id prefix {id:?} is ambiguous; it matches {}",
+                list.join(", ")
+            )
+        }
+    }
 }
 
 async fn version(o: &Overrides, ui: Ui) -> anyhow::Result<i32> {
@@ -511,19 +667,51 @@ mod tests {
     #[test]
     fn table_layout() {
         let now = time::macros::datetime!(2026-01-02 03:05:05 UTC);
-        let t = list_table(
-            &[
-                exec("aaaa", Status::Running, None, None, "sleep 100"),
-                exec("bb", Status::Succeeded, Some(0), Some(1.25), "echo hi"),
-            ],
-            now,
-        );
+        let long = "x".repeat(100);
+        let execs = [
+            exec("aaaabbbbccccdddd", Status::Running, None, None, "sleep 100"),
+            exec("bb", Status::Succeeded, Some(0), Some(1.25), &long),
+        ];
+        let narrow = ListStyle {
+            wide: false,
+            user: false,
+            color: false,
+        };
+        let t = list_table(&execs, now, narrow);
         assert_eq!(
-            t,
-            "ID    STATUS     EXIT  STARTED              DURATION  COMMAND\n\
-             aaaa  RUNNING    -     2026-01-02 03:04:05  1m00s     sleep 100\n\
-             bb    SUCCEEDED  0     2026-01-02 03:04:05  1.2s      echo hi\n"
+            t.lines().take(2).collect::<Vec<_>>(),
+            [
+                "ID            STATUS     EXIT  STARTED  DURATION  COMMAND",
+                "aaaabbbbcccc  RUNNING    -     1m ago   1m00s     sleep 100",
+            ]
         );
+        for l in t.lines() {
+            assert!(l.chars().count() <= LIST_WIDTH, "{l:?}");
+        }
+        assert!(t.lines().nth(2).unwrap().ends_with('…'));
+        let wide = list_table(
+            &execs,
+            now,
+            ListStyle {
+                wide: true,
+                user: true,
+                color: false,
+            },
+        );
+        assert!(wide.contains("aaaabbbbccccdddd  RUNNING"), "{wide}");
+        assert!(wide.contains("2026-01-02 03:04:05"), "{wide}");
+        assert!(wide.contains(&format!("u@x   {long}")), "{wide}");
+        let colored = list_table(
+            &execs,
+            now,
+            ListStyle {
+                color: true,
+                ..narrow
+            },
+        );
+        assert!(colored.contains("\x1b["), "{colored}");
+        assert_eq!(format_age(3.0), "3s ago");
+        assert_eq!(format_age(7200.0), "2h ago");
     }
 
     #[test]

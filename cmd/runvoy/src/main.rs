@@ -59,7 +59,7 @@ pub enum Cmd {
     Logs(LogsArgs),
     /// Show an execution.
     Status {
-        /// Execution id.
+        /// Execution id (or a unique prefix, as `list` shows it).
         id: String,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
@@ -67,7 +67,7 @@ pub enum Cmd {
     },
     /// Stop a running execution.
     Kill {
-        /// Execution id.
+        /// Execution id (or a unique prefix, as `list` shows it).
         id: String,
     },
     /// List recent executions, newest first.
@@ -169,7 +169,7 @@ pub struct RunArgs {
 /// `runvoy logs` arguments.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// Execution id.
+    /// Execution id (or a unique prefix, as `list` shows it).
     pub id: String,
     /// Follow until the execution finishes, then exit with its exit code.
     #[arg(short, long)]
@@ -194,6 +194,12 @@ pub struct ListArgs {
     /// Start after this cursor (printed on stderr when more executions exist).
     #[arg(long)]
     pub cursor: Option<String>,
+    /// Every page, not just the first.
+    #[arg(long)]
+    pub all: bool,
+    /// Full ids, absolute times, the user and whole commands (wider than 80 columns).
+    #[arg(short, long)]
+    pub wide: bool,
 }
 
 /// Output format of data commands.

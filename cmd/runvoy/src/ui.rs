@@ -8,7 +8,7 @@ use runvoy_client::proto::LogEvent;
 use runvoy_client::proto::record::Stream;
 
 /// True when `NO_COLOR` is unset (or empty, per no-color.org).
-fn color_allowed() -> bool {
+pub(crate) fn color_allowed() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 

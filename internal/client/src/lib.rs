@@ -196,6 +196,11 @@ impl Client {
         Ok(r.reports)
     }
 
+    /// `GET /users/me`: the caller's own user (email and role).
+    pub async fn me(&self) -> Result<runvoy_proto::User, ClientError> {
+        self.send(self.http.get(self.url("users/me")?)).await
+    }
+
     /// `GET /users` (admin, operator): every user, sorted by email.
     pub async fn list_users(&self) -> Result<UserList, ClientError> {
         self.send(self.http.get(self.url("users")?)).await

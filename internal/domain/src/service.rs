@@ -712,6 +712,9 @@ mod tests {
             fn platform(&self) -> &str {
                 "fake"
             }
+            fn runs_images(&self) -> bool {
+                true
+            }
             async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
                 self.0.lock().unwrap().push(spec.clone());
                 Ok(())

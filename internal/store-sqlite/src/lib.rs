@@ -386,7 +386,7 @@ impl Store for SqliteStore {
         let e = e.clone();
         self.write(move |c| {
             c.execute(
-                &format!("INSERT INTO executions ({EXEC_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)"),
+                &format!("INSERT INTO executions ({EXEC_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)"),
                 params![
                     e.id, e.created_by, e.command, e.image, e.status.as_str(), e.exit_code,
                     e.created_at_ms, e.completed_at_ms, e.timeout_secs.map(|v| v as i64), e.timed_out,

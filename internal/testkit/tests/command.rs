@@ -664,3 +664,84 @@ async fn claim_and_configure_never_overwrite_a_key_silently() {
     assert_ne!(after, before);
     assert!(!after.contains(&s.admin_key));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_fits_80_columns_and_ids_are_accepted_by_unique_prefix() {
+    let s = TestServer::start();
+    let c = s.client();
+    let mut ids = Vec::new();
+    // 17 ids: two of them surely share their first hex digit.
+    for i in 0..17 {
+        let r = c
+            .run(&RunRequest {
+                command: format!("echo run {i}; echo {}", "long words ".repeat(20)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // One at a time: the per-user limit of unfinished executions.
+        s.wait_settled(&r.execution_id, Duration::from_secs(60))
+            .await;
+        ids.push(r.execution_id);
+    }
+    let out = remote(&s, &["list", "-n", "5"]);
+    let text = stdout(&out);
+    assert!(text.starts_with("ID            STATUS"), "{text}");
+    assert!(
+        text.lines().nth(0).unwrap().contains("USER"),
+        "admins see whose runs: {text}"
+    );
+    for line in text.lines() {
+        assert!(line.chars().count() <= 80, "{line:?}");
+    }
+    let newest = &ids[16];
+    assert!(
+        text.contains(&format!("{}  SUCCEEDED", &newest[..12])),
+        "{text}"
+    );
+    assert!(text.contains("s ago"), "{text}");
+    assert!(!text.contains(newest.as_str()), "short ids only: {text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more results: --cursor "), "{err}");
+    let wide = stdout(&remote(&s, &["list", "-n", "5", "--wide"]));
+    assert!(wide.contains(newest.as_str()), "{wide}");
+    assert!(
+        wide.contains(&"long words ".repeat(20).trim_end().to_string()),
+        "{wide}"
+    );
+    let all: Vec<runvoy_proto::Execution> =
+        serde_json::from_slice(&remote(&s, &["list", "-n", "5", "--all", "-o", "json"]).stdout)
+            .unwrap();
+    assert_eq!(all.len(), 17);
+
+    // A unique prefix works in status, logs and kill.
+    let out = remote(&s, &["status", "-o", "json", &newest[..12]]);
+    let e: runvoy_proto::Execution = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(&e.execution_id, newest);
+    let out = remote(&s, &["logs", "-q", &newest[..8]]);
+    assert!(stdout(&out).starts_with("run 16\n"), "{}", stdout(&out));
+    let out = remote(&s, &["kill", &newest[..10]]);
+    assert!(
+        stdout(&out).contains("already finished"),
+        "{}",
+        stdout(&out)
+    );
+    // An ambiguous one lists the candidates; an unknown one says so.
+    let first = ids
+        .iter()
+        .map(|i| &i[..1])
+        .find(|p| ids.iter().filter(|i| i.starts_with(*p)).count() > 1)
+        .unwrap()
+        .to_string();
+    let out = remote(&s, &["status", &first]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("is ambiguous"), "{err}");
+    for id in ids.iter().filter(|i| i.starts_with(&first)).take(10) {
+        assert!(err.contains(id.as_str()), "{id} not listed: {err}");
+    }
+    let out = remote(&s, &["status", "ffffffffffff"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(err.contains("no execution id starts with"), "{err}");
+}

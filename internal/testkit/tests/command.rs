@@ -688,7 +688,7 @@ async fn list_fits_80_columns_and_ids_are_accepted_by_unique_prefix() {
     let text = stdout(&out);
     assert!(text.starts_with("ID            STATUS"), "{text}");
     assert!(
-        text.lines().nth(0).unwrap().contains("USER"),
+        text.lines().next().unwrap().contains("USER"),
         "admins see whose runs: {text}"
     );
     for line in text.lines() {

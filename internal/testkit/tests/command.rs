@@ -483,7 +483,8 @@ async fn executions_list_is_a_bare_array_paged_by_link_header() {
     let cursor = err
         .split("--cursor ")
         .nth(1)
-        .map(|c| c.trim().to_string())
+        .and_then(|c| c.split_whitespace().next())
+        .map(str::to_string)
         .unwrap_or_else(|| panic!("no cursor hint: {err}"));
     let out = remote(&s, &["list", "-n", "3", "-o", "json", "--cursor", &cursor]);
     let second: Vec<runvoy_proto::Execution> = serde_json::from_slice(&out.stdout).unwrap();

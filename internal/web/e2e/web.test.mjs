@@ -400,12 +400,15 @@ describe('runvoy web app', () => {
 
     await api(server, 'DELETE', `/executions/${own.execution_id}`);
     await page.click('button:has-text("Sign out")');
+    await page.locator('#apikey').waitFor();
 
     // A viewer with nothing to see is not told to start a run.
     const vEmail = `emptyviewer${Date.now()}@example.com`;
     const v = await api(server, 'POST', '/users/create', { email: vEmail, role: 'viewer' });
-    const vKey = (await (await fetch(`${server.url}/api/v1/claim/${v.claim_token}`)).json()).api_key;
+    const vKey = (await (await fetch(`${server.url}/api/v1/claim/${v.claim_token}`, { method: 'POST' })).json()).api_key;
+    assert.ok(vKey, 'the viewer got a key');
     await signIn(vKey);
+    await until(async () => (await page.locator('.whoami').textContent()).includes(vEmail), { what: 'signed in as the viewer' });
     const empty = page.locator('td.empty');
     await empty.waitFor();
     await page.waitForTimeout(500);

@@ -84,6 +84,18 @@ impl TestServer {
         self.dir.path().join("data")
     }
 
+    /// Ids of the executions local compute keeps a directory for (not its own `.sandbox`).
+    pub fn execution_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.data_dir().join("executions"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn spawn(&mut self) {
         let data = self.data_dir();
         std::fs::create_dir_all(&data).expect("data dir");

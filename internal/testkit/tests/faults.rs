@@ -19,9 +19,7 @@ fn server(faults: &Path) -> TestServer {
 }
 
 fn workspaces(s: &TestServer) -> usize {
-    std::fs::read_dir(s.data_dir().join("executions"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    s.execution_dirs().len()
 }
 
 fn api_code(e: &ClientError) -> (u16, String) {

@@ -6,7 +6,7 @@ LISTEN ?= 127.0.0.1:8080
 RELEASE_BIN := target/release
 DEBUG_BIN := target/debug
 
-.PHONY: run stop deps build build-release runner-static test test-rust test-web lint fmt bench clean
+.PHONY: run stop deps build build-release runner-static test test-rust test-web lint fmt bench emulators clean
 
 ## deps: install what runvoy needs on this machine (bubblewrap for isolation; best effort).
 deps:
@@ -56,6 +56,11 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## emulators: start Google's Firestore emulator (from the Cloud SDK) by hand; prints the
+## FIRESTORE_EMULATOR_HOST to export, stops on Ctrl-C. Tests start their own.
+emulators:
+	$(CARGO) run -q -p runvoy-emulators --bin runvoy-emulators
 
 ## bench: speed figures side by side (runvoy vs sh -c); see docs/BENCHMARKS.md.
 bench: deps build-release

@@ -316,6 +316,7 @@ impl LogFollower {
             },
         };
         let url = resume_url(&url, self.last_seq)?;
+        install_tls_provider();
         let connecting = tokio_tungstenite::connect_async(url.as_str());
         let Ok(connected) = tokio::time::timeout(self.opts.idle_timeout, connecting).await else {
             self.broken("the log stream handshake did not complete".into());
@@ -377,6 +378,18 @@ fn resume_url(url: &str, after_seq: u64) -> Result<Url, ClientError> {
         .extend_pairs(pairs)
         .append_pair("after_seq", &after_seq.to_string());
     Ok(u)
+}
+
+/// Makes ring the process's rustls provider unless one is installed. tokio-tungstenite builds its
+/// TLS config from the process default, which rustls only picks by itself when exactly one
+/// provider is compiled in; a build that also links aws-lc-rs (the Google client libraries bring
+/// it) would otherwise panic on the first `wss://` connection.
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error means another provider is already the default: that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 #[cfg(test)]

@@ -865,13 +865,13 @@ impl Store for FirestoreStore {
         }
         sq.r#where = and(filters);
         sq.order_by = vec![order("created_at_ms", true), order("id", true)];
-        if let Some((ms, id)) = q.cursor.as_deref().and_then(|c| c.split_once('-')) {
-            if let Ok(ms) = ms.parse::<i64>() {
-                sq.start_at = Some(pb::Cursor {
-                    values: vec![int(ms), string(id)],
-                    before: false,
-                });
-            }
+        if let Some((ms, id)) = q.cursor.as_deref().and_then(|c| c.split_once('-'))
+            && let Ok(ms) = ms.parse::<i64>()
+        {
+            sq.start_at = Some(pb::Cursor {
+                values: vec![int(ms), string(id)],
+                before: false,
+            });
         }
         sq.limit = Some(i32::try_from(limit + 1).unwrap_or(i32::MAX));
         let mut rows: Vec<Execution> = self
@@ -1241,10 +1241,10 @@ impl Store for FirestoreStore {
                     return Ok(Step::Abort(ClaimOutcome::NotFound));
                 }
                 let new_key = tx.store.doc("user_keys", key_hash);
-                if let Some(k) = tx.get(&new_key).await? {
-                    if get_str(&k.fields, "email") != email {
-                        return Err(unavailable("key hash already in use"));
-                    }
+                if let Some(k) = tx.get(&new_key).await?
+                    && get_str(&k.fields, "email") != email
+                {
+                    return Err(unavailable("key hash already in use"));
                 }
                 let old_key = u.key_hash.clone();
                 let mut next = u;
@@ -1286,10 +1286,10 @@ impl Store for FirestoreStore {
                     UserChange::Role(r) if !cur.revoked => next.role = *r,
                     UserChange::Revoke => next.revoked = true,
                     UserChange::KeyHash(h) if !cur.revoked && cur.claim_expires_at_ms.is_none() => {
-                        if let Some(k) = tx.get(&tx.store.doc("user_keys", h)).await? {
-                            if get_str(&k.fields, "email") != email {
-                                return Err(unavailable("key hash already in use"));
-                            }
+                        if let Some(k) = tx.get(&tx.store.doc("user_keys", h)).await?
+                            && get_str(&k.fields, "email") != email
+                        {
+                            return Err(unavailable("key hash already in use"));
                         }
                         next.key_hash = h.clone();
                         writes.extend(tx.store.key_change(&next, &cur.key_hash));

@@ -193,6 +193,14 @@ fn exec_fields(e: &Execution) -> Fields {
     f.insert("id".into(), string(&e.id));
     f.insert("created_by".into(), string(&e.created_by));
     f.insert("command".into(), string(&e.command));
+    f.insert(
+        "argv".into(),
+        e.argv.as_ref().map_or_else(null, |a| {
+            v(ValueType::ArrayValue(pb::ArrayValue {
+                values: a.iter().map(|w| string(w)).collect(),
+            }))
+        }),
+    );
     f.insert("image".into(), string(&e.image));
     f.insert("status".into(), string(e.status.as_str()));
     f.insert("exit_code".into(), opt_int(e.exit_code.map(i64::from)));
@@ -233,6 +241,18 @@ fn exec_from(f: &Fields) -> Execution {
         id: get_str(f, "id"),
         created_by: get_str(f, "created_by"),
         command: get_str(f, "command"),
+        argv: match f.get("argv").and_then(|v| v.value_type.as_ref()) {
+            Some(ValueType::ArrayValue(a)) => Some(
+                a.values
+                    .iter()
+                    .map(|w| match &w.value_type {
+                        Some(ValueType::StringValue(s)) => s.clone(),
+                        _ => String::new(),
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        },
         image: get_str(f, "image"),
         status: Status::parse(&get_str(f, "status")).unwrap_or(Status::Failed),
         exit_code: get_int(f, "exit_code").map(|n| n as i32),
@@ -935,6 +955,7 @@ impl Store for FirestoreStore {
                 // Identity and creation fields never change.
                 next.created_by = cur.created_by;
                 next.command = cur.command;
+                next.argv = cur.argv;
                 next.image = cur.image;
                 next.created_at_ms = cur.created_at_ms;
                 next.created_by_request_id = cur.created_by_request_id;
@@ -1191,13 +1212,35 @@ impl Store for FirestoreStore {
             let (user_doc, key_doc, claim_doc) =
                 (user_doc.clone(), key_doc.clone(), claim_doc.clone());
             async move {
-                if tx.get(&user_doc).await?.is_some() || tx.get(&key_doc).await?.is_some() {
+                let mut writes = Vec::new();
+                let old = tx.get(&user_doc).await?.map(|d| user_from(&d.fields));
+                if let Some(old) = &old {
+                    if old.claim_expires_at_ms.is_none() || old.revoked {
+                        return Err(StoreError::AlreadyExists(u.email.clone()));
+                    }
+                    // A re-invitation: the unclaimed user is replaced and its unused claims go,
+                    // so the earlier token stops working.
+                    if old.key_hash != u.key_hash {
+                        writes.push(delete(tx.store.doc("user_keys", &old.key_hash)));
+                    }
+                    let mut q = query(&tx.store.col("claims"));
+                    q.r#where = Some(filter("email", Op::Equal, string(&u.email)));
+                    for d in tx.query(&tx.store.inner.root, q).await? {
+                        if get_int(&d.fields, "claimed_at_ms").is_none() {
+                            writes.push(delete(d.name));
+                        }
+                    }
+                }
+                if let Some(k) = tx.get(&key_doc).await?
+                    && get_str(&k.fields, "email") != u.email
+                {
                     return Err(StoreError::AlreadyExists(u.email.clone()));
                 }
                 if tx.get(&claim_doc).await?.is_some() {
                     return Err(unavailable("claim token hash already in use"));
                 }
-                let mut writes = tx.store.user_writes(u);
+                writes.push(upsert(tx.store.document(user_doc, user_fields(u))));
+                writes.push(upsert(tx.store.document(key_doc, tx.store.key_fields(u))));
                 let mut f = Fields::new();
                 f.insert("token_hash".into(), string(&claim.token_hash));
                 f.insert("email".into(), string(&claim.email));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use clap::CommandFactory;
-use runvoy_client::config::{Config, ConfigError, Overrides};
+use runvoy_client::config::{Config, ConfigError, Overrides, Profile, selected_profile};
 use runvoy_client::proto::{Execution, MAX_STDIN_BYTES, RunRequest};
 use runvoy_client::{Client, ClientError, KillOutcome, ListQuery};
 
@@ -20,6 +20,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
     let overrides = Overrides {
         api_url: cli.api_url,
         api_key: cli.api_key,
+        profile: cli.profile,
     };
     match cli.cmd {
         Cmd::Version => version(&overrides, ui).await,
@@ -237,6 +238,9 @@ fn status_text(e: &Execution) -> String {
     if let Some(r) = &e.failure_reason {
         rows.push(("Failure", r.clone()));
     }
+    if let Some(u) = &e.stopped_by {
+        rows.push(("Stopped by", u.clone()));
+    }
     rows.push((
         "Logs",
         match (e.logs_complete, e.log_lines) {
@@ -271,6 +275,8 @@ async fn list(client: &Client, a: ListArgs, ui: Ui) -> anyhow::Result<i32> {
         limit: Some(a.limit),
         status: a.status,
         cursor: a.cursor,
+        user: a.user,
+        since: a.since,
     };
     let mut rows = Vec::new();
     let next = loop {
@@ -453,8 +459,7 @@ pub(crate) async fn resolve_id(client: &Client, ui: Ui, id: &str) -> anyhow::Res
     let prefix = id.to_ascii_lowercase();
     let mut q = ListQuery {
         limit: Some(1000),
-        status: Vec::new(),
-        cursor: None,
+        ..Default::default()
     };
     let mut found = Vec::new();
     loop {
@@ -546,12 +551,14 @@ pub(crate) fn confirm_key_overwrite(
 }
 
 fn configure(o: &Overrides, force: bool, ui: Ui) -> anyhow::Result<i32> {
+    let profile = selected_profile(o)?;
     let path = Config::default_path().ok_or(ConfigError::NoPath)?;
     // A broken file is replaced rather than blocking the command meant to fix it.
-    let existing = Config::read_optional(&path)
+    let mut file = Config::read_optional(&path)
         .ok()
         .flatten()
         .unwrap_or_default();
+    let existing = file.profile(profile.as_deref()).unwrap_or_default();
     let mut stdin = io::stdin().lock();
     let url = match &o.api_url {
         Some(u) => u.trim().to_string(),
@@ -576,13 +583,22 @@ fn configure(o: &Overrides, force: bool, ui: Ui) -> anyhow::Result<i32> {
         anyhow::bail!("an API key is required");
     }
     confirm_key_overwrite(&path, &existing.api_key, Some(&key), force)?;
-    let cfg = Config {
-        api_endpoint: url,
-        api_key: key,
-        web_url: existing.web_url,
-    };
-    cfg.write(&path)?;
-    ui.success(&format!("configuration written to {}", path.display()));
+    file.set_profile(
+        profile.as_deref(),
+        Profile {
+            api_endpoint: url,
+            api_key: key,
+            web_url: existing.web_url,
+        },
+    );
+    file.write(&path)?;
+    match &profile {
+        Some(p) => ui.success(&format!(
+            "profile {p} written to {} (use it with --profile {p} or RUNVOY_PROFILE={p})",
+            path.display()
+        )),
+        None => ui.success(&format!("configuration written to {}", path.display())),
+    }
     Ok(0)
 }
 
@@ -661,6 +677,7 @@ mod tests {
             created_by_request_id: "r".into(),
             modified_by_request_id: "r".into(),
             compute_platform: "local".into(),
+            stopped_by: None,
         }
     }
 

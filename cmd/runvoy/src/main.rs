@@ -45,6 +45,10 @@ pub struct Cli {
     /// API key (overrides RUNVOY_API_KEY and the config file).
     #[arg(long, global = true, value_name = "KEY")]
     pub api_key: Option<String>,
+    /// Profile of the config file to use, and the one `configure` and `claim` write (overrides
+    /// RUNVOY_PROFILE; `default` is the file's top-level keys).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -197,6 +201,14 @@ pub struct ListArgs {
     /// Every page, not just the first.
     #[arg(long)]
     pub all: bool,
+    /// Only executions started by this user (email). Developers and viewers only ever see
+    /// their own.
+    #[arg(short, long, value_name = "EMAIL")]
+    pub user: Option<String>,
+    /// Only executions started since: a duration back from now (30m, 1h30m, 2d) or an RFC 3339
+    /// time (2026-01-02T03:04:05Z).
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
     /// Full ids, absolute times, the user and whole commands (wider than 80 columns).
     #[arg(short, long)]
     pub wide: bool,

@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use runvoy_client::config::{Config, ConfigError, ENV_API_KEY, ENV_API_URL, Overrides};
+use runvoy_client::config::{
+    Config, ConfigError, ENV_API_KEY, ENV_API_URL, Overrides, Profile, selected_profile,
+};
 use runvoy_client::proto::{TraceResponse, User};
 use runvoy_client::{Client, ClientError};
 
@@ -100,9 +102,11 @@ pub async fn run(o: &Overrides, cmd: UsersCmd, ui: Ui) -> anyhow::Result<i32> {
         UsersCmd::RotateKey => {
             let r = client.rotate_key().await.context("cannot rotate the key")?;
             match key_from_file(o, &cfg) {
-                Some(path) => {
+                Some((path, profile)) => {
                     let mut file = Config::read_optional(&path)?.unwrap_or_default();
-                    file.api_key = r.api_key.clone();
+                    let mut p = file.profile(profile.as_deref()).unwrap_or_default();
+                    p.api_key = r.api_key.clone();
+                    file.set_profile(profile.as_deref(), p);
                     if let Err(e) = file.write(&path) {
                         outln!("{}", r.api_key);
                         return Err(anyhow::Error::new(e)
@@ -127,15 +131,18 @@ pub async fn run(o: &Overrides, cmd: UsersCmd, ui: Ui) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The config file path when the key in use came from it (not a flag or the environment).
-fn key_from_file(o: &Overrides, cfg: &Config) -> Option<std::path::PathBuf> {
+/// The config file path and profile when the key in use came from it (not a flag or the
+/// environment).
+fn key_from_file(o: &Overrides, cfg: &Config) -> Option<(std::path::PathBuf, Option<String>)> {
     let from_env = std::env::var(ENV_API_KEY).is_ok_and(|v| !v.trim().is_empty());
     if o.api_key.is_some() || from_env {
         return None;
     }
+    let profile = selected_profile(o).ok()?;
     let path = Config::default_path()?;
     let file = Config::read_optional(&path).ok()??;
-    (file.api_key.trim() == cfg.api_key).then_some(path)
+    let p = file.profile(profile.as_deref())?;
+    (p.api_key.trim() == cfg.api_key).then_some((path, profile))
 }
 
 fn server_url(c: &Client) -> String {
@@ -148,17 +155,22 @@ fn server_url(c: &Client) -> String {
 
 /// `runvoy claim TOKEN`: redeems a claim token and writes the key to the config file.
 pub async fn claim(o: &Overrides, token: &str, force: bool, ui: Ui) -> anyhow::Result<i32> {
+    let profile = selected_profile(o)?;
     let path = Config::default_path().ok_or(ConfigError::NoPath)?;
-    let existing = Config::read_optional(&path)
+    // A broken file is replaced rather than blocking the claim.
+    let mut file = Config::read_optional(&path)
         .ok()
         .flatten()
         .unwrap_or_default();
+    let existing = file.profile(profile.as_deref()).unwrap_or_default();
     let url = o
         .api_url
         .clone()
         .or_else(|| std::env::var(ENV_API_URL).ok())
         .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| existing.api_endpoint.clone());
+        .or_else(|| Some(existing.api_endpoint.clone()).filter(|u| !u.trim().is_empty()))
+        // A new profile is usually another key on the same server.
+        .unwrap_or_else(|| file.api_endpoint.clone());
     if url.trim().is_empty() {
         anyhow::bail!("no server URL: pass --api-url URL (the one the admin gave you)");
     }
@@ -173,21 +185,27 @@ pub async fn claim(o: &Overrides, token: &str, force: bool, ui: Ui) -> anyhow::R
                 .context("the token is unknown or expired (they last 15 minutes)"),
             _ => anyhow::Error::new(e).context("cannot claim the key"),
         })?;
-    let cfg = Config {
-        api_endpoint: url.trim().to_owned(),
-        api_key: r.api_key.clone(),
-        web_url: existing.web_url,
-    };
-    if let Err(e) = cfg.write(&path) {
+    file.set_profile(
+        profile.as_deref(),
+        Profile {
+            api_endpoint: url.trim().to_owned(),
+            api_key: r.api_key.clone(),
+            web_url: existing.web_url,
+        },
+    );
+    if let Err(e) = file.write(&path) {
         outln!("{}", r.api_key);
         return Err(anyhow::Error::new(e).context(
             "the key was claimed (above, shown only now) but could not be saved; run `runvoy configure`",
         ));
     }
+    let place = match &profile {
+        Some(p) => format!("profile {p} of {}", path.display()),
+        None => path.display().to_string(),
+    };
     ui.success(&format!(
-        "API key of {} claimed and saved to {}",
-        r.user_email,
-        path.display()
+        "API key of {} claimed and saved to {place}",
+        r.user_email
     ));
     Ok(0)
 }

@@ -661,6 +661,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             api_endpoint: url.clone(),
             api_key: key,
             web_url: url.clone(),
+            ..Default::default()
         };
         match cfg.write_if_missing(None) {
             Ok(Some(p)) => eprintln!("runvoyd: wrote CLI config {}", p.display()),

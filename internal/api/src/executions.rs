@@ -77,6 +77,67 @@ pub(crate) struct ListParams {
     status: Option<String>,
     /// Cursor from a previous page.
     cursor: Option<String>,
+    /// Only executions created by this user (an email). Developers and viewers still see only
+    /// their own: another user's email matches nothing.
+    user: Option<String>,
+    /// Only executions created at or after this time: RFC 3339 (`2026-01-02T03:04:05Z`) or a
+    /// duration back from now (`30m`, `1h30m`, `2d`; units s, m, h, d, w).
+    since: Option<String>,
+}
+
+/// Parses a duration such as `90s`, `30m`, `1h30m`, `2d` or `1w` to milliseconds: one or more
+/// `NUMBER UNIT` pairs (units `s`, `m`, `h`, `d`, `w`), nothing else.
+fn parse_since_duration(s: &str) -> Option<i64> {
+    let mut total: i64 = 0;
+    let mut rest = s.as_bytes();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 12 || digits == rest.len() {
+            return None;
+        }
+        let n: i64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+        let unit: i64 = match rest[digits] {
+            b's' => 1_000,
+            b'm' => 60_000,
+            b'h' => 3_600_000,
+            b'd' => 86_400_000,
+            b'w' => 7 * 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        rest = &rest[digits + 1..];
+    }
+    Some(total)
+}
+
+/// The `since` filter as epoch ms: an RFC 3339 time, or `now_ms` minus a duration.
+fn parse_since(s: &str, now_ms: i64) -> Result<i64, ApiError> {
+    let s = s.trim();
+    if let Some(d) = parse_since_duration(s) {
+        return Ok(now_ms.saturating_sub(d));
+    }
+    runvoy_domain::clock::parse_rfc3339(s).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "invalid since {s:?}: give an RFC 3339 time (2026-01-02T03:04:05Z) or a duration \
+             (30m, 1h30m, 2d)"
+        ))
+    })
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Lists executions as a bare JSON array, newest first (only the caller's own for developers
@@ -117,21 +178,53 @@ pub(crate) async fn list(
             return Err(ApiError::invalid("malformed cursor"));
         }
     }
-    // Only validated values go into the Link URL (digits, status names, the checked cursor),
-    // so it needs no percent-encoding.
+    let user = match p.user.as_deref() {
+        Some(u) => Some(runvoy_domain::auth::normalize_email(u).ok_or_else(|| {
+            ApiError::invalid(format!("invalid user {u:?}: give an email address"))
+        })?),
+        None => None,
+    };
+    let since_ms = match p.since.as_deref() {
+        Some(s) => Some(parse_since(s, st.service.clock.now_ms())?),
+        None => None,
+    };
+    // Validated values go into the Link URL (digits, status names, the checked cursor); the
+    // user and the since time (fixed as RFC 3339, so every page has the same bound) are
+    // percent-encoded.
     let status_filter: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-    let status_filter = status_filter.join(",");
+    let mut filters = Vec::new();
+    if !status_filter.is_empty() {
+        filters.push(format!("status={}", status_filter.join(",")));
+    }
+    if let Some(u) = &user {
+        filters.push(format!("user={}", query_escape(u)));
+    }
+    if let Some(t) = since_ms {
+        filters.push(format!(
+            "since={}",
+            query_escape(&runvoy_domain::clock::rfc3339(t))
+        ));
+    }
+    // Developers and viewers see only their own executions, whatever `user` asks for.
+    let created_by = match (scope == Scope::Own, user) {
+        (true, Some(u)) if u != caller.user.email => {
+            return Ok(axum::Json(Vec::<runvoy_proto::Execution>::new()).into_response());
+        }
+        (true, _) => Some(caller.user.email.clone()),
+        (false, u) => u,
+    };
     let q = ListQuery {
         limit,
         statuses,
-        created_by: (scope == Scope::Own).then(|| caller.user.email.clone()),
+        created_by,
+        since_ms,
         cursor: p.cursor,
     };
     let (rows, next) = st.service.list(&q).await?;
     let body: Vec<runvoy_proto::Execution> = rows.iter().map(|e| e.to_api()).collect();
     let mut resp = axum::Json(body).into_response();
     if let Some(cursor) = next {
-        let link = next_link(p.limit, &status_filter, &cursor);
+        let link = next_link(p.limit, &filters, &cursor);
         if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
             resp.headers_mut().insert(axum::http::header::LINK, v);
         }
@@ -139,15 +232,14 @@ pub(crate) async fn list(
     Ok(resp)
 }
 
-/// `<…>; rel="next"` for the page after `cursor`, keeping the request's limit and status filter.
-fn next_link(limit: Option<usize>, status: &str, cursor: &str) -> String {
+/// `<…>; rel="next"` for the page after `cursor`, keeping the request's limit and filters
+/// (`key=value`, already encoded).
+fn next_link(limit: Option<usize>, filters: &[String], cursor: &str) -> String {
     let mut q = Vec::new();
     if let Some(l) = limit {
         q.push(format!("limit={l}"));
     }
-    if !status.is_empty() {
-        q.push(format!("status={status}"));
-    }
+    q.extend(filters.iter().cloned());
     q.push(format!("cursor={cursor}"));
     format!("</api/v1/executions?{}>; rel=\"next\"", q.join("&"))
 }
@@ -252,4 +344,55 @@ pub(crate) async fn health(State(st): State<AppState>) -> axum::Json<HealthRespo
 pub(crate) async fn reconcile(State(st): State<AppState>) -> Result<Response, ApiError> {
     let report = st.service.processor.sweep("api").await?;
     Ok(axum::Json(serde_json::json!({ "status": "ok", "report": report })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_durations_and_times() {
+        assert_eq!(parse_since_duration("90s"), Some(90_000));
+        assert_eq!(parse_since_duration("1h30m"), Some(5_400_000));
+        assert_eq!(parse_since_duration("2d"), Some(172_800_000));
+        assert_eq!(parse_since_duration("1w"), Some(604_800_000));
+        for bad in [
+            "",
+            "10",
+            "m",
+            "1x",
+            "1h 30m",
+            "-1h",
+            "1.5h",
+            "999999999999999d",
+        ] {
+            assert_eq!(parse_since_duration(bad), None, "{bad:?}");
+        }
+        let now = 10 * 86_400_000;
+        assert_eq!(parse_since("1d", now).ok(), Some(9 * 86_400_000));
+        assert_eq!(
+            parse_since("1970-01-02T00:00:00Z", now).ok(),
+            Some(86_400_000)
+        );
+        assert_eq!(
+            parse_since("1970-01-02T01:00:00+01:00", now).ok(),
+            Some(86_400_000)
+        );
+        assert!(parse_since("yesterday", now).is_err());
+        assert!(parse_since("2026-13-01T00:00:00Z", now).is_err());
+    }
+
+    #[test]
+    fn link_keeps_filters_encoded() {
+        let f = vec![
+            "status=RUNNING".to_owned(),
+            format!("user={}", query_escape("a+b@x.io")),
+            format!("since={}", query_escape("2026-01-02T03:04:05.000Z")),
+        ];
+        assert_eq!(
+            next_link(Some(5), &f, "1-ab"),
+            "</api/v1/executions?limit=5&status=RUNNING&user=a%2Bb%40x.io\
+             &since=2026-01-02T03%3A04%3A05.000Z&cursor=1-ab>; rel=\"next\""
+        );
+    }
 }

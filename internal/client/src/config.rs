@@ -4,11 +4,18 @@
 //! api_endpoint: http://127.0.0.1:8080
 //! api_key: rv_…
 //! web_url: http://127.0.0.1:8080/
+//! profiles:            # optional: more keys side by side
+//!   dev:
+//!     api_endpoint: http://127.0.0.1:8080
+//!     api_key: rvk_…
 //! ```
 //!
-//! Resolution, highest first: explicit overrides (CLI flags), `RUNVOY_API_URL` / `RUNVOY_API_KEY`,
-//! the file (whose path `RUNVOY_CONFIG` overrides).
+//! The top-level keys are the `default` profile. Another profile is selected with `--profile
+//! NAME` (an override) or `RUNVOY_PROFILE`. Resolution, highest first: explicit overrides (CLI
+//! flags), `RUNVOY_API_URL` / `RUNVOY_API_KEY`, the selected profile of the file (whose path
+//! `RUNVOY_CONFIG` overrides).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +28,24 @@ pub const ENV_API_URL: &str = "RUNVOY_API_URL";
 pub const ENV_API_KEY: &str = "RUNVOY_API_KEY";
 /// Environment variable overriding the config file path.
 pub const ENV_CONFIG: &str = "RUNVOY_CONFIG";
+/// Environment variable selecting a profile of the config file.
+pub const ENV_PROFILE: &str = "RUNVOY_PROFILE";
+/// The profile of the file's top-level keys.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// One profile: where to connect and with which key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Server URL.
+    #[serde(default)]
+    pub api_endpoint: String,
+    /// API key sent as `X-API-Key`.
+    #[serde(default)]
+    pub api_key: String,
+    /// Web viewer URL; may be empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub web_url: String,
+}
 
 /// Contents of the config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +59,9 @@ pub struct Config {
     /// Web viewer URL; may be empty.
     #[serde(default)]
     pub web_url: String,
+    /// Named profiles besides the default one (the top-level keys), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profiles: BTreeMap<String, Profile>,
 }
 
 /// Values that beat both the environment and the file (the CLI's `--api-url` / `--api-key`).
@@ -43,6 +71,8 @@ pub struct Overrides {
     pub api_url: Option<String>,
     /// Replaces `api_key`.
     pub api_key: Option<String>,
+    /// Selects a profile of the file (beats `RUNVOY_PROFILE`).
+    pub profile: Option<String>,
 }
 
 /// Why the configuration could not be loaded or saved.
@@ -83,12 +113,81 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// The selected profile is not in the file.
+    #[error(
+        "no profile {name:?} in {}: run `runvoy configure --profile {name}` or `runvoy claim TOKEN --profile {name}`",
+        path.display()
+    )]
+    NoProfile {
+        /// The profile.
+        name: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A profile name that is not 1–64 of `[A-Za-z0-9_.-]`.
+    #[error("invalid profile name {0:?}: use 1-64 letters, digits, '.', '_' or '-'")]
+    BadProfile(String),
     /// No path given and neither `RUNVOY_CONFIG` nor `HOME` is set.
     #[error("cannot locate the config file: set {ENV_CONFIG} or HOME")]
     NoPath,
 }
 
+/// The profile selected by `overrides` or `RUNVOY_PROFILE`: `None` for the default profile.
+pub fn selected_profile(overrides: &Overrides) -> Result<Option<String>, ConfigError> {
+    profile_from(overrides, |k| std::env::var(k).ok())
+}
+
+fn profile_from(
+    overrides: &Overrides,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let name = overrides
+        .profile
+        .clone()
+        .or_else(|| env(ENV_PROFILE))
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    match name {
+        None => Ok(None),
+        Some(n) if n == DEFAULT_PROFILE => Ok(None),
+        Some(n)
+            if n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+        {
+            Ok(Some(n))
+        }
+        Some(n) => Err(ConfigError::BadProfile(n)),
+    }
+}
+
 impl Config {
+    /// The profile `name` (`None`: the default one, the top-level keys), when the file has it.
+    pub fn profile(&self, name: Option<&str>) -> Option<Profile> {
+        match name {
+            None => Some(Profile {
+                api_endpoint: self.api_endpoint.clone(),
+                api_key: self.api_key.clone(),
+                web_url: self.web_url.clone(),
+            }),
+            Some(n) => self.profiles.get(n).cloned(),
+        }
+    }
+
+    /// Sets the profile `name` (`None`: the default one), leaving the others as they are.
+    pub fn set_profile(&mut self, name: Option<&str>, p: Profile) {
+        match name {
+            None => {
+                self.api_endpoint = p.api_endpoint;
+                self.api_key = p.api_key;
+                self.web_url = p.web_url;
+            }
+            Some(n) => {
+                self.profiles.insert(n.to_owned(), p);
+            }
+        }
+    }
+
     /// `RUNVOY_CONFIG`, else `$HOME/.runvoy/config.yaml`.
     pub fn default_path() -> Option<PathBuf> {
         path_from(|k| std::env::var(k).ok())
@@ -189,15 +288,20 @@ fn resolve(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let profile = profile_from(overrides, &env)?;
     let mut url = nonempty(overrides.api_url.clone()).or_else(|| nonempty(env(ENV_API_URL)));
     let mut key = nonempty(overrides.api_key.clone()).or_else(|| nonempty(env(ENV_API_KEY)));
     // The file is only needed when something is still missing, so a broken file does not block
     // a fully overridden invocation.
-    let file = match path_from(&env) {
-        Some(path) if url.is_none() || key.is_none() => Config::read_optional(&path)?,
-        _ => None,
-    };
-    let cfg = file.unwrap_or_default();
+    let mut cfg = Profile::default();
+    if let Some(path) = path_from(&env).filter(|_| url.is_none() || key.is_none()) {
+        let file = Config::read_optional(&path)?;
+        match (file.and_then(|f| f.profile(profile.as_deref())), profile) {
+            (Some(p), _) => cfg = p,
+            (None, Some(name)) => return Err(ConfigError::NoProfile { name, path }),
+            (None, None) => {}
+        }
+    }
     url = url.or_else(|| nonempty(Some(cfg.api_endpoint.clone())));
     key = key.or_else(|| nonempty(Some(cfg.api_key.clone())));
     match (url, key) {
@@ -205,6 +309,7 @@ fn resolve(
             api_endpoint: u.trim().to_string(),
             api_key: k.trim().to_string(),
             web_url: cfg.web_url,
+            profiles: BTreeMap::new(),
         }),
         (None, None) => Err(ConfigError::Missing {
             missing: "API URL or API key",
@@ -272,6 +377,7 @@ mod tests {
                 api_endpoint: "http://file".into(),
                 api_key: "filekey".into(),
                 web_url: "http://web".into(),
+                ..Default::default()
             },
         );
         let ps = p.to_str().unwrap();
@@ -292,7 +398,7 @@ mod tests {
 
         let o = Overrides {
             api_url: Some("http://flag".into()),
-            api_key: None,
+            ..Default::default()
         };
         let env = env_of(&[
             (ENV_CONFIG, ps),
@@ -362,6 +468,7 @@ mod tests {
             api_endpoint: "http://a".into(),
             api_key: "ka".into(),
             web_url: String::new(),
+            ..Default::default()
         };
         assert_eq!(a.write_if_missing(Some(&p)).unwrap(), Some(p.clone()));
         let b = Config {
@@ -376,5 +483,71 @@ mod tests {
         b.write(&p).unwrap();
         assert_eq!(Config::read(&p).unwrap(), b);
         assert_eq!(mode(&p), 0o600);
+    }
+
+    #[test]
+    fn profiles_side_by_side_and_the_default_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.yaml");
+        // A file of the earlier format is the default profile, and is written back the same.
+        let old = "api_endpoint: http://a\napi_key: ka\nweb_url: ''\n";
+        fs::write(&p, old).unwrap();
+        let ps = p.to_str().unwrap();
+        let c = resolve(&Overrides::default(), env_of(&[(ENV_CONFIG, ps)])).unwrap();
+        assert_eq!(
+            (c.api_endpoint.as_str(), c.api_key.as_str()),
+            ("http://a", "ka")
+        );
+        let mut file = Config::read(&p).unwrap();
+        assert!(file.profiles.is_empty());
+        file.write(&p).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), old);
+
+        // Adding a profile keeps the default one.
+        file.set_profile(
+            Some("dev"),
+            Profile {
+                api_endpoint: "http://b".into(),
+                api_key: "kb".into(),
+                web_url: String::new(),
+            },
+        );
+        file.write(&p).unwrap();
+        let file = Config::read(&p).unwrap();
+        assert_eq!(file.api_key, "ka");
+        assert_eq!(file.profile(Some("dev")).unwrap().api_key, "kb");
+        let key = |o: &Overrides, env: &[(&str, &str)]| {
+            let mut all = vec![(ENV_CONFIG, ps)];
+            all.extend_from_slice(env);
+            resolve(o, env_of(&all)).map(|c| c.api_key)
+        };
+        let flag = |n: &str| Overrides {
+            profile: Some(n.into()),
+            ..Default::default()
+        };
+        assert_eq!(key(&Overrides::default(), &[]).unwrap(), "ka");
+        assert_eq!(key(&flag("dev"), &[]).unwrap(), "kb");
+        assert_eq!(
+            key(&Overrides::default(), &[(ENV_PROFILE, "dev")]).unwrap(),
+            "kb"
+        );
+        assert_eq!(
+            key(&flag("default"), &[(ENV_PROFILE, "dev")]).unwrap(),
+            "ka",
+            "the flag wins"
+        );
+        assert_eq!(key(&flag("dev"), &[(ENV_API_KEY, "kenv")]).unwrap(), "kenv");
+        assert!(matches!(
+            key(&flag("ops"), &[]),
+            Err(ConfigError::NoProfile { name, .. }) if name == "ops"
+        ));
+        assert!(matches!(
+            key(&flag("a b"), &[]),
+            Err(ConfigError::BadProfile(n)) if n == "a b"
+        ));
+        assert!(matches!(
+            key(&Overrides::default(), &[(ENV_PROFILE, "../x")]),
+            Err(ConfigError::BadProfile(_))
+        ));
     }
 }

@@ -36,6 +36,10 @@ pub struct ListQuery {
     pub status: Vec<Status>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only executions created by this user (email).
+    pub user: Option<String>,
+    /// Only executions created since: an RFC 3339 time or a duration back from now (`1h`).
+    pub since: Option<String>,
 }
 
 /// Result of `DELETE /api/v1/executions/{id}`.
@@ -114,6 +118,12 @@ impl Client {
             if !q.status.is_empty() {
                 let s: Vec<&str> = q.status.iter().map(|s| s.as_str()).collect();
                 qp.append_pair("status", &s.join(","));
+            }
+            if let Some(u) = &q.user {
+                qp.append_pair("user", u);
+            }
+            if let Some(s) = &q.since {
+                qp.append_pair("since", s);
             }
             if let Some(c) = &q.cursor {
                 qp.append_pair("cursor", c);

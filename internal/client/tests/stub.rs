@@ -359,6 +359,7 @@ async fn rest_calls() {
             limit: Some(5),
             status: vec![Status::Running, Status::Failed],
             cursor: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -369,6 +370,7 @@ async fn rest_calls() {
             limit: Some(5),
             status: vec![Status::Running, Status::Failed],
             cursor: l.next_cursor,
+            ..Default::default()
         })
         .await
         .unwrap();

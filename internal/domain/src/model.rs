@@ -55,6 +55,9 @@ pub struct Execution {
     pub dropped_log_bytes: u64,
     /// When a kill was last requested.
     pub kill_requested_at_ms: Option<i64>,
+    /// Email of the user whose kill request was accepted (None when nobody asked for one; a
+    /// kill the reconciler starts itself, e.g. on a timeout, leaves it None).
+    pub stopped_by: Option<String>,
     /// Request that created it.
     pub created_by_request_id: String,
     /// Last request that changed it.
@@ -97,6 +100,7 @@ impl Execution {
             created_by_request_id: self.created_by_request_id.clone(),
             modified_by_request_id: self.modified_by_request_id.clone(),
             compute_platform: self.compute_platform.clone(),
+            stopped_by: self.stopped_by.clone(),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct ListQuery {
     pub statuses: Vec<Status>,
     /// Only executions created by this user.
     pub created_by: Option<String>,
+    /// Only executions created at or after this time (epoch ms).
+    pub since_ms: Option<i64>,
     /// Opaque cursor from a previous page.
     pub cursor: Option<String>,
 }

@@ -261,6 +261,7 @@ impl Service {
             dropped_log_lines: 0,
             dropped_log_bytes: 0,
             kill_requested_at_ms: None,
+            stopped_by: None,
             created_by_request_id: caller.request_id.clone(),
             modified_by_request_id: caller.request_id.clone(),
             compute_platform: self.compute.platform().to_owned(),
@@ -393,6 +394,7 @@ impl Service {
             let mut next = e.clone();
             next.status = Status::Terminating;
             next.kill_requested_at_ms = Some(self.clock.now_ms());
+            next.stopped_by = Some(caller.user.email.clone());
             next.modified_by_request_id = caller.request_id.clone();
             if e.status == Status::Terminating || self.store.update_execution(&next).await? {
                 self.compute.kill(id).await?;

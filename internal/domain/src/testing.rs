@@ -39,6 +39,7 @@ pub fn execution(id: &str, now_ms: i64) -> Execution {
         dropped_log_lines: 0,
         dropped_log_bytes: 0,
         kill_requested_at_ms: None,
+        stopped_by: None,
         created_by_request_id: "req-1".into(),
         modified_by_request_id: "req-1".into(),
         compute_platform: "fake".into(),
@@ -177,6 +178,7 @@ impl Store for MemStore {
             .values()
             .filter(|e| q.statuses.is_empty() || q.statuses.contains(&e.status))
             .filter(|e| q.created_by.as_ref().is_none_or(|u| &e.created_by == u))
+            .filter(|e| q.since_ms.is_none_or(|t| e.created_at_ms >= t))
             .cloned()
             .collect();
         rows.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
@@ -672,6 +674,7 @@ pub async fn store_conformance(s: &dyn Store) {
     a.status = Status::Running;
     a.dropped_log_lines = 7;
     a.dropped_log_bytes = 1 << 40;
+    a.stopped_by = Some("admin@example.com".into());
     assert!(s.update_execution(&a).await.expect("cas"));
     let stored = s.get_execution(&a.id).await.expect("get").expect("row");
     assert_eq!(stored.status, Status::Running);
@@ -680,6 +683,7 @@ pub async fn store_conformance(s: &dyn Store) {
         (stored.dropped_log_lines, stored.dropped_log_bytes),
         (7, 1 << 40)
     );
+    assert_eq!(stored.stopped_by.as_deref(), Some("admin@example.com"));
     s.probe_write(2_000).await.expect("probe write");
     a.status = Status::Failed;
     assert!(
@@ -760,6 +764,55 @@ pub async fn store_conformance(s: &dyn Store) {
         .await
         .expect("list");
     assert_eq!(running.len(), 1);
+    // By creator and creation time (inclusive), combined with each other and with paging.
+    let mut other = execution(&id(50), 2_500);
+    other.created_by = "other@example.com".into();
+    other.status = Status::Succeeded;
+    other.logs_complete = true;
+    other.created_by_request_id = "req-list".into();
+    other.modified_by_request_id = "req-list".into();
+    s.create_execution(&other).await.expect("create");
+    let ids = |v: Vec<Execution>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let list = |created_by: Option<&str>, since_ms: Option<i64>, limit: usize| {
+        let q = ListQuery {
+            limit,
+            created_by: created_by.map(str::to_owned),
+            since_ms,
+            ..Default::default()
+        };
+        async move { s.list_executions(&q).await.expect("list") }
+    };
+    assert_eq!(
+        ids(list(None, Some(2_000), 10).await.0),
+        [id(3), id(50), id(2)]
+    );
+    assert_eq!(
+        ids(list(Some("dev@example.com"), Some(2_000), 10).await.0),
+        [id(3), id(2)]
+    );
+    assert_eq!(
+        ids(list(Some("other@example.com"), None, 10).await.0),
+        [id(50)]
+    );
+    assert!(
+        list(Some("nobody@example.com"), None, 10)
+            .await
+            .0
+            .is_empty()
+    );
+    assert!(list(None, Some(3_001), 10).await.0.is_empty());
+    let (first, cursor) = list(None, Some(2_000), 2).await;
+    assert_eq!(ids(first), [id(3), id(50)]);
+    let (rest, end) = s
+        .list_executions(&ListQuery {
+            limit: 2,
+            since_ms: Some(2_000),
+            cursor,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!((ids(rest), end), (vec![id(2)], None));
 
     // Logs: idempotent by seq, ordered, paged, gaps found.
     let x = id(1);

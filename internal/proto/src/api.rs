@@ -197,6 +197,9 @@ pub struct Execution {
     pub modified_by_request_id: String,
     /// Compute platform (`local`, `gcp`).
     pub compute_platform: String,
+    /// Email of the user whose kill request was accepted; absent when nobody asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
 }
 
 /// One page of `GET /api/v1/executions`: the answer's JSON array, and the cursor of the

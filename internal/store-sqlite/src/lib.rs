@@ -109,6 +109,8 @@ const EXECUTION_COLUMNS_ADDED: &[(&str, &str)] = &[
     ("dropped_log_bytes", "INTEGER NOT NULL DEFAULT 0"),
     // The JSON array of an argv run; NULL for a shell line.
     ("argv", "TEXT"),
+    // Email of the user whose kill request was accepted; NULL when nobody asked for one.
+    ("stopped_by", "TEXT"),
 ];
 
 fn migrate_executions(c: &Connection) -> Result<(), StoreError> {
@@ -259,7 +261,7 @@ impl SqliteStore {
 const EXEC_COLS: &str = "id, created_by, command, image, status, exit_code, created_at_ms, completed_at_ms, \
     timeout_secs, timed_out, failure_reason, logs_complete, log_lines, kill_requested_at_ms, \
     created_by_request_id, modified_by_request_id, compute_platform, version, dropped_log_lines, \
-    dropped_log_bytes, argv";
+    dropped_log_bytes, argv, stopped_by";
 
 fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<Execution> {
     let status: String = r.get(4)?;
@@ -287,6 +289,7 @@ fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<Execution> {
         argv: r
             .get::<_, Option<String>>(20)?
             .and_then(|j| serde_json::from_str(&j).ok()),
+        stopped_by: r.get(21)?,
     })
 }
 
@@ -386,7 +389,7 @@ impl Store for SqliteStore {
         let e = e.clone();
         self.write(move |c| {
             c.execute(
-                &format!("INSERT INTO executions ({EXEC_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)"),
+                &format!("INSERT INTO executions ({EXEC_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"),
                 params![
                     e.id, e.created_by, e.command, e.image, e.status.as_str(), e.exit_code,
                     e.created_at_ms, e.completed_at_ms, e.timeout_secs.map(|v| v as i64), e.timed_out,
@@ -394,7 +397,8 @@ impl Store for SqliteStore {
                     e.kill_requested_at_ms, e.created_by_request_id, e.modified_by_request_id,
                     e.compute_platform, e.version as i64, e.dropped_log_lines as i64,
                     e.dropped_log_bytes as i64,
-                    e.argv.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default())
+                    e.argv.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default()),
+                    e.stopped_by
                 ],
             )
             .map_err(|err| if is_constraint(&err) { StoreError::AlreadyExists(e.id.clone()) } else { unavailable(err) })?;
@@ -433,6 +437,10 @@ impl Store for SqliteStore {
             if let Some(u) = &q.created_by {
                 sql.push_str(" AND created_by = ?");
                 args.push(u.clone().into());
+            }
+            if let Some(t) = q.since_ms {
+                sql.push_str(" AND created_at_ms >= ?");
+                args.push(t.into());
             }
             if let Some((ms, id)) = q.cursor.as_deref().and_then(parse_cursor) {
                 sql.push_str(" AND (created_at_ms < ? OR (created_at_ms = ? AND id < ?))");
@@ -484,12 +492,12 @@ impl Store for SqliteStore {
                     "UPDATE executions SET status=?2, exit_code=?3, completed_at_ms=?4, timed_out=?5, \
                      failure_reason=?6, logs_complete=?7, log_lines=?8, kill_requested_at_ms=?9, \
                      modified_by_request_id=?10, dropped_log_lines=?12, dropped_log_bytes=?13, \
-                     version=version+1 WHERE id=?1 AND version=?11",
+                     stopped_by=?14, version=version+1 WHERE id=?1 AND version=?11",
                     params![
                         e.id, e.status.as_str(), e.exit_code, e.completed_at_ms, e.timed_out,
                         e.failure_reason, e.logs_complete, e.log_lines.map(|v| v as i64),
                         e.kill_requested_at_ms, e.modified_by_request_id, e.version as i64,
-                        e.dropped_log_lines as i64, e.dropped_log_bytes as i64
+                        e.dropped_log_lines as i64, e.dropped_log_bytes as i64, e.stopped_by
                     ],
                 )
                 .map_err(unavailable)?;

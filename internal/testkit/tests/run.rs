@@ -587,6 +587,7 @@ async fn list_pages_newest_first_and_openapi_is_served() {
                 limit: Some(2),
                 status: vec![],
                 cursor: cursor.clone(),
+                ..Default::default()
             })
             .await
             .unwrap();

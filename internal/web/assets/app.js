@@ -517,7 +517,7 @@ function executionView(main, id) {
   let searchTimer = 0;
   let me = null; // the signed-in user, once known
   let killRefused = false; // the server said 403 to a kill
-  let stoppedBy = ''; // who asked for the kill from this page
+  let stoppedBy = ''; // who asked for the kill from this page (until the server says)
   let streamError = null; // the banner of the last connection error, while it lasts
 
   const status = h('span');
@@ -627,7 +627,9 @@ function executionView(main, id) {
       ...item('Timeout', ex.timeout_seconds ? `${ex.timeout_seconds}s` : ''),
       ...item('Timed out', timedOut ? 'yes' : ''),
       ...item('Failure', ex.failure_reason),
-      ...item('Stopped by', stoppedBy ? `${stoppedBy} (kill requested from this page)` : ''));
+      // The server's record of whose kill was accepted; until the next poll brings it, the
+      // user who just clicked Kill here.
+      ...item('Stopped by', ex.stopped_by || stoppedBy));
     killBtn.hidden = !st || TERMINAL.has(st) || st === 'TERMINATING' || killRefused
       || !execution || !mayKill(me, execution);
     document.title = `${st ? `${st} · ` : ''}${(ex.command || id).slice(0, 40)} · runvoy`;

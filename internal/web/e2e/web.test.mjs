@@ -249,6 +249,11 @@ describe('runvoy web app', () => {
     const meta = await page.locator('dl.meta').textContent();
     assert.match(meta, /Stopped by\s*admin@localhost/);
     await screenshot(page, '08-killed');
+    // The server records who stopped it: a fresh page (no memory of the click) shows it too.
+    assert.equal((await api(server, 'GET', `/executions/${res.execution_id}`)).stopped_by, 'admin@localhost');
+    await page.reload();
+    await until(async () => /Stopped by\s*admin@localhost/.test(await page.locator('dl.meta').textContent()),
+      { timeout: 30000, what: 'stopped by after reload' });
   });
 
   test('the run form takes durations like the CLI and shows the parsed value', async () => {

@@ -224,6 +224,10 @@ fn exec_fields(e: &Execution) -> Fields {
         opt_int(e.kill_requested_at_ms),
     );
     f.insert(
+        "stopped_by".into(),
+        e.stopped_by.as_deref().map_or_else(null, string),
+    );
+    f.insert(
         "created_by_request_id".into(),
         string(&e.created_by_request_id),
     );
@@ -266,6 +270,7 @@ fn exec_from(f: &Fields) -> Execution {
         dropped_log_lines: get_int(f, "dropped_log_lines").unwrap_or(0) as u64,
         dropped_log_bytes: get_int(f, "dropped_log_bytes").unwrap_or(0) as u64,
         kill_requested_at_ms: get_int(f, "kill_requested_at_ms"),
+        stopped_by: get_opt_str(f, "stopped_by"),
         created_by_request_id: get_str(f, "created_by_request_id"),
         modified_by_request_id: get_str(f, "modified_by_request_id"),
         compute_platform: get_str(f, "compute_platform"),
@@ -882,6 +887,10 @@ impl Store for FirestoreStore {
         }
         if let Some(u) = &q.created_by {
             filters.push(filter("created_by", Op::Equal, string(u)));
+        }
+        if let Some(since) = q.since_ms {
+            // A range on the first ordering field: served by the same composite index.
+            filters.push(filter("created_at_ms", Op::GreaterThanOrEqual, int(since)));
         }
         sq.r#where = and(filters);
         sq.order_by = vec![order("created_at_ms", true), order("id", true)];

@@ -638,6 +638,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
+    // Everything on disk is in place before server.json says the server is up.
+    let signing_key = token_key(&data_dir)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -677,7 +679,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let notify_tx = shutdown_tx.clone();
     let state = AppState::new(
         service,
-        TokenSigner::new(token_key(&data_dir)?, 10 * 60 * 1000),
+        TokenSigner::new(signing_key, 10 * 60 * 1000),
         env!("CARGO_PKG_VERSION").to_owned(),
         "local".into(),
         args.public_url.clone(),

@@ -274,3 +274,72 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// Raw calls to `/api/v1`, for tests that check statuses, headers and bodies exactly.
+pub mod http {
+    use std::time::Duration;
+
+    use reqwest::{Method, StatusCode};
+    use serde_json::Value;
+
+    use crate::TestServer;
+
+    /// A raw HTTP answer.
+    pub struct Answer {
+        /// Status code.
+        pub status: StatusCode,
+        /// Response headers.
+        pub headers: reqwest::header::HeaderMap,
+        /// The body as JSON (`Null` when it is not JSON).
+        pub body: Value,
+    }
+
+    /// `METHOD /api/v1{path}` with an optional key and JSON body.
+    pub async fn call(
+        s: &TestServer,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        call_with(s, method, path, key, body, &[]).await
+    }
+
+    /// [`call`] with extra request headers.
+    pub async fn call_with(
+        s: &TestServer,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        // Bounded, so a server that never answers fails the test instead of hanging it.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("HTTP client");
+        let mut rb = http.request(
+            Method::from_bytes(method.as_bytes()).expect("method"),
+            format!("{}/api/v1{path}", s.url),
+        );
+        if let Some(k) = key {
+            rb = rb.header("x-api-key", k);
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+}

@@ -6,62 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use runvoy_api::policy::{Access, Grant, POLICY, Resource, Rule};
 use runvoy_domain::Role;
 use runvoy_testkit::TestServer;
+use runvoy_testkit::http::{Answer, call, call_with};
 use serde_json::{Value, json};
-
-/// A raw HTTP answer.
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-async fn call(
-    s: &TestServer,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> Answer {
-    call_with(s, method, path, key, body, &[]).await
-}
-
-async fn call_with(
-    s: &TestServer,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-    headers: &[(&str, &str)],
-) -> Answer {
-    let http = reqwest::Client::new();
-    let mut rb = http.request(
-        Method::from_bytes(method.as_bytes()).unwrap(),
-        format!("{}/api/v1{path}", s.url),
-    );
-    if let Some(k) = key {
-        rb = rb.header("x-api-key", k);
-    }
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let resp = rb.send().await.expect("request");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.expect("body");
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
 
 /// Creates a user through the API and claims its key; returns (key, claim token).
 async fn new_user(s: &TestServer, admin_key: &str, email: &str, role: &str) -> (String, String) {

@@ -11,63 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
+use runvoy_testkit::http::{call, call_with};
 use runvoy_testkit::{TestServer, bin};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-
-/// A raw HTTP answer.
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-async fn call_with(
-    s: &TestServer,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-    headers: &[(&str, &str)],
-) -> Answer {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let mut rb = http.request(
-        Method::from_bytes(method.as_bytes()).unwrap(),
-        format!("{}/api/v1{path}", s.url),
-    );
-    if let Some(k) = key {
-        rb = rb.header("x-api-key", k);
-    }
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let resp = rb.send().await.expect("request");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.expect("body");
-    Answer {
-        status,
-        headers,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
-}
-
-async fn call(
-    s: &TestServer,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> Answer {
-    call_with(s, method, path, key, body, &[]).await
-}
 
 /// Creates a user and claims its key; returns the key.
 async fn new_user(s: &TestServer, email: &str, role: &str) -> String {

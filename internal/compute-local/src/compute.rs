@@ -224,26 +224,20 @@ impl LocalCompute {
     fn probe_in(&self, id: &str, dir: &Path) -> Result<(), String> {
         let err = |e: std::io::Error| e.to_string();
         create_execution_dir(dir).map_err(err)?;
-        let job = JobFile {
+        let job = self.job_file(&JobSpec {
             execution_id: id.to_owned(),
             command: "exit 0".into(),
             argv: None,
-            stdin: false,
+            stdin: None,
             image: String::new(),
+            env: Default::default(),
             timeout_secs: Some(30),
             kill_grace_secs: 1,
             banner: Vec::new(),
             max_output_bytes: 0,
             max_output_lines: 0,
-            isolation: self.cfg.isolation,
-            share_net: self.cfg.share_net,
-            runner_bin: self.cfg.runner_bin.clone(),
-            sidecar_bin: self.cfg.sidecar_bin.clone(),
-            limits: self.cfg.limits,
-            sandbox_uid_base: self.cfg.sandbox_uid_base,
-            bwrap_bin: self.cfg.bwrap_bin.clone(),
-            sandbox_assets: self.assets(),
-        };
+            resources: Default::default(),
+        });
         write_atomic(&dir.join("env.json"), b"{}", 0o600).map_err(err)?;
         let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
         write_atomic(&dir.join("job.json"), &body, 0o600).map_err(err)?;
@@ -302,6 +296,30 @@ impl LocalCompute {
         })
     }
 
+    /// What the supervisor of `spec` reads: the run's own settings and this compute's.
+    fn job_file(&self, spec: &JobSpec) -> JobFile {
+        JobFile {
+            execution_id: spec.execution_id.clone(),
+            command: spec.command.clone(),
+            argv: spec.argv.clone(),
+            stdin: spec.stdin.is_some(),
+            image: spec.image.clone(),
+            timeout_secs: spec.timeout_secs,
+            kill_grace_secs: spec.kill_grace_secs,
+            banner: spec.banner.clone(),
+            max_output_bytes: spec.max_output_bytes,
+            max_output_lines: spec.max_output_lines,
+            isolation: self.cfg.isolation,
+            share_net: self.cfg.share_net,
+            runner_bin: self.cfg.runner_bin.clone(),
+            sidecar_bin: self.cfg.sidecar_bin.clone(),
+            limits: self.cfg.limits.with(&spec.resources),
+            sandbox_uid_base: self.cfg.sandbox_uid_base,
+            bwrap_bin: self.cfg.bwrap_bin.clone(),
+            sandbox_assets: self.assets(),
+        }
+    }
+
     /// Where the files every sandbox shares live (see `sandbox::write_assets`).
     fn assets(&self) -> PathBuf {
         self.cfg.executions_dir.join(".sandbox")
@@ -353,26 +371,7 @@ impl Compute for LocalCompute {
             return Ok(()); // already started: start is idempotent
         }
         create_execution_dir(&dir).map_err(unavailable)?;
-        let job = JobFile {
-            execution_id: spec.execution_id.clone(),
-            command: spec.command.clone(),
-            argv: spec.argv.clone(),
-            stdin: spec.stdin.is_some(),
-            image: spec.image.clone(),
-            timeout_secs: spec.timeout_secs,
-            kill_grace_secs: spec.kill_grace_secs,
-            banner: spec.banner.clone(),
-            max_output_bytes: spec.max_output_bytes,
-            max_output_lines: spec.max_output_lines,
-            isolation: self.cfg.isolation,
-            share_net: self.cfg.share_net,
-            runner_bin: self.cfg.runner_bin.clone(),
-            sidecar_bin: self.cfg.sidecar_bin.clone(),
-            limits: self.cfg.limits.with(&spec.resources),
-            sandbox_uid_base: self.cfg.sandbox_uid_base,
-            bwrap_bin: self.cfg.bwrap_bin.clone(),
-            sandbox_assets: self.assets(),
-        };
+        let job = self.job_file(spec);
         // Environment values go only into a 0600 file the sidecar consumes and deletes.
         let env = serde_json::to_vec(&spec.env).map_err(unavailable)?;
         write_atomic(&dir.join("env.json"), &env, 0o600).map_err(unavailable)?;

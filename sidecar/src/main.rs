@@ -29,9 +29,10 @@ struct Args {
     /// Workspace directory shared with the runner container (created if missing).
     #[arg(long, env = "RUNVOY_WORKSPACE")]
     workspace: PathBuf,
-    /// Path of the runvoy-runner binary to inject into the workspace.
+    /// Path of the runvoy-runner binary to inject into the workspace (for a runner container
+    /// that does not have it; left out where the runner runs from its installed path).
     #[arg(long, env = "RUNVOY_RUNNER_BINARY")]
-    runner_binary: PathBuf,
+    runner_binary: Option<PathBuf>,
     /// JSON object of environment variables for the command; deleted once written to `.env`.
     #[arg(long, env = "RUNVOY_ENV_JSON")]
     env_json: Option<PathBuf>,
@@ -87,7 +88,9 @@ fn run(args: &Args) -> Result<(), Failure> {
     };
 
     let state = prepare_workspace(&args.workspace)?;
-    inject_runner(&args.runner_binary, &state)?;
+    if let Some(runner) = &args.runner_binary {
+        inject_runner(runner, &state)?;
+    }
     // Fetching sources (a future `--git-repo` step) belongs here: after the workspace exists and
     // before `.env` and the ready marker are written.
     if let (Some(vars), Some(json)) = (&env, &args.env_json) {
@@ -254,7 +257,8 @@ fn write_atomically(
         // The umask may have narrowed the mode; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         fill(&mut file)?;
-        file.sync_all()?;
+        // Not synced: a workspace is scratch space that no run outlives (in memory on Cloud
+        // Run and under the sandbox), so a sync would only slow every launch.
         fs::rename(&tmp, dest)
     })();
     if result.is_err() {

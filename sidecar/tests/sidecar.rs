@@ -212,3 +212,18 @@ fn moves_stdin_into_the_workspace() {
     assert!(!src.exists(), "the source must be removed");
     assert!(ready(&f).exists());
 }
+
+#[test]
+fn without_a_runner_binary_nothing_is_injected() {
+    // Where the runner runs from its installed path (local compute), the workspace gets no copy.
+    let f = fixture();
+    let out = Command::new(BIN)
+        .env_remove("RUNVOY_RUNNER_BINARY")
+        .arg("--workspace")
+        .arg(&f.workspace)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(ready(&f).exists());
+    assert!(!f.workspace.join(".runvoy/runvoy-runner").exists());
+}

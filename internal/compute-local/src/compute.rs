@@ -155,8 +155,20 @@ fn create_execution_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes a file atomically (temp + rename) with the given mode.
+/// Writes a file atomically (temp + rename) with the given mode, synced before it becomes
+/// visible: for what must survive a host crash (how a run ended).
 pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    write_replace(path, data, mode, true)
+}
+
+/// Writes a file atomically (temp + rename) with the given mode, without syncing it: for the
+/// job, pid and marker files of a run, which mean nothing after a host crash (the run's
+/// processes are gone with it). Each sync here used to cost a launch a journal commit.
+pub(crate) fn write_transient(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    write_replace(path, data, mode, false)
+}
+
+fn write_replace(path: &Path, data: &[u8], mode: u32, sync: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -165,7 +177,9 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Resu
         .mode(mode)
         .open(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
+    if sync {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)
 }
 
@@ -238,9 +252,9 @@ impl LocalCompute {
             max_output_lines: 0,
             resources: Default::default(),
         });
-        write_atomic(&dir.join("env.json"), b"{}", 0o600).map_err(err)?;
+        write_transient(&dir.join("env.json"), b"{}", 0o600).map_err(err)?;
         let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
-        write_atomic(&dir.join("job.json"), &body, 0o600).map_err(err)?;
+        write_transient(&dir.join("job.json"), &body, 0o600).map_err(err)?;
         let (prog, args) = self
             .cfg
             .supervisor_cmd
@@ -374,13 +388,13 @@ impl Compute for LocalCompute {
         let job = self.job_file(spec);
         // Environment values go only into a 0600 file the sidecar consumes and deletes.
         let env = serde_json::to_vec(&spec.env).map_err(unavailable)?;
-        write_atomic(&dir.join("env.json"), &env, 0o600).map_err(unavailable)?;
+        write_transient(&dir.join("env.json"), &env, 0o600).map_err(unavailable)?;
         if let Some(stdin) = &spec.stdin {
             // Standard input is treated like the environment: 0600, moved into the workspace
             // by the sidecar and unlinked by the runner once open.
-            write_atomic(&dir.join(STDIN_FILE), stdin, 0o600).map_err(unavailable)?;
+            write_transient(&dir.join(STDIN_FILE), stdin, 0o600).map_err(unavailable)?;
         }
-        write_atomic(
+        write_transient(
             &dir.join("job.json"),
             &serde_json::to_vec_pretty(&job).map_err(unavailable)?,
             0o600,
@@ -403,14 +417,10 @@ impl Compute for LocalCompute {
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(unavailable)?)
             .stderr(log);
-        // SAFETY: setsid is async-signal-safe; it detaches the supervisor from runvoyd's session
-        // so that stopping runvoyd (even with SIGKILL or Ctrl-C) leaves the execution running.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        // A process group of its own: stopping runvoyd (even with SIGKILL or a Ctrl-C sent to
+        // its group) leaves the execution running. Without a pre_exec hook the standard library
+        // spawns with posix_spawn (vfork) instead of copying runvoyd's whole address space.
+        cmd.process_group(0);
         let mut child = cmd
             .spawn()
             .map_err(|e| unavailable(format!("spawning supervisor: {e}")))?;

@@ -185,6 +185,19 @@ impl Cgroups {
         Ok(procs)
     }
 
+    /// Moves the calling process into runvoy's own group of the v1 pids hierarchy, which has
+    /// no limit. Every cgroup migration waits for an RCU grace period (about 6 ms here) unless
+    /// another migration ran within the last one; the supervisor does this on a thread as it
+    /// starts, so that wait overlaps the sidecar and the sandbox's own join soon after is
+    /// quick. (On v2 the parent may hold no process, and nothing is done.)
+    pub(crate) fn warm_migration(&self) {
+        if let Cgroups::V1(v) = self
+            && let Some((_, parent)) = v.iter().find(|(c, _)| *c == "pids")
+        {
+            let _ = std::fs::write(parent.join("cgroup.procs"), "0");
+        }
+    }
+
     /// Whether the execution's memory group hit its limit and the kernel killed a process.
     pub(crate) fn oom_killed(&self, id: &str) -> bool {
         match self {

@@ -7,14 +7,14 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::compute::{Isolation, JobFile, write_atomic};
+use crate::compute::{Isolation, JobFile, write_atomic, write_transient};
 use crate::sandbox::{self, Cgroups};
 use runvoy_proto::record::env;
 
@@ -88,7 +88,8 @@ fn log(msg: &str) {
 
 /// Entry point of `runvoyd supervise DIR`. Returns the process exit code.
 pub fn run(dir: &Path) -> i32 {
-    match supervise(dir) {
+    let mut leftover = None;
+    let code = match supervise(dir, &mut leftover) {
         Ok(x) => {
             let code = x.runner_exit_code.unwrap_or(1);
             finish(dir, &x);
@@ -105,7 +106,13 @@ pub fn run(dir: &Path) -> i32 {
             );
             1
         }
+    };
+    // After exit.json: removing the cgroups is housekeeping, not part of how the run ended, and
+    // whoever waits for the result should not wait for it.
+    if let Some((cgroups, id)) = leftover {
+        cgroups.remove(&id);
     }
+    code
 }
 
 /// How long to keep retrying `exit.json` when the disk is full: without it the execution would
@@ -138,28 +145,34 @@ fn is_out_of_space(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
-fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
+/// Runs both steps; the execution's cgroups, once created, are left in `leftover` for the
+/// caller to remove after the result is written.
+fn supervise(dir: &Path, leftover: &mut Option<(Cgroups, String)>) -> std::io::Result<ExitFile> {
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
+    let job: JobFile = serde_json::from_slice(&std::fs::read(dir.join("job.json"))?)
+        .map_err(std::io::Error::other)?;
+    let sandboxed = job.isolation == Isolation::Bwrap;
+    let cgroups = if sandboxed { Cgroups::detect() } else { None };
+    if let Some(c) = cgroups.clone() {
+        std::thread::spawn(move || c.warm_migration());
+    }
     let pid = std::process::id() as i32;
     let start = proc_stat(pid).map(|s| s.2).unwrap_or(0);
-    write_atomic(
+    write_transient(
         &dir.join("supervisor.pid"),
         format!("{pid} {start}\n").as_bytes(),
         0o600,
     )?;
 
-    let job: JobFile = serde_json::from_slice(&std::fs::read(dir.join("job.json"))?)
-        .map_err(std::io::Error::other)?;
     let ws = dir.join("workspace");
     let grace = Duration::from_secs(job.kill_grace_secs);
     // SAFETY: plain syscall.
     let root = unsafe { libc::geteuid() } == 0;
-    let sandboxed = job.isolation == Isolation::Bwrap;
     let uid =
         (sandboxed && root).then(|| sandbox::sandbox_uid(job.sandbox_uid_base, &job.execution_id));
     if sandboxed
@@ -178,8 +191,6 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
     let mut sidecar = Command::new(&job.sidecar_bin)
         .arg("--workspace")
         .arg(&ws)
-        .arg("--runner-binary")
-        .arg(&job.runner_bin)
         .arg("--env-json")
         .arg(dir.join("env.json"))
         .args(
@@ -218,14 +229,17 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
     }
 
     // Step 2: the runner runs the command; its stdout is the record file.
-    let cgroups = if sandboxed { Cgroups::detect() } else { None };
     let mut sandbox_file = None;
     if sandboxed {
         if let Some(uid) = uid {
             sandbox::chown_workspace(&ws, uid)?;
         }
         let cgroup_procs = match &cgroups {
-            Some(c) => c.create(&job.execution_id, &job.limits)?,
+            Some(c) => {
+                let procs = c.create(&job.execution_id, &job.limits)?;
+                *leftover = Some((c.clone(), job.execution_id.clone()));
+                procs
+            }
             None => Vec::new(),
         };
         let spec = sandbox::build_spec(&sandbox::Plan {
@@ -263,7 +277,7 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
         .open(dir.join("runner.log"))?;
     let mut cmd = runner_command(&job, &ws, sandbox_file.as_deref());
     cmd.stdin(Stdio::null()).stdout(records).stderr(runner_log);
-    write_atomic(&dir.join("running"), b"", 0o600)?;
+    write_transient(&dir.join("running"), b"", 0o600)?;
     let mut runner = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -279,17 +293,16 @@ fn supervise(dir: &Path) -> std::io::Result<ExitFile> {
     });
     x.runner_exit_code = Some(code);
     x.stopped = STOP.load(Ordering::SeqCst);
-    if let Some(c) = &cgroups {
-        if c.oom_killed(&job.execution_id) {
-            x.failure = Some(match job.limits.memory_bytes {
-                Some(m) => format!(
-                    "out of memory: the command reached its memory limit of {} MiB and was killed",
-                    m >> 20
-                ),
-                None => "out of memory: the command was killed".into(),
-            });
-        }
-        c.remove(&job.execution_id);
+    if let Some(c) = &cgroups
+        && c.oom_killed(&job.execution_id)
+    {
+        x.failure = Some(match job.limits.memory_bytes {
+            Some(m) => format!(
+                "out of memory: the command reached its memory limit of {} MiB and was killed",
+                m >> 20
+            ),
+            None => "out of memory: the command was killed".into(),
+        });
     }
     Ok(x)
 }
@@ -303,6 +316,10 @@ fn signal(pid: i32, sig: libc::c_int) {
 /// target, then SIGKILLs after the grace period plus a margin for the runner to write its final
 /// record.
 fn wait(child: &mut Child, grace: Duration, stop: impl Fn(&Child) -> bool) -> i32 {
+    // A pidfd turns readable the moment the child exits, so the exit is seen at once instead of
+    // at the next tick of a poll loop (each step of a launch used to lose half a tick on
+    // average). The timeout only bounds how late a stop request is noticed.
+    let pidfd = ChildFd::open(child.id());
     let mut stop_at: Option<Instant> = None;
     let mut signalled = false;
     loop {
@@ -323,7 +340,37 @@ fn wait(child: &mut Child, grace: Duration, stop: impl Fn(&Child) -> bool) -> i3
                 _ => {}
             }
         }
-        std::thread::sleep(Duration::from_millis(5));
+        match &pidfd {
+            Some(fd) => fd.wait_readable(Duration::from_millis(50)),
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// A pidfd of a child (Linux 5.3+); `None` on older kernels, where [`wait`] polls.
+struct ChildFd(std::os::fd::OwnedFd);
+
+impl ChildFd {
+    fn open(pid: u32) -> Option<ChildFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscall; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        (fd >= 0).then(|| {
+            // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
+            ChildFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+        })
+    }
+
+    /// Returns when the child has exited, a signal arrived (a stop request), or `timeout` passed.
+    fn wait_readable(&self, timeout: Duration) {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) };
     }
 }
 
@@ -376,9 +423,9 @@ fn runner_command(job: &JobFile, ws: &Path, sandbox_spec: Option<&Path>) -> Comm
                 .current_dir(ws);
             c
         }
+        // Also from its installed path: no copy of the runner per workspace.
         None => {
-            let bin: PathBuf = ws.join(".runvoy/runvoy-runner");
-            let mut c = Command::new(bin);
+            let mut c = Command::new(&job.runner_bin);
             c.env_clear()
                 .envs(envs)
                 .env("HOME", ws)

@@ -413,6 +413,9 @@ async fn bootstrap_admin(
     Ok(Some(key))
 }
 
+/// Period of the sweep of young unsettled executions ([`Processor::sweep_young`]).
+const YOUNG_SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs one reconcile sweep and logs its outcome (the report itself is stored by the sweep).
 async fn sweep_and_log(p: &Processor, trigger: &str) {
     match p.sweep(trigger).await {
@@ -624,6 +627,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         let p = processor.clone();
         tokio::spawn(async move { sweep_and_log(&p, "startup").await });
+    }
+    {
+        // Young runs still STARTING or TERMINATING are swept every few seconds, so one that
+        // never reached compute is settled within a minute rather than at the next full sweep.
+        let p = processor.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(YOUNG_SWEEP_EVERY);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                t.tick().await;
+                match p.sweep_young().await {
+                    Ok(r) if r.reconciled_count > 0 => tracing::info!(
+                        checked = r.checked,
+                        reconciled = r.reconciled_count,
+                        "young-execution sweep repaired executions"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "young-execution sweep failed"),
+                }
+            }
+        });
     }
     {
         let p = processor.clone();

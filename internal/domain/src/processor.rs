@@ -14,12 +14,15 @@ use crate::event::Event;
 use crate::hub::{HubMsg, LogHub};
 use crate::model::{Execution, ExitInfo, can_transition};
 use crate::ports::{
-    Clock, Compute, ComputeError, ComputeExit, ComputeState, LogSource, LogStats, Store,
+    Clock, Compute, ComputeError, ComputeExit, ComputeState, ListQuery, LogSource, LogStats, Store,
 };
 
 /// How long a STARTING execution may be unknown to compute before it is declared lost
 /// (covers the window between storing an execution and compute accepting it).
-pub const LOST_GRACE_MS: i64 = 60_000;
+pub const LOST_GRACE_MS: i64 = 30_000;
+
+/// How far back [`Processor::sweep_young`] looks.
+pub const YOUNG_WINDOW_MS: i64 = 15 * 60_000;
 /// Slack after a timeout (plus kill grace) before the reconciler kills as a backstop.
 pub const TIMEOUT_SLACK_MS: i64 = 15_000;
 /// How long after a kill request the reconciler sends another kill.
@@ -455,69 +458,7 @@ impl Processor {
         let unsettled = self.store.list_unsettled().await?;
         report.checked = unsettled.len() as u64;
         for e in &unsettled {
-            let o = match self.reconcile(&e.id).await {
-                Ok(o) => o,
-                Err(err) => {
-                    report.issues.push(issue(
-                        "error",
-                        "execution",
-                        &e.id,
-                        "reported",
-                        format!("could not reconcile: {err}"),
-                    ));
-                    continue;
-                }
-            };
-            let (kind, action, message) = match &o {
-                Outcome::Unchanged | Outcome::Settled | Outcome::Unknown => continue,
-                Outcome::MarkedRunning => ("execution", "repaired", "marked RUNNING".to_owned()),
-                Outcome::Killed { reason } => {
-                    report.killed += 1;
-                    ("execution", "killed", reason.clone())
-                }
-                Outcome::Finalized {
-                    status,
-                    repaired_records,
-                } => {
-                    report.finalized += 1;
-                    report.log_records_repaired += repaired_records;
-                    let code = self
-                        .store
-                        .get_execution(&e.id)
-                        .await?
-                        .and_then(|x| x.exit_code)
-                        .map_or("none".to_owned(), |c| c.to_string());
-                    (
-                        "execution",
-                        "repaired",
-                        format!(
-                            "was {} but had ended: finalised as {status} (exit code {code}); \
-                             {repaired_records} log records re-read",
-                            e.status
-                        ),
-                    )
-                }
-                Outcome::LogsCompleted { repaired_records } => {
-                    report.log_records_repaired += repaired_records;
-                    (
-                        "logs",
-                        "repaired",
-                        format!("logs completed; {repaired_records} log records re-read"),
-                    )
-                }
-                Outcome::LogsRepaired { repaired_records } => {
-                    report.log_records_repaired += repaired_records;
-                    (
-                        "logs",
-                        "repaired",
-                        format!("{repaired_records} missing log records re-read while running"),
-                    )
-                }
-            };
-            report.reconciled_count += 1;
-            report
-                .issues
-                .push(issue("warning", kind, &e.id, action, message));
+            self.reconcile_into(e, &mut report).await?;
         }
         self.housekeeping(&unsettled, now, &mut report).await;
         // Expired claims (and the unclaimed users they were for). WebSocket tokens are
@@ -541,6 +482,114 @@ impl Processor {
             tracing::warn!(error = %err, "could not keep the reconcile report");
         }
         Ok(report)
+    }
+
+    /// A short sweep of the young executions still STARTING or TERMINATING (created within
+    /// [`YOUNG_WINDOW_MS`]): one that never reached compute, because runvoyd stopped between
+    /// storing it and starting it, is settled within a minute instead of at the next full
+    /// sweep an hour later. It reads only those executions, so it can run every few seconds,
+    /// and keeps a report only when it changed something.
+    pub async fn sweep_young(&self) -> Result<SweepReport, DomainError> {
+        let now = self.clock.now_ms();
+        let mut report = SweepReport {
+            timestamp: crate::clock::rfc3339(now),
+            trigger: "young".to_owned(),
+            ..Default::default()
+        };
+        let q = ListQuery {
+            limit: 500,
+            statuses: vec![Status::Starting, Status::Terminating],
+            since_ms: Some(now - YOUNG_WINDOW_MS),
+            ..Default::default()
+        };
+        let (young, _) = self.store.list_executions(&q).await?;
+        report.checked = young.len() as u64;
+        for e in &young {
+            self.reconcile_into(e, &mut report).await?;
+        }
+        report.error_count = report
+            .issues
+            .iter()
+            .filter(|i| i.severity == "error")
+            .count() as u64;
+        if (report.reconciled_count > 0 || report.error_count > 0)
+            && let Err(err) = self.store.save_report(&report, REPORTS_KEPT).await
+        {
+            tracing::warn!(error = %err, "could not keep the reconcile report");
+        }
+        Ok(report)
+    }
+
+    /// Reconciles one execution of a sweep and notes in `report` what it repaired.
+    async fn reconcile_into(
+        &self,
+        e: &Execution,
+        report: &mut SweepReport,
+    ) -> Result<(), DomainError> {
+        let o = match self.reconcile(&e.id).await {
+            Ok(o) => o,
+            Err(err) => {
+                report.issues.push(issue(
+                    "error",
+                    "execution",
+                    &e.id,
+                    "reported",
+                    format!("could not reconcile: {err}"),
+                ));
+                return Ok(());
+            }
+        };
+        let (kind, action, message) = match &o {
+            Outcome::Unchanged | Outcome::Settled | Outcome::Unknown => return Ok(()),
+            Outcome::MarkedRunning => ("execution", "repaired", "marked RUNNING".to_owned()),
+            Outcome::Killed { reason } => {
+                report.killed += 1;
+                ("execution", "killed", reason.clone())
+            }
+            Outcome::Finalized {
+                status,
+                repaired_records,
+            } => {
+                report.finalized += 1;
+                report.log_records_repaired += repaired_records;
+                let code = self
+                    .store
+                    .get_execution(&e.id)
+                    .await?
+                    .and_then(|x| x.exit_code)
+                    .map_or("none".to_owned(), |c| c.to_string());
+                (
+                    "execution",
+                    "repaired",
+                    format!(
+                        "was {} but had ended: finalised as {status} (exit code {code}); \
+                         {repaired_records} log records re-read",
+                        e.status
+                    ),
+                )
+            }
+            Outcome::LogsCompleted { repaired_records } => {
+                report.log_records_repaired += repaired_records;
+                (
+                    "logs",
+                    "repaired",
+                    format!("logs completed; {repaired_records} log records re-read"),
+                )
+            }
+            Outcome::LogsRepaired { repaired_records } => {
+                report.log_records_repaired += repaired_records;
+                (
+                    "logs",
+                    "repaired",
+                    format!("{repaired_records} missing log records re-read while running"),
+                )
+            }
+        };
+        report.reconciled_count += 1;
+        report
+            .issues
+            .push(issue("warning", kind, &e.id, action, message));
+        Ok(())
     }
 
     /// Orphans and retention: walks what compute keeps that the sweep did not just reconcile.

@@ -179,6 +179,35 @@ async fn a_starting_execution_unknown_to_compute_gets_a_grace_period() {
 }
 
 #[tokio::test]
+async fn the_young_sweep_settles_a_run_that_never_reached_compute_within_a_minute() {
+    let r = rig();
+    // Stored, then runvoyd stopped before compute heard of it; an old one is left to the
+    // hourly sweep, a running one is not the young sweep's business.
+    let lost = r.create(1, Status::Starting).await;
+    let running = r.create(2, Status::Running).await;
+    let young = r.p.sweep_young().await.unwrap();
+    assert_eq!((young.checked, young.reconciled_count), (1, 0));
+    assert!(
+        r.store.recent_reports(10).await.unwrap().is_empty(),
+        "a sweep that changed nothing keeps no report"
+    );
+    r.clock.advance_ms(LOST_GRACE_MS + 1);
+    let young = r.p.sweep_young().await.unwrap();
+    assert_eq!(young.reconciled_count, 1, "{young:?}");
+    assert_eq!(r.get(&lost).await.status, Status::Failed);
+    assert_eq!(r.get(&running).await.status, Status::Running);
+    let kept = r.store.recent_reports(10).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].trigger, "young");
+    const { assert!(LOST_GRACE_MS < 60_000) };
+
+    let old = r.create(3, Status::Starting).await;
+    r.clock.advance_ms(YOUNG_WINDOW_MS + 1);
+    assert_eq!(r.p.sweep_young().await.unwrap().checked, 0);
+    assert_eq!(r.get(&old).await.status, Status::Starting);
+}
+
+#[tokio::test]
 async fn an_ended_execution_takes_the_exit_code_from_the_runner_record() {
     let r = rig();
     for (n, code, want) in [(1, 0, Status::Succeeded), (2, 42, Status::Failed)] {

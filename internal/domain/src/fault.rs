@@ -187,6 +187,13 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.probe_write(now_ms).await
     }
+    fn watch_execution(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+    ) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.watch_execution(execution_id, after_seq)
+    }
 }
 
 /// A [`Compute`] whose next K `start` / `state` calls fail with [`ComputeError::Unavailable`],

@@ -15,6 +15,9 @@ use crate::ports::Store;
 const PAGE: usize = 2000;
 /// Re-check the store this often even without a wake-up (a safety net, not the normal path).
 const RECHECK: Duration = Duration::from_secs(2);
+/// The same where the store has a change feed of its own (each re-check of a shared store is
+/// billed reads, and the feed already wakes the follower).
+const RECHECK_WATCHED: Duration = Duration::from_secs(30);
 
 /// What a follower yields next.
 #[derive(Debug)]
@@ -64,6 +67,8 @@ pub struct Follower {
     id: String,
     last: u64,
     rx: broadcast::Receiver<HubMsg>,
+    /// The store's own change feed, where writes may come from another instance.
+    watch: Option<tokio::sync::watch::Receiver<u64>>,
     done: bool,
 }
 
@@ -71,12 +76,14 @@ impl Follower {
     /// Starts following after `after_seq`. Subscribes before any store read.
     pub fn new(store: Arc<dyn Store>, hub: Arc<LogHub>, id: &str, after_seq: u64) -> Self {
         let rx = hub.subscribe(id);
+        let watch = store.watch_execution(id, after_seq);
         Follower {
             store,
             hub,
             id: id.to_owned(),
             last: after_seq,
             rx,
+            watch,
             done: false,
         }
     }
@@ -107,7 +114,25 @@ impl Follower {
             }
             // Wait for a wake-up; take the fast path when the hub hands us the next records.
             loop {
-                match tokio::time::timeout(RECHECK, self.rx.recv()).await {
+                let recheck = if self.watch.is_some() {
+                    RECHECK_WATCHED
+                } else {
+                    RECHECK
+                };
+                let hub = tokio::time::timeout(recheck, self.rx.recv());
+                let msg = match &mut self.watch {
+                    Some(w) => tokio::select! {
+                        m = hub => m,
+                        changed = w.changed() => {
+                            if changed.is_err() {
+                                self.watch = None; // the feed ended: hub and rechecks remain
+                            }
+                            break;
+                        }
+                    },
+                    None => hub.await,
+                };
+                match msg {
                     Ok(Ok(HubMsg::Records(rs))) => {
                         if rs.first().is_some_and(|r| r.seq > self.last + 1) {
                             break; // a gap: let the store fill it

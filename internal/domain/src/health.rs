@@ -239,6 +239,13 @@ impl Store for MonitoredStore {
     async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError> {
         self.seen(self.inner.probe_write(now_ms).await)
     }
+    fn watch_execution(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+    ) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.watch_execution(execution_id, after_seq)
+    }
 }
 
 #[cfg(test)]

@@ -206,6 +206,20 @@ pub trait Store: Send + Sync + 'static {
     /// Makes one small durable write (a single-row heartbeat at `now_ms`) to tell whether the
     /// store accepts writes again: what the readiness check asks after writes failed.
     async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError>;
+    /// A wake-up for followers of one execution whenever its records or its execution change,
+    /// whoever wrote them: what lets any instance of a shared store serve any viewer (the
+    /// write may have landed on another instance). The value only counts changes; followers
+    /// re-read the store when it moves; changes to records at or below `after_seq` need not be
+    /// reported. `None` when the store has no such feed (a store only
+    /// one process writes: the in-process hub already says everything). Dropping the receiver
+    /// ends the feed.
+    fn watch_execution(
+        &self,
+        _execution_id: &str,
+        _after_seq: u64,
+    ) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// A compute failure.

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use async_trait::async_trait;
 use firestore::gcloud_sdk::google::firestore::v1::{
     self as pb, BeginTransactionRequest, CommitRequest, Document, DocumentMask, GetDocumentRequest,
@@ -1518,6 +1520,143 @@ impl Store for FirestoreStore {
             self.document(self.doc("meta", "write_probe"), f),
         )])
         .await
+    }
+
+    /// A Firestore listen on the execution's document and on its log batches past
+    /// `after_seq`: records written by any instance wake this instance's followers.
+    fn watch_execution(&self, execution_id: &str, after_seq: u64) -> Option<watch::Receiver<u64>> {
+        let (tx, rx) = watch::channel(0u64);
+        let store = self.clone();
+        let id = execution_id.to_owned();
+        tokio::spawn(async move { store.feed(&id, after_seq, tx).await });
+        Some(rx)
+    }
+}
+
+/// Wait before re-opening a listen that broke, doubled up to [`LISTEN_RETRY_MAX`].
+const LISTEN_RETRY_MIN: Duration = Duration::from_millis(200);
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl FirestoreStore {
+    /// Keeps one execution's listen open until every receiver of `tx` is gone.
+    async fn feed(&self, id: &str, after_seq: u64, tx: watch::Sender<u64>) {
+        let mut wait = LISTEN_RETRY_MIN;
+        loop {
+            let opened = std::time::Instant::now();
+            tokio::select! {
+                _ = tx.closed() => return,
+                r = self.listen(id, after_seq, &tx) => {
+                    if let Err(e) = r {
+                        tracing::debug!(execution_id = %id, error = %e, "log listen broke");
+                    }
+                }
+            }
+            // Whatever changed while the listen was down is only seen by re-reading.
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+            if opened.elapsed() > LISTEN_RETRY_MAX {
+                wait = LISTEN_RETRY_MIN;
+            }
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(LISTEN_RETRY_MAX);
+        }
+    }
+
+    /// One listen stream: bumps `tx` on every document change it reports.
+    async fn listen(
+        &self,
+        id: &str,
+        after_seq: u64,
+        tx: &watch::Sender<u64>,
+    ) -> Result<(), String> {
+        use firestore::gcloud_sdk::google::firestore::v1::{
+            ListenRequest, Target, listen_request::TargetChange, listen_response::ResponseType,
+            target,
+        };
+        use futures_util::StreamExt;
+        // Only changes from about now on: the follower reads what is already stored itself.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+            - 1_000;
+        let read_time = Timestamp {
+            seconds: since.div_euclid(1000),
+            nanos: (since.rem_euclid(1000) * 1_000_000) as i32,
+        };
+        let mut logs = query("logs");
+        logs.r#where = Some(filter("last_seq", Op::GreaterThan, uint(after_seq)));
+        let targets = [
+            (
+                1,
+                target::TargetType::Query(target::QueryTarget {
+                    parent: self.logs_parent(id),
+                    query_type: Some(target::query_target::QueryType::StructuredQuery(logs)),
+                }),
+            ),
+            (
+                2,
+                target::TargetType::Documents(target::DocumentsTarget {
+                    documents: vec![self.exec_doc(id)],
+                }),
+            ),
+        ];
+        let requests: Vec<ListenRequest> = targets
+            .into_iter()
+            .map(|(target_id, t)| ListenRequest {
+                database: self.inner.database.clone(),
+                target_change: Some(TargetChange::AddTarget(Target {
+                    target_id,
+                    target_type: Some(t),
+                    resume_type: Some(target::ResumeType::ReadTime(read_time)),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })
+            .collect();
+        // The request side must stay open for as long as the listen runs.
+        let outgoing = futures_util::stream::iter(requests).chain(futures_util::stream::pending());
+        let mut incoming = self
+            .client()
+            .listen(firestore::gcloud_sdk::tonic::Request::new(outgoing))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        // A target first sends its current documents (also after a reset) and then CURRENT:
+        // those are what the follower reads itself. Changes count once their target is
+        // current, and each CURRENT counts once, for what changed before it.
+        let mut current: HashSet<i32> = HashSet::new();
+        let bump = || tx.send_modify(|n| *n = n.wrapping_add(1));
+        while let Some(msg) = incoming.next().await {
+            let msg = msg.map_err(|e| e.to_string())?;
+            let targets = match msg.response_type {
+                Some(ResponseType::TargetChange(t)) => {
+                    use firestore::gcloud_sdk::google::firestore::v1::target_change::TargetChangeType;
+                    match TargetChangeType::try_from(t.target_change_type) {
+                        Ok(TargetChangeType::Current) => {
+                            current.extend(&t.target_ids);
+                            bump();
+                        }
+                        Ok(TargetChangeType::Reset | TargetChangeType::Remove) => {
+                            for id in &t.target_ids {
+                                current.remove(id);
+                            }
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                Some(ResponseType::DocumentChange(c)) => c.target_ids,
+                Some(ResponseType::DocumentDelete(d)) => d.removed_target_ids,
+                Some(ResponseType::DocumentRemove(r)) => r.removed_target_ids,
+                _ => continue,
+            };
+            if targets.iter().any(|t| current.contains(t)) {
+                bump();
+            }
+        }
+        Ok(())
     }
 }
 

@@ -269,3 +269,74 @@ async fn writes_per_execution_meet_the_goal() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_reports_writes_made_by_another_instance() {
+    // Two clients of one database stand for two runvoyd instances.
+    let a = store("listen").await;
+    let b = store("listen").await;
+    let id = "listen-exec".to_owned();
+    a.create_execution(&execution(&id, 1_000)).await.unwrap();
+    let mut w = b
+        .watch_execution(&id, 0)
+        .expect("Firestore has a change feed");
+    // Each target's CURRENT wakes once (what changed before the listen was up); after that,
+    // nothing while nothing is written.
+    let mut wakes = 0;
+    while tokio::time::timeout(std::time::Duration::from_secs(1), w.changed())
+        .await
+        .is_ok()
+    {
+        wakes += 1;
+        assert!(wakes <= 2, "changes reported while nothing was written");
+    }
+    a.append_logs(&id, &[line(1, 10)]).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), w.changed())
+        .await
+        .expect("the write of the other instance is reported")
+        .expect("the feed is open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_on_one_instance_streams_what_another_instance_stores() {
+    use runvoy_domain::follow::{FollowItem, Follower};
+    let a = store("follow").await;
+    let b: Arc<dyn Store> = Arc::new(store("follow").await);
+    let id = "follow-exec".to_owned();
+    let mut e = execution(&id, 1_000);
+    e.status = Status::Running;
+    a.create_execution(&e).await.unwrap();
+    // B's hub never hears of A's writes: only the store can tell B's follower.
+    let mut f = Follower::new(b, Arc::new(LogHub::new()), &id, 0);
+    let reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        loop {
+            match f.next().await.unwrap() {
+                Some(FollowItem::Records(rs)) => seqs.extend(rs.iter().map(|r| r.seq)),
+                Some(FollowItem::Done(e)) => return (seqs, e.status),
+                None => panic!("ended without Done"),
+            }
+        }
+    });
+    // Out of order, overlapping, in several deliveries.
+    for batch in [vec![1, 2], vec![4, 5], vec![3, 4], vec![6]] {
+        let recs: Vec<LogRecord> = batch.into_iter().map(|s| line(s, 8)).collect();
+        a.append_logs(&id, &recs).await.unwrap();
+    }
+    let mut done = a.get_execution(&id).await.unwrap().unwrap();
+    done.status = Status::Succeeded;
+    done.exit_code = Some(0);
+    done.log_lines = Some(6);
+    done.logs_complete = true;
+    assert!(a.update_execution(&done).await.unwrap());
+    let (seqs, status) = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+        .await
+        .expect("the follower finishes")
+        .unwrap();
+    assert_eq!(
+        seqs,
+        vec![1, 2, 3, 4, 5, 6],
+        "gap-free, in order, no duplicates"
+    );
+    assert_eq!(status, Status::Succeeded);
+}

@@ -12,6 +12,11 @@ use crate::TokenProvider;
 /// and `gcloud auth application-default login` grant).
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
+/// Where Application Default Credentials come from, for error messages.
+const WHERE: &str = "Application Default Credentials: the file in GOOGLE_APPLICATION_CREDENTIALS, \
+                     `gcloud auth application-default login`, or the metadata server on Google \
+                     Cloud";
+
 /// Tokens from Application Default Credentials.
 pub struct GoogleAdc {
     creds: AccessTokenCredentials,
@@ -39,10 +44,10 @@ impl TokenProvider for GoogleAdc {
         match self.creds.access_token().await {
             Ok(t) => Ok(t.token),
             Err(e) if e.is_transient() => Err(CipherError::Transient(format!(
-                "getting a Google access token: {e}"
+                "getting a Google access token: {e} ({WHERE})"
             ))),
             Err(e) => Err(CipherError::KeyUnavailable(format!(
-                "getting a Google access token: {e}"
+                "getting a Google access token: {e} ({WHERE})"
             ))),
         }
     }

@@ -25,7 +25,12 @@ pub enum CipherKind {
 pub struct CipherArgs {
     /// What protects stored secrets: `local` (a key file in the data dir) or `kms` (a Cloud KMS
     /// key, through Application Default Credentials).
-    #[arg(long = "cipher", env = "RUNVOY_CIPHER", value_enum, default_value = "local")]
+    #[arg(
+        long = "cipher",
+        env = "RUNVOY_CIPHER",
+        value_enum,
+        default_value = "local"
+    )]
     kind: CipherKind,
     /// The Cloud KMS key of `--cipher kms`:
     /// projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY.

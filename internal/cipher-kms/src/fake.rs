@@ -131,32 +131,31 @@ fn invalid(message: String) -> Response {
     error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
 }
 
-/// Decodes a bytes field, checking its optional CRC32C as KMS does.
+/// Decodes a bytes field, checking its optional CRC32C as KMS does; the error is the message
+/// of a 400 INVALID_ARGUMENT.
 fn field(
     name: &str,
     crc_name: &str,
     b64: &str,
     crc: Option<u64>,
-) -> Result<(Vec<u8>, bool), Response> {
+) -> Result<(Vec<u8>, bool), String> {
     let data = wire::unb64(b64).map_err(|_| {
-        invalid(format!(
-            "Invalid value at '{name}' (TYPE_BYTES), Base64 decoding failed for {b64:?}"
-        ))
+        format!("Invalid value at '{name}' (TYPE_BYTES), Base64 decoding failed for {b64:?}")
     })?;
     if data.len() > MAX_BYTES {
-        return Err(invalid(format!(
+        return Err(format!(
             "The {name} is too large: {} bytes, at most {MAX_BYTES}.",
             data.len()
-        )));
+        ));
     }
     match crc {
         None => Ok((data, false)),
-        Some(c) if c > u32::MAX as u64 => Err(invalid(format!(
+        Some(c) if c > u32::MAX as u64 => Err(format!(
             "{crc_name} must be a non-negative integer no larger than 2^32-1."
-        ))),
-        Some(c) if c != wire::crc32c(&data) as u64 => Err(invalid(format!(
+        )),
+        Some(c) if c != wire::crc32c(&data) as u64 => Err(format!(
             "The checksum in field {crc_name} did not match the data in field {name}."
-        ))),
+        )),
         Some(_) => Ok((data, true)),
     }
 }
@@ -225,7 +224,9 @@ async fn handle(
             }
         }
     };
-    let key_name = name.split_once("/cryptoKeyVersions/").map_or(name, |(k, _)| k);
+    let key_name = name
+        .split_once("/cryptoKeyVersions/")
+        .map_or(name, |(k, _)| k);
     match state {
         KeyState::Enabled => {}
         KeyState::Denied => {
@@ -266,7 +267,7 @@ async fn handle(
             req.plaintext_crc32c,
         ) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(m) => return invalid(m),
         };
         let (aad, verified_aad) = match field(
             "additional_authenticated_data",
@@ -275,7 +276,7 @@ async fn handle(
             req.additional_authenticated_data_crc32c,
         ) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(m) => return invalid(m),
         };
         // The version number first, as KMS ciphertext names its version, then nonce ‖ sealed.
         let mut nonce = [0u8; 12];
@@ -313,7 +314,7 @@ async fn handle(
             req.ciphertext_crc32c,
         ) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(m) => return invalid(m),
         };
         let (aad, _) = match field(
             "additional_authenticated_data",
@@ -322,9 +323,11 @@ async fn handle(
             req.additional_authenticated_data_crc32c,
         ) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(m) => return invalid(m),
         };
-        let failed = || invalid("Decryption failed: verify that 'name' refers to the correct CryptoKey.".into());
+        let failed = || {
+            invalid("Decryption failed: verify that 'name' refers to the correct CryptoKey.".into())
+        };
         if ciphertext.len() < 4 + 12 || ciphertext[..4] != 1u32.to_be_bytes() {
             return failed();
         }

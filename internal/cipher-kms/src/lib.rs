@@ -62,8 +62,9 @@ impl KmsKeyName {
         }
         let id = |v: &str, extra: &[char]| {
             (1..=63).contains(&v.len())
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(&c))
+                && v.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(&c)
+                })
         };
         if !(id(project, &['.', ':']) && id(location, &[]) && id(ring, &[]) && id(key, &[])) {
             return Err(bad());
@@ -271,7 +272,11 @@ impl KmsKek {
         let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
             Ok(b) => (b.error.status, b.error.message),
             Err(_) => (
-                status.canonical_reason().unwrap_or("").to_uppercase().replace(' ', "_"),
+                status
+                    .canonical_reason()
+                    .unwrap_or("")
+                    .to_uppercase()
+                    .replace(' ', "_"),
                 String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             ),
         };
@@ -290,16 +295,16 @@ impl KmsKek {
             404 => Failure::Final(CipherError::KeyUnavailable(format!(
                 "KMS key {key} does not exist ({said})"
             ))),
-            400 if code == "FAILED_PRECONDITION" => Failure::Final(CipherError::KeyUnavailable(
-                format!(
+            400 if code == "FAILED_PRECONDITION" => {
+                Failure::Final(CipherError::KeyUnavailable(format!(
                     "KMS key {key} cannot be used: its primary version is disabled, destroyed or \
                      not yet enabled, or the key is not for ENCRYPT_DECRYPT ({said})"
-                ),
-            )),
+                )))
+            }
             // KMS checked a checksum we sent and it did not match what arrived.
-            400 if message.to_ascii_lowercase().contains("checksum") => Failure::Retry(format!(
-                "KMS says the request arrived corrupted ({said})"
-            )),
+            400 if message.to_ascii_lowercase().contains("checksum") => {
+                Failure::Retry(format!("KMS says the request arrived corrupted ({said})"))
+            }
             400 if method == "decrypt" => Failure::Final(CipherError::Invalid(format!(
                 "KMS key {key} could not decrypt the data key: it was altered, wrapped by \
                  another key, or for other associated data ({said})"
@@ -431,7 +436,10 @@ mod tests {
             let err = KmsKeyName::parse(bad).unwrap_err();
             assert!(err.to_string().contains("cryptoKeys/KEY"), "{bad}: {err}");
         }
-        let long = format!("projects/p/locations/l/keyRings/r/cryptoKeys/{}", "k".repeat(64));
+        let long = format!(
+            "projects/p/locations/l/keyRings/r/cryptoKeys/{}",
+            "k".repeat(64)
+        );
         assert!(KmsKeyName::parse(&long).is_err());
     }
 
@@ -448,6 +456,9 @@ mod tests {
         c.endpoint = "http://127.0.0.1:9/".into();
         let k = KmsKek::new(c).unwrap();
         assert_eq!(k.base, "http://127.0.0.1:9");
-        assert_eq!(k.id(), "gcp-kms:projects/p/locations/l/keyRings/r/cryptoKeys/k");
+        assert_eq!(
+            k.id(),
+            "gcp-kms:projects/p/locations/l/keyRings/r/cryptoKeys/k"
+        );
     }
 }

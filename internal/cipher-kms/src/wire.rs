@@ -184,8 +184,7 @@ mod tests {
         let back: EncryptResponse =
             serde_json::from_str(r#"{"ciphertextCrc32c": 12, "name": "n"}"#).unwrap();
         assert_eq!(back.ciphertext_crc32c, Some(12));
-        let back: EncryptResponse =
-            serde_json::from_str(r#"{"ciphertextCrc32c": "12"}"#).unwrap();
+        let back: EncryptResponse = serde_json::from_str(r#"{"ciphertextCrc32c": "12"}"#).unwrap();
         assert_eq!(back.ciphertext_crc32c, Some(12));
         assert!(!back.verified_plaintext_crc32c, "absent booleans are false");
         assert!(serde_json::from_str::<EncryptResponse>(r#"{"ciphertextCrc32c": "x"}"#).is_err());

@@ -99,7 +99,10 @@ async fn decrypt_sends_checksums_and_checks_the_plaintext_checksum() {
         .expect(1)
         .mount(&server)
         .await;
-    assert_eq!(&kek(&server).unwrap(&wrapped, aad).await.unwrap()[..], &[5u8; 32]);
+    assert_eq!(
+        &kek(&server).unwrap(&wrapped, aad).await.unwrap()[..],
+        &[5u8; 32]
+    );
 }
 
 #[tokio::test]
@@ -144,7 +147,11 @@ async fn a_500_then_200_is_retried() {
 async fn a_503_that_lasts_gives_up_after_the_attempts_as_transient() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(google_error(503, "UNAVAILABLE", "The service is currently unavailable."))
+        .respond_with(google_error(
+            503,
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+        ))
         .mount(&server)
         .await;
     let err = kek(&server).wrap(&[1; 32], b"a").await.unwrap_err();
@@ -240,7 +247,11 @@ async fn a_wrong_ciphertext_checksum_is_rejected_as_corrupt_in_transit() {
         matches!(&err, CipherError::Transient(m) if m.contains("corrupt in transit") && m.contains("ciphertextCrc32c")),
         "{err}"
     );
-    assert_eq!(requests(&server).await, ATTEMPTS, "a limited number of retries");
+    assert_eq!(
+        requests(&server).await,
+        ATTEMPTS,
+        "a limited number of retries"
+    );
 }
 
 #[tokio::test]
@@ -308,7 +319,8 @@ async fn a_wrong_plaintext_checksum_on_decrypt_is_rejected() {
 async fn an_encryption_by_another_key_is_refused() {
     let server = MockServer::start().await;
     let mut body = encrypted(b"ct");
-    body["name"] = json!("projects/p/locations/global/keyRings/runvoy/cryptoKeys/other/cryptoKeyVersions/1");
+    body["name"] =
+        json!("projects/p/locations/global/keyRings/runvoy/cryptoKeys/other/cryptoKeyVersions/1");
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(body))
         .mount(&server)
@@ -325,7 +337,10 @@ async fn a_malformed_body_is_retried_then_reported() {
     for (status, body) in [
         (200, "<html>Bad gateway</html>"),
         (200, r#"{"ciphertext": 12}"#),
-        (200, r#"{"ciphertext": "%%% not base64", "ciphertextCrc32c": "1", "verifiedPlaintextCrc32c": true, "verifiedAdditionalAuthenticatedDataCrc32c": true}"#),
+        (
+            200,
+            r#"{"ciphertext": "%%% not base64", "ciphertextCrc32c": "1", "verifiedPlaintextCrc32c": true, "verifiedAdditionalAuthenticatedDataCrc32c": true}"#,
+        ),
     ] {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
@@ -359,7 +374,10 @@ async fn a_non_google_error_body_is_still_classified_by_status() {
         .mount(&server)
         .await;
     let err = kek(&server).wrap(&[1; 32], b"a").await.unwrap_err();
-    assert!(matches!(&err, CipherError::KeyUnavailable(m) if m.contains(KEY)), "{err}");
+    assert!(
+        matches!(&err, CipherError::KeyUnavailable(m) if m.contains(KEY)),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -378,6 +396,13 @@ async fn an_unreachable_endpoint_is_transient() {
         min_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(2),
     };
-    let err = KmsKek::new(c).unwrap().wrap(&[1; 32], b"a").await.unwrap_err();
-    assert!(matches!(&err, CipherError::Transient(m) if m.contains("2 attempts")), "{err}");
+    let err = KmsKek::new(c)
+        .unwrap()
+        .wrap(&[1; 32], b"a")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CipherError::Transient(m) if m.contains("2 attempts")),
+        "{err}"
+    );
 }

@@ -118,12 +118,7 @@ async fn the_fake_checks_checksums_and_field_names_like_kms() {
     let fake = fake_with_key().await;
     let http = reqwest::Client::new();
     let url = format!("{}/v1/{KEY}:encrypt", fake.url());
-    let post = |body: serde_json::Value| {
-        http.post(&url)
-            .bearer_auth("token-1")
-            .json(&body)
-            .send()
-    };
+    let post = |body: serde_json::Value| http.post(&url).bearer_auth("token-1").json(&body).send();
     // A wrong plaintext checksum.
     let r = post(serde_json::json!({"plaintext": "c2VjcmV0", "plaintextCrc32c": "1"}))
         .await
@@ -132,14 +127,21 @@ async fn the_fake_checks_checksums_and_field_names_like_kms() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
     assert_eq!(body["error"]["code"], 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("checksum"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("checksum")
+    );
     // An unknown field.
     let r = post(serde_json::json!({"plaintext": "c2VjcmV0", "plainText": "x"}))
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
     // No checksums sent: none verified, and the answer still carries ciphertextCrc32c as a string.
-    let r = post(serde_json::json!({"plaintext": "c2VjcmV0"})).await.unwrap();
+    let r = post(serde_json::json!({"plaintext": "c2VjcmV0"}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["verifiedPlaintextCrc32c"], false);

@@ -129,10 +129,7 @@ impl Cipher for EnvelopeCipher {
             plaintext,
             &value_aad(version, &kek, aad),
         )?;
-        let wrapped_key = self
-            .kek
-            .wrap(&data_key[..], &key_aad(version, aad))
-            .await?;
+        let wrapped_key = self.kek.wrap(&data_key[..], &key_aad(version, aad)).await?;
         Ok(Sealed {
             version,
             kek,

@@ -89,7 +89,11 @@ fn a_malformed_key_file_is_refused_and_kept() {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = LocalKek::open_or_create(&path).unwrap_err();
         assert!(matches!(err, KeyFileError::Malformed { .. }), "{err}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "never replaced");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "never replaced"
+        );
     }
 }
 

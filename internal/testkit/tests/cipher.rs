@@ -19,7 +19,11 @@ async fn the_local_cipher_key_is_created_private_and_kept() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     let before = std::fs::read(&key).unwrap();
     s.restart();
-    assert_eq!(std::fs::read(&key).unwrap(), before, "the key survives a restart");
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the key survives a restart"
+    );
     assert_eq!(s.client().health().await.unwrap().cipher, "local");
 }
 
@@ -42,7 +46,10 @@ async fn the_kms_cipher_round_trips_through_kms_at_start() {
     .unwrap();
     assert_eq!(s.client().health().await.unwrap().cipher, "gcp-kms");
     assert_eq!(fake.calls(), (1, 1), "one encrypt and one decrypt at start");
-    assert!(!s.data_dir().join("cipher.key").exists(), "no local key with KMS");
+    assert!(
+        !s.data_dir().join("cipher.key").exists(),
+        "no local key with KMS"
+    );
 }
 
 /// Runs `runvoyd serve` expecting it to refuse; returns its stderr.
@@ -85,7 +92,10 @@ async fn runvoyd_refuses_to_start_without_a_working_cipher() {
     };
 
     let err = run("nokey", vec![]).await;
-    assert!(err.contains("needs the Cloud KMS key in RUNVOY_GCP_SECRETS_KMS_KEY"), "{err}");
+    assert!(
+        err.contains("needs the Cloud KMS key in RUNVOY_GCP_SECRETS_KMS_KEY"),
+        "{err}"
+    );
 
     let err = run("badname", kms("projects/p/keyRings/r", fake.url())).await;
     assert!(err.contains("is not a Cloud KMS key name"), "{err}");
@@ -100,7 +110,10 @@ async fn runvoyd_refuses_to_start_without_a_working_cipher() {
     );
     fake.set_state(KEY, KeyState::Disabled);
     let err = run("disabled", kms(KEY, fake.url())).await;
-    assert!(err.contains(KEY) && err.contains("FAILED_PRECONDITION"), "{err}");
+    assert!(
+        err.contains(KEY) && err.contains("FAILED_PRECONDITION"),
+        "{err}"
+    );
     let err = run(
         "missing",
         kms(
@@ -109,7 +122,10 @@ async fn runvoyd_refuses_to_start_without_a_working_cipher() {
         ),
     )
     .await;
-    assert!(err.contains("cryptoKeys/none") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("cryptoKeys/none") && err.contains("does not exist"),
+        "{err}"
+    );
 
     // A local key file others can read.
     let dir = tmp.path().join("exposed");

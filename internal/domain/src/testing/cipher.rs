@@ -10,7 +10,12 @@ pub async fn cipher_conformance(c: &dyn Cipher) {
 
     // Round trips, from empty to 64 KiB.
     let large: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 + 3) as u8).collect();
-    for value in [&b""[..], b"hunter2", b"\x00\xff binary \xc3\x28", &large[..]] {
+    for value in [
+        &b""[..],
+        b"hunter2",
+        b"\x00\xff binary \xc3\x28",
+        &large[..],
+    ] {
         let sealed = c.encrypt(value, aad).await.expect("encrypt");
         assert_eq!(sealed.version, Sealed::VERSION);
         assert!(!sealed.kek.is_empty(), "the sealed value names its key");
@@ -35,7 +40,10 @@ pub async fn cipher_conformance(c: &dyn Cipher) {
     let a = c.encrypt(b"same value", aad).await.expect("encrypt");
     let b = c.encrypt(b"same value", aad).await.expect("encrypt");
     assert_ne!(a.ciphertext, b.ciphertext, "two encryptions must differ");
-    assert_ne!(a.wrapped_key, b.wrapped_key, "each value has its own data key");
+    assert_ne!(
+        a.wrapped_key, b.wrapped_key,
+        "each value has its own data key"
+    );
     assert_ne!(a.nonce, b.nonce);
 
     // Associated data binds the value to its record.

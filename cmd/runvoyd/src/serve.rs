@@ -176,6 +176,8 @@ pub struct ServeArgs {
     /// Free bytes the data dir's file system must keep for `GET /health/ready` to answer ready.
     #[arg(long, env = "RUNVOY_MIN_FREE_BYTES", default_value_t = 16 * 1024 * 1024)]
     min_free_bytes: u64,
+    #[command(flatten)]
+    cipher: crate::cipher::CipherArgs,
 }
 
 /// The readiness condition on the data dir's free space (statvfs, space available to
@@ -442,6 +444,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin_key_file = data_dir.join("admin.key");
     restrict_file(&admin_key_file)
         .with_context(|| format!("setting permissions of {}", admin_key_file.display()))?;
+
+    // No start without a cipher that works both ways.
+    let cipher = crate::cipher::start(&args.cipher, &data_dir).await?;
 
     let clock: Arc<dyn Clock> = match crate::testclock::from_env()? {
         Some(c) => c,
@@ -710,6 +715,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_rx,
     )
     .with_auth_failure_limit(args.auth_failure_burst, args.auth_failure_per_minute)
+    .with_cipher(cipher.kind())
     .with_isolation(
         match isolation {
             Isolation::Bwrap => "bubblewrap",

@@ -334,6 +334,7 @@ pub(crate) async fn health(State(st): State<AppState>) -> axum::Json<HealthRespo
         backend: st.backend.clone(),
         provider: st.backend.clone(),
         isolation: st.isolation.clone(),
+        cipher: st.cipher.clone(),
         limits: st.limits.clone(),
     })
 }

@@ -74,6 +74,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// How commands are isolated (`bubblewrap`, `none`), for `/health`.
     pub isolation: String,
+    /// What protects stored secrets' keys (`local`, `gcp-kms`), for `/health`.
+    pub cipher: String,
     /// How each execution limit is enforced, by limit name, for `/health`.
     pub limits: std::collections::BTreeMap<String, String>,
     /// What `GET /health/ready` checks.
@@ -93,6 +95,7 @@ impl AppState {
         AppState {
             shutdown,
             isolation: "none".into(),
+            cipher: String::new(),
             limits: Default::default(),
             service,
             tokens: Arc::new(tokens),
@@ -131,6 +134,12 @@ impl AppState {
     /// Allows `burst` failed authentications per client address, refilled at `per_minute`.
     pub fn with_auth_failure_limit(mut self, burst: u32, per_minute: u32) -> Self {
         self.auth_limiter = Arc::new(AuthLimiter::new(burst, per_minute));
+        self
+    }
+
+    /// Records what protects stored secrets' keys (shown by `/health`).
+    pub fn with_cipher(mut self, kind: &str) -> Self {
+        self.cipher = kind.to_owned();
         self
     }
 

@@ -292,3 +292,73 @@ pub trait LogSource: Send + Sync + 'static {
         after_seq: u64,
     ) -> Result<(Vec<LogRecord>, Option<ExitInfo>), ComputeError>;
 }
+
+/// A cipher failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CipherError {
+    /// The key cannot be used: missing, disabled, permission denied, or not the key a value was
+    /// sealed with. Retrying does not help; the message says what to fix.
+    #[error("encryption key unavailable: {0}")]
+    KeyUnavailable(String),
+    /// A passing failure (network, throttling, the key service down) that outlasted the
+    /// adapter's own retries.
+    #[error("encryption service unavailable: {0}")]
+    Transient(String),
+    /// The sealed value was not sealed by this key for this associated data: tampered with,
+    /// moved to another record, truncated, or of an unknown format.
+    #[error("sealed value rejected: {0}")]
+    Invalid(String),
+}
+
+/// A value sealed by a [`Cipher`] (envelope encryption): safe to store, opaque to everything
+/// but the cipher that made it. Bytes are base64 in its serde form.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sealed {
+    /// Format version; [`Sealed::VERSION`] today.
+    pub version: u32,
+    /// Identity of the key-encryption key that wrapped the data key (`local:<fingerprint>`,
+    /// `gcp-kms:projects/…/cryptoKeys/…`).
+    pub kek: String,
+    /// The value's own data key, encrypted by the key-encryption key.
+    #[serde(with = "b64")]
+    pub wrapped_key: Vec<u8>,
+    /// Nonce of the value's encryption.
+    #[serde(with = "b64")]
+    pub nonce: Vec<u8>,
+    /// The encrypted value with its authentication tag.
+    #[serde(with = "b64")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl Sealed {
+    /// The format sealed today.
+    pub const VERSION: u32 = 1;
+}
+
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Encrypts values (secrets) for storage. The associated data (e.g. the secret's name) is
+/// authenticated, not stored: decrypting needs the same bytes, so a sealed value cannot be moved
+/// to another record.
+#[async_trait]
+pub trait Cipher: Send + Sync + 'static {
+    /// What guards the key-encryption key, for `/health`: `local` or `gcp-kms`.
+    fn kind(&self) -> &str;
+    /// Seals `plaintext`, bound to `aad`. Two calls with the same input give different values.
+    async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, CipherError>;
+    /// Opens a value sealed with the same `aad`; [`CipherError::Invalid`] when it was not.
+    async fn decrypt(&self, sealed: &Sealed, aad: &[u8]) -> Result<Vec<u8>, CipherError>;
+}

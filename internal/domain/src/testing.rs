@@ -5,6 +5,7 @@
 //! * [`FakeLogSource`]: a [`LogSource`] holding the runner's "true" records.
 //! * [`store_conformance`]: the behaviour every [`Store`] adapter must have; each adapter crate
 //!   runs it against its own store.
+//! * [`cipher_conformance`]: the same for every [`Cipher`](crate::ports::Cipher) adapter.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -12,6 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use runvoy_proto::{ReconcileIssue, ReconcileReport, Status, record::Stream};
+
+mod cipher;
+pub use cipher::cipher_conformance;
 
 use crate::model::{Execution, ExitInfo, JobSpec, LogRecord, Role, User};
 use crate::ports::{

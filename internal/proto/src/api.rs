@@ -331,6 +331,10 @@ pub struct HealthResponse {
     /// How commands are isolated: `bubblewrap`, or `none` when isolation was turned off.
     #[serde(default)]
     pub isolation: String,
+    /// What protects the keys of stored secrets: `local` (a key file in the data dir) or
+    /// `gcp-kms` (a Cloud KMS key).
+    #[serde(default)]
+    pub cipher: String,
     /// How each execution limit is enforced (`memory`, `pids`, `cpu`, `workspace`, `tmp`,
     /// `open_files` → `cgroup-v1`, `cgroup-v2`, `rlimit`, `tmpfs` or `none`).
     #[serde(default)]

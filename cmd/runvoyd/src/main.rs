@@ -6,6 +6,7 @@
 //!   (started by `serve`, not by people).
 
 mod admin;
+mod gcp;
 mod listener;
 mod logfmt;
 mod serve;

@@ -48,6 +48,9 @@ pub mod codes {
     pub const PUSH_BAD_CLOUDEVENT: &str = "PUSH_BAD_CLOUDEVENT";
     /// 400: a CloudEvent type the endpoint does not handle.
     pub const PUSH_UNSUPPORTED_EVENT: &str = "PUSH_UNSUPPORTED_EVENT";
+    /// 400: a record naming another runvoy execution than the one its Cloud Run execution
+    /// writes for.
+    pub const PUSH_FOREIGN_RECORD: &str = "PUSH_FOREIGN_RECORD";
     /// 404: the execution is unknown and the grace period is over.
     pub const PUSH_UNKNOWN_EXECUTION: &str = "PUSH_UNKNOWN_EXECUTION";
     /// 503: the execution is not known (yet); within the grace period the message is retried.
@@ -134,7 +137,9 @@ struct Names {
 
 impl Names {
     fn learn(&mut self, cloud: &str, id: &str) {
-        if self.map.insert(cloud.to_owned(), id.to_owned()).is_none() {
+        // The first pairing stays: a later one is either the same or forged.
+        if !self.map.contains_key(cloud) {
+            self.map.insert(cloud.to_owned(), id.to_owned());
             self.order.push_back(cloud.to_owned());
             while self.order.len() > self.cap {
                 if let Some(old) = self.order.pop_front() {
@@ -329,14 +334,36 @@ impl Inner {
                 exit,
             } => {
                 if let Some(c) = &cloud_execution {
-                    self.names.lock().expect("names").learn(c, &execution_id);
+                    let names = self.names.lock().expect("names");
+                    match names.map.get(c) {
+                        // On Cloud Run the command can write to the runner's stdout: a record
+                        // naming another execution than the one its job execution wrote for is
+                        // forged. (Only caught once this instance has seen the real pairing.)
+                        Some(known) if known != &execution_id => {
+                            return Err(PushError::new(
+                                StatusCode::BAD_REQUEST,
+                                codes::PUSH_FOREIGN_RECORD,
+                                format!(
+                                    "Cloud Run execution {c} writes execution {known}'s records, \
+                                     not {execution_id}'s"
+                                ),
+                            ));
+                        }
+                        _ => {}
+                    }
                 }
                 match self
                     .commit
                     .submit(&execution_id, record.into_iter().collect(), exit)
                     .await
                 {
-                    Ok(()) => Ok(()),
+                    Ok(()) => {
+                        // Learnt only from records of an execution the store has.
+                        if let Some(c) = &cloud_execution {
+                            self.names.lock().expect("names").learn(c, &execution_id);
+                        }
+                        Ok(())
+                    }
                     Err(CommitError::UnknownExecution) => {
                         Err(self.unknown(format!("execution {execution_id}"), published_ms))
                     }

@@ -481,6 +481,14 @@ async fn the_final_record_and_cloud_run_entries_reconcile_the_execution() {
     let (s, v) = h.push(&envelope("s2", &stranger, now_ms() - 3_600_000)).await;
     assert_eq!((s, v["code"].as_str().unwrap()), (StatusCode::NOT_FOUND, "PUSH_UNKNOWN_EXECUTION"));
 
+    // A record for another execution written by this Cloud Run execution is forged.
+    let other = "ffffffffffffffffffffffffffffffff";
+    h.store.create_execution(&execution(other, now_ms())).await.unwrap();
+    let forged = entry(json!({"runvoy": "log", "exec": other, "seq": 1, "stream": "stdout", "message": "forged"}));
+    let (s, v) = h.push(&envelope("f1", &forged, now_ms())).await;
+    assert_eq!((s, v["code"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "PUSH_FOREIGN_RECORD"));
+    assert!(h.store.inner.logs_of(other).is_empty());
+
     // The command ends; the final record reconciles with compute's state.
     h.compute.set(EXEC, ComputeState::Exited(ComputeExit { runner: Some(exit_info(3, 2)), process_exit_code: None, failure: None }));
     let exit = entry(json!({"runvoy": "exit", "exec": EXEC, "seq": 3, "exit_code": 3, "lines": 2}));

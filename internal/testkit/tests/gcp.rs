@@ -1,0 +1,191 @@
+//! The real runvoyd with `--store firestore` on Google's Firestore emulator, and its push
+//! endpoints (`--events pubsub`).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use runvoy_testkit::{TestServer, bin};
+use serde_json::{Value, json};
+
+fn firestore_env(prefix: &str) -> Vec<(String, String)> {
+    let emu = runvoy_emulators::shared_firestore();
+    vec![
+        ("FIRESTORE_EMULATOR_HOST".into(), emu.host.clone()),
+        ("RUNVOY_GCP_PROJECT_ID".into(), "runvoy-test".into()),
+        (
+            "RUNVOY_GCP_FIRESTORE_COLLECTION_PREFIX".into(),
+            format!("{prefix}_{}_", std::process::id()),
+        ),
+    ]
+}
+
+fn start(args: &[&str], env: &[(String, String)]) -> TestServer {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    TestServer::start_with(args, &env)
+}
+
+async fn push(s: &TestServer, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut rb = http.post(format!("{}{path}", s.url)).json(body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    let r = rb.send().await.expect("push");
+    let status = r.status().as_u16();
+    let v = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
+    (status, v)
+}
+
+fn envelope(id: &str, entry: &Value, publish_time: &str) -> Value {
+    json!({
+        "message": {
+            "data": base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(entry).unwrap()),
+            "messageId": id,
+            "publishTime": publish_time,
+            "attributes": {"logging.googleapis.com/timestamp": publish_time}
+        },
+        "subscription": "projects/runvoy-test/subscriptions/runvoy-logs-push"
+    })
+}
+
+fn record_entry(exec: &str, seq: u64, message: &str) -> Value {
+    json!({
+        "insertId": format!("{exec}-{seq}"),
+        "jsonPayload": {"runvoy": "log", "exec": exec, "seq": seq, "stream": "stdout", "message": message},
+        "resource": {"type": "cloud_run_job", "labels": {"job_name": "runvoy-runner", "location": "us-central1", "project_id": "runvoy-test"}},
+        "timestamp": "2026-01-15T15:48:06.716662Z",
+        "labels": {"run.googleapis.com/execution_name": "runvoy-runner-abcde"},
+        "logName": "projects/runvoy-test/logs/run.googleapis.com%2Fstdout"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runvoyd_on_firestore_runs_a_command_and_keeps_its_logs_and_exit_code() {
+    let env = firestore_env("serve");
+    let mut s = start(
+        &["--store", "firestore", "--events", "pubsub", "--insecure-push"],
+        &env,
+    );
+    assert!(
+        !s.data_dir().join("runvoy.db").exists(),
+        "SQLite was opened"
+    );
+    let out = s
+        .runvoy()
+        .args(["run", "--", "sh", "-c", "echo hello; echo oops >&2; exit 3"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runvoy");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+
+    let list = s
+        .client()
+        .list_executions(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(list.executions.len(), 1);
+    let id = list.executions[0].execution_id.clone();
+    let e = s.wait_settled(&id, Duration::from_secs(30)).await;
+    assert_eq!((e.exit_code, e.log_lines), (Some(3), Some(2)));
+    let lines: Vec<String> = s
+        .all_logs(&id)
+        .await
+        .into_iter()
+        .map(|l| l.message)
+        .collect();
+    assert_eq!(lines, vec!["hello", "oops"]);
+
+    // A push re-delivering a record the tailer already stored changes nothing; one for an
+    // execution nobody knows, published long ago, is refused for good.
+    let (st, _) = push(
+        &s,
+        "/push/pubsub/logs",
+        &envelope("m1", &record_entry(&id, 1, "hello"), "2026-01-15T15:48:07Z"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let stranger = "ffffffffffffffffffffffffffffffff";
+    let (st, v) = push(
+        &s,
+        "/push/pubsub/logs",
+        &envelope("m2", &record_entry(stranger, 1, "x"), "2020-01-01T00:00:00Z"),
+        None,
+    )
+    .await;
+    assert_eq!((st, v["code"].as_str()), (404, Some("PUSH_UNKNOWN_EXECUTION")));
+    assert_eq!(s.all_logs(&id).await.len(), 2);
+
+    // Everything is in Firestore: after a restart the execution and its logs are still there.
+    s.restart();
+    let e = s.client().get_execution(&id).await.unwrap();
+    assert_eq!((e.exit_code, e.logs_complete), (Some(3), true));
+    assert_eq!(s.all_logs(&id).await.len(), 2);
+    assert!(s.log().contains("--insecure-push"), "the warning is printed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_endpoints_verify_tokens_and_are_absent_without_pubsub() {
+    // OIDC on: no token → 401 (the key server is unreachable but is not needed to refuse).
+    let s = TestServer::start_with(
+        &[
+            "--events",
+            "pubsub",
+            "--gcp-push-audience",
+            "https://runvoy.example.com",
+            "--gcp-push-service-account",
+            "push@p.iam.gserviceaccount.com",
+            "--gcp-push-jwks-url",
+            "http://127.0.0.1:9/certs",
+        ],
+        &[],
+    );
+    for path in ["/push/pubsub/logs", "/push/eventarc", "/push/scheduler/reconcile"] {
+        let (st, v) = push(&s, path, &json!({}), None).await;
+        assert_eq!((st, v["code"].as_str()), (401, Some("PUSH_UNAUTHENTICATED")), "{path}");
+    }
+    // A token that cannot be checked because the keys are unreachable: retried, not refused.
+    let (st, v) = push(
+        &s,
+        "/push/pubsub/logs",
+        &json!({}),
+        Some("eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.e30.c2ln"),
+    )
+    .await;
+    assert_eq!((st, v["code"].as_str()), (503, Some("PUSH_KEYS_UNAVAILABLE")));
+    drop(s);
+
+    // Without --events pubsub there are no push routes.
+    let s = TestServer::start();
+    let (st, _) = push(&s, "/push/pubsub/logs", &json!({}), None).await;
+    assert_eq!(st, 404);
+    drop(s);
+
+    // --events pubsub without the token settings refuses to start.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("runvoyd"))
+        .args(["serve", "--events", "pubsub", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("RUNVOY_GCP_PUSH_AUDIENCE")
+        .env_remove("RUNVOY_GCP_PUSH_SERVICE_ACCOUNT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("RUNVOY_GCP_PUSH_AUDIENCE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -97,41 +97,45 @@ async fn runvoyd_on_firestore_runs_a_command_and_keeps_its_logs_and_exit_code() 
     assert_eq!(list.executions.len(), 1);
     let id = list.executions[0].execution_id.clone();
     let e = s.wait_settled(&id, Duration::from_secs(30)).await;
-    assert_eq!((e.exit_code, e.log_lines), (Some(3), Some(2)));
-    let lines: Vec<String> = s
-        .all_logs(&id)
-        .await
-        .into_iter()
-        .map(|l| l.message)
+    let logs = s.all_logs(&id).await;
+    assert_eq!((e.exit_code, e.log_lines), (Some(3), Some(logs.len() as u64)));
+    // stdout and stderr are two pipes: their relative order is not fixed.
+    let mut output: Vec<(&str, &str)> = logs
+        .iter()
+        .filter(|l| l.stream != runvoy_proto::record::Stream::System)
+        .map(|l| (l.stream.as_str(), l.message.as_str()))
         .collect();
-    assert_eq!(lines, vec!["hello", "oops"]);
+    output.sort();
+    assert_eq!(output, vec![("stderr", "oops"), ("stdout", "hello")]);
 
     // A push re-delivering a record the tailer already stored changes nothing; one for an
     // execution nobody knows, published long ago, is refused for good.
     let (st, _) = push(
         &s,
         "/push/pubsub/logs",
-        &envelope("m1", &record_entry(&id, 1, "hello"), "2026-01-15T15:48:07Z"),
+        &envelope("m1", &record_entry(&id, 1, &logs[0].message), "2026-01-15T15:48:07Z"),
         None,
     )
     .await;
     assert_eq!(st, 204);
     let stranger = "ffffffffffffffffffffffffffffffff";
+    let mut entry = record_entry(stranger, 1, "x");
+    entry["labels"]["run.googleapis.com/execution_name"] = "runvoy-runner-zzzzz".into();
     let (st, v) = push(
         &s,
         "/push/pubsub/logs",
-        &envelope("m2", &record_entry(stranger, 1, "x"), "2020-01-01T00:00:00Z"),
+        &envelope("m2", &entry, "2020-01-01T00:00:00Z"),
         None,
     )
     .await;
     assert_eq!((st, v["code"].as_str()), (404, Some("PUSH_UNKNOWN_EXECUTION")));
-    assert_eq!(s.all_logs(&id).await.len(), 2);
+    assert_eq!(s.all_logs(&id).await, logs);
 
     // Everything is in Firestore: after a restart the execution and its logs are still there.
     s.restart();
     let e = s.client().get_execution(&id).await.unwrap();
     assert_eq!((e.exit_code, e.logs_complete), (Some(3), true));
-    assert_eq!(s.all_logs(&id).await.len(), 2);
+    assert_eq!(s.all_logs(&id).await, logs);
     assert!(s.log().contains("--insecure-push"), "the warning is printed");
 }
 

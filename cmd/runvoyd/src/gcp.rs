@@ -38,11 +38,21 @@ pub enum EventsKind {
 #[derive(Debug, Args)]
 pub struct GcpArgs {
     /// Store adapter.
-    #[arg(long = "store", env = "RUNVOY_STORE", value_enum, default_value = "sqlite")]
+    #[arg(
+        long = "store",
+        env = "RUNVOY_STORE",
+        value_enum,
+        default_value = "sqlite"
+    )]
     pub store: StoreKind,
     /// Event transport. `pubsub` mounts the push endpoints; local executions still deliver
     /// their records over the in-process bus.
-    #[arg(long = "events", env = "RUNVOY_EVENTS", value_enum, default_value = "inproc")]
+    #[arg(
+        long = "events",
+        env = "RUNVOY_EVENTS",
+        value_enum,
+        default_value = "inproc"
+    )]
     pub events: EventsKind,
     /// Google Cloud project of the Firestore database (required with `--store firestore`).
     #[arg(long, env = "RUNVOY_GCP_PROJECT_ID")]
@@ -79,7 +89,11 @@ impl GcpArgs {
                      audience of the push tokens (or --insecure-push for emulator runs)"
                 );
             }
-            if self.gcp_push_service_account.as_deref().is_none_or(str::is_empty) {
+            if self
+                .gcp_push_service_account
+                .as_deref()
+                .is_none_or(str::is_empty)
+            {
                 bail!(
                     "--events pubsub needs RUNVOY_GCP_PUSH_SERVICE_ACCOUNT \
                      (--gcp-push-service-account): the account the push tokens are minted for \
@@ -109,7 +123,9 @@ impl GcpArgs {
                         .gcp_project_id
                         .clone()
                         .filter(|p| !p.is_empty())
-                        .context("--store firestore needs RUNVOY_GCP_PROJECT_ID (--gcp-project-id)")?,
+                        .context(
+                            "--store firestore needs RUNVOY_GCP_PROJECT_ID (--gcp-project-id)",
+                        )?,
                     database_id: self.gcp_firestore_database.clone(),
                     collection_prefix: self.gcp_firestore_collection_prefix.clone(),
                 };

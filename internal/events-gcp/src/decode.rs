@@ -170,7 +170,11 @@ impl LogEntry {
 
     /// The Cloud Run execution the entry is about (its short name).
     pub fn cloud_execution(&self) -> Option<String> {
-        if let Some(n) = self.labels.get(EXECUTION_NAME_LABEL).filter(|n| !n.is_empty()) {
+        if let Some(n) = self
+            .labels
+            .get(EXECUTION_NAME_LABEL)
+            .filter(|n| !n.is_empty())
+        {
             return Some(n.clone());
         }
         // Audit records: `namespaces/P/executions/E`, `projects/P/locations/L/jobs/J/executions/E`.
@@ -389,7 +393,10 @@ mod tests {
             env.message.attributes["logging.googleapis.com/timestamp"],
             "2026-01-15T15:48:06.716662Z"
         );
-        assert_eq!(env.message.data_bytes().unwrap(), serde_json::to_vec(&entry).unwrap());
+        assert_eq!(
+            env.message.data_bytes().unwrap(),
+            serde_json::to_vec(&entry).unwrap()
+        );
 
         // The old form: snake case only, no attributes, no deliveryAttempt.
         let old = br#"{"message":{"data":"SGVsbG8=","message_id":"136969346945"},"subscription":"projects/myproject/subscriptions/mysubscription"}"#;
@@ -414,9 +421,15 @@ mod tests {
             );
         }
         let env = parse_envelope(br#"{"message":{"data":"%%%","messageId":"1"}}"#).unwrap();
-        assert!(matches!(env.message.data_bytes(), Err(DecodeError::Data(_))));
+        assert!(matches!(
+            env.message.data_bytes(),
+            Err(DecodeError::Data(_))
+        ));
         let env = parse_envelope(br#"{"message":{"messageId":"1"}}"#).unwrap();
-        assert!(matches!(env.message.data_bytes(), Err(DecodeError::Data(_))));
+        assert!(matches!(
+            env.message.data_bytes(),
+            Err(DecodeError::Data(_))
+        ));
     }
 
     #[test]

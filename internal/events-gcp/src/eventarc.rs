@@ -143,7 +143,10 @@ mod tests {
         for missing in ["ce-id", "ce-source", "ce-type", "ce-specversion"] {
             let mut h = audit_headers();
             h.remove(missing);
-            assert!(matches!(context(&h), Err(EventError::Context(_))), "{missing}");
+            assert!(
+                matches!(context(&h), Err(EventError::Context(_))),
+                "{missing}"
+            );
         }
         let mut h = audit_headers();
         h.insert("ce-specversion", HeaderValue::from_static("0.3"));

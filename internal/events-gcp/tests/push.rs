@@ -273,7 +273,9 @@ fn entry(payload: Value) -> Value {
 }
 
 fn log_entry(seq: u64) -> Value {
-    entry(json!({"runvoy": "log", "exec": EXEC, "seq": seq, "stream": "stdout", "message": format!("line {seq}")}))
+    entry(
+        json!({"runvoy": "log", "exec": EXEC, "seq": seq, "stream": "stdout", "message": format!("line {seq}")}),
+    )
 }
 
 fn envelope(message_id: &str, data: &Value, published_ms: i64) -> Value {
@@ -362,7 +364,10 @@ async fn concurrent_pushes_for_one_execution_are_group_committed() {
     }
     assert_eq!(h.seqs(), (1..=N).collect::<Vec<_>>());
     let writes = h.appends();
-    eprintln!("{N} pushes, {writes} store writes, {} batches", h.state.batches());
+    eprintln!(
+        "{N} pushes, {writes} store writes, {} batches",
+        h.state.batches()
+    );
     assert!(
         writes * 10 <= N,
         "{writes} store writes for {N} pushes: not batched"
@@ -424,17 +429,40 @@ async fn poison_messages_are_refused_with_stable_codes_and_change_nothing() {
         ),
     ];
     for (body, status, code) in cases {
-        let (s, v) = post(&h.app, "/push/pubsub/logs", Some(&h.token), &[], body.clone()).await;
-        assert_eq!((s, v["code"].as_str().unwrap_or("")), (status, code), "{}", String::from_utf8_lossy(&body));
+        let (s, v) = post(
+            &h.app,
+            "/push/pubsub/logs",
+            Some(&h.token),
+            &[],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(
+            (s, v["code"].as_str().unwrap_or("")),
+            (status, code),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
     }
     // A record of an execution the store does not have: retried within the grace period after
     // publication, refused for good after it.
     let other = "ffffffffffffffffffffffffffffffff";
-    let rec = entry(json!({"runvoy": "log", "exec": other, "seq": 1, "stream": "stdout", "message": "x"}));
+    let rec = entry(
+        json!({"runvoy": "log", "exec": other, "seq": 1, "stream": "stdout", "message": "x"}),
+    );
     let (s, v) = h.push(&envelope("u1", &rec, now_ms())).await;
-    assert_eq!((s, v["code"].as_str().unwrap()), (StatusCode::SERVICE_UNAVAILABLE, "PUSH_EXECUTION_NOT_YET_KNOWN"));
+    assert_eq!(
+        (s, v["code"].as_str().unwrap()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PUSH_EXECUTION_NOT_YET_KNOWN"
+        )
+    );
     let (s, v) = h.push(&envelope("u2", &rec, now_ms() - 3_600_000)).await;
-    assert_eq!((s, v["code"].as_str().unwrap()), (StatusCode::NOT_FOUND, "PUSH_UNKNOWN_EXECUTION"));
+    assert_eq!(
+        (s, v["code"].as_str().unwrap()),
+        (StatusCode::NOT_FOUND, "PUSH_UNKNOWN_EXECUTION")
+    );
     // A body over the limit.
     let big = vec![b' '; runvoy_events_gcp::routes::MAX_PUSH_BODY + 1];
     let (s, _) = post(&h.app, "/push/pubsub/logs", Some(&h.token), &[], big).await;
@@ -448,7 +476,10 @@ async fn a_store_outage_is_503_and_the_redelivery_is_stored() {
     let h = harness().await;
     h.store.inner.set_down(true);
     let (s, v) = h.push(&envelope("m1", &log_entry(1), now_ms())).await;
-    assert_eq!((s, v["code"].as_str().unwrap()), (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"));
+    assert_eq!(
+        (s, v["code"].as_str().unwrap()),
+        (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
+    );
     h.store.inner.set_down(false);
     // Not remembered as handled: the redelivery (same id) is stored.
     let (s, _) = h.push(&envelope("m1", &log_entry(1), now_ms())).await;
@@ -460,7 +491,12 @@ async fn a_store_outage_is_503_and_the_redelivery_is_stored() {
 async fn the_final_record_and_cloud_run_entries_reconcile_the_execution() {
     let h = harness().await;
     for seq in 1..=2 {
-        assert_eq!(h.push(&envelope(&format!("m{seq}"), &log_entry(seq), now_ms())).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(
+            h.push(&envelope(&format!("m{seq}"), &log_entry(seq), now_ms()))
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
     }
     // Cloud Run's exit line arrives first: a hint; compute still says running.
     let sys = json!({
@@ -473,45 +509,99 @@ async fn the_final_record_and_cloud_run_entries_reconcile_the_execution() {
                    "run.googleapis.com/task_index": "0", "run.googleapis.com/task_attempt": "0"},
         "logName": "projects/my-project/logs/run.googleapis.com%2Fvarlog%2Fsystem"
     });
-    assert_eq!(h.push(&envelope("s1", &sys, now_ms())).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(h.store.get_execution(EXEC).await.unwrap().unwrap().status, Status::Running);
+    assert_eq!(
+        h.push(&envelope("s1", &sys, now_ms())).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.store.get_execution(EXEC).await.unwrap().unwrap().status,
+        Status::Running
+    );
     // An entry about a Cloud Run execution no record named.
     let mut stranger = sys.clone();
     stranger["labels"]["run.googleapis.com/execution_name"] = "someone-else-zzzzz".into();
-    let (s, v) = h.push(&envelope("s2", &stranger, now_ms() - 3_600_000)).await;
-    assert_eq!((s, v["code"].as_str().unwrap()), (StatusCode::NOT_FOUND, "PUSH_UNKNOWN_EXECUTION"));
+    let (s, v) = h
+        .push(&envelope("s2", &stranger, now_ms() - 3_600_000))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str().unwrap()),
+        (StatusCode::NOT_FOUND, "PUSH_UNKNOWN_EXECUTION")
+    );
 
     // A record for another execution written by this Cloud Run execution is forged.
     let other = "ffffffffffffffffffffffffffffffff";
-    h.store.create_execution(&execution(other, now_ms())).await.unwrap();
-    let forged = entry(json!({"runvoy": "log", "exec": other, "seq": 1, "stream": "stdout", "message": "forged"}));
+    h.store
+        .create_execution(&execution(other, now_ms()))
+        .await
+        .unwrap();
+    let forged = entry(
+        json!({"runvoy": "log", "exec": other, "seq": 1, "stream": "stdout", "message": "forged"}),
+    );
     let (s, v) = h.push(&envelope("f1", &forged, now_ms())).await;
-    assert_eq!((s, v["code"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "PUSH_FOREIGN_RECORD"));
+    assert_eq!(
+        (s, v["code"].as_str().unwrap()),
+        (StatusCode::BAD_REQUEST, "PUSH_FOREIGN_RECORD")
+    );
     assert!(h.store.inner.logs_of(other).is_empty());
 
     // The command ends; the final record reconciles with compute's state.
-    h.compute.set(EXEC, ComputeState::Exited(ComputeExit { runner: Some(exit_info(3, 2)), process_exit_code: None, failure: None }));
+    h.compute.set(
+        EXEC,
+        ComputeState::Exited(ComputeExit {
+            runner: Some(exit_info(3, 2)),
+            process_exit_code: None,
+            failure: None,
+        }),
+    );
     let exit = entry(json!({"runvoy": "exit", "exec": EXEC, "seq": 3, "exit_code": 3, "lines": 2}));
-    assert_eq!(h.push(&envelope("x", &exit, now_ms())).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.push(&envelope("x", &exit, now_ms())).await.0,
+        StatusCode::NO_CONTENT
+    );
     let e = h.store.get_execution(EXEC).await.unwrap().unwrap();
-    assert_eq!((e.status, e.exit_code, e.logs_complete), (Status::Failed, Some(3), true));
+    assert_eq!(
+        (e.status, e.exit_code, e.logs_complete),
+        (Status::Failed, Some(3), true)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventarc_audit_and_message_published_events_and_the_scheduler_sweep() {
     let h = harness().await;
     let ce = |kind: &'static str, id: &'static str| -> Vec<(&'static str, &'static str)> {
-        vec![("ce-specversion", "1.0"), ("ce-type", kind), ("ce-source", "//pubsub.googleapis.com/projects/my-project/topics/runvoy-logs"),
-             ("ce-id", id), ("ce-time", "2026-01-15T15:48:07.012Z")]
+        vec![
+            ("ce-specversion", "1.0"),
+            ("ce-type", kind),
+            (
+                "ce-source",
+                "//pubsub.googleapis.com/projects/my-project/topics/runvoy-logs",
+            ),
+            ("ce-id", id),
+            ("ce-time", "2026-01-15T15:48:07.012Z"),
+        ]
     };
     // messagePublished: the push envelope as event data; the record is stored.
     let body = serde_json::to_vec(&envelope("e1", &log_entry(1), now_ms())).unwrap();
-    let (s, _) = post(&h.app, "/push/eventarc", Some(&h.token), &ce("google.cloud.pubsub.topic.v1.messagePublished", "e1"), body).await;
+    let (s, _) = post(
+        &h.app,
+        "/push/eventarc",
+        Some(&h.token),
+        &ce("google.cloud.pubsub.topic.v1.messagePublished", "e1"),
+        body,
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(h.seqs(), vec![1]);
 
     // An audit entry naming the execution (known from the record above): a hint.
-    h.compute.set(EXEC, ComputeState::Exited(ComputeExit { runner: Some(exit_info(0, 1)), process_exit_code: None, failure: None }));
+    h.compute.set(
+        EXEC,
+        ComputeState::Exited(ComputeExit {
+            runner: Some(exit_info(0, 1)),
+            process_exit_code: None,
+            failure: None,
+        }),
+    );
     let audit = json!({
         "logName": "projects/my-project/logs/cloudaudit.googleapis.com%2Fsystem_event",
         "resource": {"type": "cloud_run_job", "labels": {"job_name": "runvoy-runner", "location": "us-central1", "project_id": "my-project"}},
@@ -519,19 +609,56 @@ async fn eventarc_audit_and_message_published_events_and_the_scheduler_sweep() {
                          "resourceName": "namespaces/my-project/executions/runvoy-runner-abcde"},
         "timestamp": "2026-01-15T15:50:00Z"
     });
-    let (s, _) = post(&h.app, "/push/eventarc", Some(&h.token), &ce("google.cloud.audit.log.v1.written", "a1"), serde_json::to_vec(&audit).unwrap()).await;
+    let (s, _) = post(
+        &h.app,
+        "/push/eventarc",
+        Some(&h.token),
+        &ce("google.cloud.audit.log.v1.written", "a1"),
+        serde_json::to_vec(&audit).unwrap(),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let e = h.store.get_execution(EXEC).await.unwrap().unwrap();
-    assert_eq!((e.status, e.exit_code, e.logs_complete), (Status::Succeeded, Some(0), true));
+    assert_eq!(
+        (e.status, e.exit_code, e.logs_complete),
+        (Status::Succeeded, Some(0), true)
+    );
 
     // Not a CloudEvent / an unknown type.
-    let (s, v) = post(&h.app, "/push/eventarc", Some(&h.token), &[], b"{}".to_vec()).await;
-    assert_eq!((s, v["code"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "PUSH_BAD_CLOUDEVENT"));
-    let (s, v) = post(&h.app, "/push/eventarc", Some(&h.token), &ce("google.cloud.storage.object.v1.finalized", "o1"), b"{}".to_vec()).await;
-    assert_eq!((s, v["code"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "PUSH_UNSUPPORTED_EVENT"));
+    let (s, v) = post(
+        &h.app,
+        "/push/eventarc",
+        Some(&h.token),
+        &[],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str().unwrap()),
+        (StatusCode::BAD_REQUEST, "PUSH_BAD_CLOUDEVENT")
+    );
+    let (s, v) = post(
+        &h.app,
+        "/push/eventarc",
+        Some(&h.token),
+        &ce("google.cloud.storage.object.v1.finalized", "o1"),
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str().unwrap()),
+        (StatusCode::BAD_REQUEST, "PUSH_UNSUPPORTED_EVENT")
+    );
 
     // Cloud Scheduler: one sweep, its report in the answer.
-    let (s, v) = post(&h.app, "/push/scheduler/reconcile", Some(&h.token), &[], Vec::new()).await;
+    let (s, v) = post(
+        &h.app,
+        "/push/scheduler/reconcile",
+        Some(&h.token),
+        &[],
+        Vec::new(),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["report"]["trigger"], "scheduler");
     let (s, _) = post(&h.app, "/push/scheduler/reconcile", None, &[], Vec::new()).await;
@@ -548,11 +675,17 @@ async fn every_oidc_failure_is_401_and_nothing_is_stored() {
         c
     };
     let mut no_email_verified = claims();
-    no_email_verified.as_object_mut().unwrap().remove("email_verified");
+    no_email_verified
+        .as_object_mut()
+        .unwrap()
+        .remove("email_verified");
     let mut no_exp = claims();
     no_exp.as_object_mut().unwrap().remove("exp");
     let hs256 = jsonwebtoken::encode(
-        &Header { kid: Some("k1".into()), ..Header::new(Algorithm::HS256) },
+        &Header {
+            kid: Some("k1".into()),
+            ..Header::new(Algorithm::HS256)
+        },
         &claims(),
         &EncodingKey::from_secret(b"secret"),
     )
@@ -568,30 +701,88 @@ async fn every_oidc_failure_is_401_and_nothing_is_stored() {
     let cases: Vec<(&str, Option<String>)> = vec![
         ("missing", None),
         ("garbage", Some("not-a-jwt".into())),
-        ("signed by another key", Some(sign(&claims(), OTHER_KEY, "k1"))),
+        (
+            "signed by another key",
+            Some(sign(&claims(), OTHER_KEY, "k1")),
+        ),
         ("unknown kid", Some(sign(&claims(), OTHER_KEY, "k2"))),
         ("claims swapped", Some(forged_payload)),
         ("HS256", Some(hs256)),
-        ("expired", Some(sign(&with("exp", json!(now_s() - 3600)), TEST_KEY, "k1"))),
+        (
+            "expired",
+            Some(sign(&with("exp", json!(now_s() - 3600)), TEST_KEY, "k1")),
+        ),
         ("no exp", Some(sign(&no_exp, TEST_KEY, "k1"))),
-        ("wrong audience", Some(sign(&with("aud", "https://elsewhere.example".into()), TEST_KEY, "k1"))),
-        ("wrong issuer", Some(sign(&with("iss", "https://evil.example".into()), TEST_KEY, "k1"))),
-        ("wrong email", Some(sign(&with("email", "someone@my-project.iam.gserviceaccount.com".into()), TEST_KEY, "k1"))),
-        ("email not verified", Some(sign(&with("email_verified", false.into()), TEST_KEY, "k1"))),
-        ("email_verified missing", Some(sign(&no_email_verified, TEST_KEY, "k1"))),
+        (
+            "wrong audience",
+            Some(sign(
+                &with("aud", "https://elsewhere.example".into()),
+                TEST_KEY,
+                "k1",
+            )),
+        ),
+        (
+            "wrong issuer",
+            Some(sign(
+                &with("iss", "https://evil.example".into()),
+                TEST_KEY,
+                "k1",
+            )),
+        ),
+        (
+            "wrong email",
+            Some(sign(
+                &with("email", "someone@my-project.iam.gserviceaccount.com".into()),
+                TEST_KEY,
+                "k1",
+            )),
+        ),
+        (
+            "email not verified",
+            Some(sign(&with("email_verified", false.into()), TEST_KEY, "k1")),
+        ),
+        (
+            "email_verified missing",
+            Some(sign(&no_email_verified, TEST_KEY, "k1")),
+        ),
     ];
     let body = serde_json::to_vec(&envelope("m1", &log_entry(1), now_ms())).unwrap();
     for (name, token) in cases {
-        let (s, v) = post(&h.app, "/push/pubsub/logs", token.as_deref(), &[], body.clone()).await;
-        assert_eq!((s, v["code"].as_str().unwrap_or("")), (StatusCode::UNAUTHORIZED, "PUSH_UNAUTHENTICATED"), "{name}");
+        let (s, v) = post(
+            &h.app,
+            "/push/pubsub/logs",
+            token.as_deref(),
+            &[],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(
+            (s, v["code"].as_str().unwrap_or("")),
+            (StatusCode::UNAUTHORIZED, "PUSH_UNAUTHENTICATED"),
+            "{name}"
+        );
     }
     // Not a bearer scheme.
-    let (s, _) = post(&h.app, "/push/pubsub/logs", None, &[("authorization", "Basic dXNlcjpwYXNz")], body.clone()).await;
+    let (s, _) = post(
+        &h.app,
+        "/push/pubsub/logs",
+        None,
+        &[("authorization", "Basic dXNlcjpwYXNz")],
+        body.clone(),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(h.appends(), 0);
     // The short issuer spelling is Google's too.
     c["iss"] = "accounts.google.com".into();
-    let (s, _) = post(&h.app, "/push/pubsub/logs", Some(&sign(&c, TEST_KEY, "k1")), &[], body).await;
+    let (s, _) = post(
+        &h.app,
+        "/push/pubsub/logs",
+        Some(&sign(&c, TEST_KEY, "k1")),
+        &[],
+        body,
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(h.seqs(), vec![1]);
 }
@@ -599,16 +790,31 @@ async fn every_oidc_failure_is_401_and_nothing_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_keys_are_cached_refreshed_on_an_unknown_kid_and_their_outage_is_503() {
     let h = harness().await;
-    let body = |id: &str, seq: u64| serde_json::to_vec(&envelope(id, &log_entry(seq), now_ms())).unwrap();
+    let body =
+        |id: &str, seq: u64| serde_json::to_vec(&envelope(id, &log_entry(seq), now_ms())).unwrap();
     for seq in 1..=3 {
-        let (s, _) = post(&h.app, "/push/pubsub/logs", Some(&h.token), &[], body(&format!("m{seq}"), seq)).await;
+        let (s, _) = post(
+            &h.app,
+            "/push/pubsub/logs",
+            Some(&h.token),
+            &[],
+            body(&format!("m{seq}"), seq),
+        )
+        .await;
         assert_eq!(s, StatusCode::NO_CONTENT);
     }
     assert_eq!(h.jwks.fetches.load(Ordering::SeqCst), 1, "keys are cached");
     // Google rotates: a token with a new kid makes the verifier fetch the set again.
     *h.jwks.set.lock().unwrap() = json!({"keys": [jwk(TEST_KEY, "k1"), jwk(OTHER_KEY, "k2")]});
     let rotated = sign(&claims(), OTHER_KEY, "k2");
-    let (s, _) = post(&h.app, "/push/pubsub/logs", Some(&rotated), &[], body("m4", 4)).await;
+    let (s, _) = post(
+        &h.app,
+        "/push/pubsub/logs",
+        Some(&rotated),
+        &[],
+        body("m4", 4),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(h.jwks.fetches.load(Ordering::SeqCst), 2);
 
@@ -625,7 +831,14 @@ async fn signing_keys_are_cached_refreshed_on_an_unknown_kid_and_their_outage_is
         other => panic!("{other:?}"),
     }
     // The verifier that has keys keeps using them while the endpoint fails.
-    let (s, _) = post(&h.app, "/push/pubsub/logs", Some(&h.token), &[], body("m5", 5)).await;
+    let (s, _) = post(
+        &h.app,
+        "/push/pubsub/logs",
+        Some(&h.token),
+        &[],
+        body("m5", 5),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(h.seqs(), vec![1, 2, 3, 4, 5]);
 }

@@ -67,7 +67,13 @@ fn record_entry(exec: &str, seq: u64, message: &str) -> Value {
 async fn runvoyd_on_firestore_runs_a_command_and_keeps_its_logs_and_exit_code() {
     let env = firestore_env("serve");
     let mut s = start(
-        &["--store", "firestore", "--events", "pubsub", "--insecure-push"],
+        &[
+            "--store",
+            "firestore",
+            "--events",
+            "pubsub",
+            "--insecure-push",
+        ],
         &env,
     );
     assert!(
@@ -98,7 +104,10 @@ async fn runvoyd_on_firestore_runs_a_command_and_keeps_its_logs_and_exit_code() 
     let id = list.executions[0].execution_id.clone();
     let e = s.wait_settled(&id, Duration::from_secs(30)).await;
     let logs = s.all_logs(&id).await;
-    assert_eq!((e.exit_code, e.log_lines), (Some(3), Some(logs.len() as u64)));
+    assert_eq!(
+        (e.exit_code, e.log_lines),
+        (Some(3), Some(logs.len() as u64))
+    );
     // stdout and stderr are two pipes: their relative order is not fixed.
     let mut output: Vec<(&str, &str)> = logs
         .iter()
@@ -113,7 +122,11 @@ async fn runvoyd_on_firestore_runs_a_command_and_keeps_its_logs_and_exit_code() 
     let (st, _) = push(
         &s,
         "/push/pubsub/logs",
-        &envelope("m1", &record_entry(&id, 1, &logs[0].message), "2026-01-15T15:48:07Z"),
+        &envelope(
+            "m1",
+            &record_entry(&id, 1, &logs[0].message),
+            "2026-01-15T15:48:07Z",
+        ),
         None,
     )
     .await;
@@ -128,7 +141,10 @@ async fn runvoyd_on_firestore_runs_a_command_and_keeps_its_logs_and_exit_code() 
         None,
     )
     .await;
-    assert_eq!((st, v["code"].as_str()), (404, Some("PUSH_UNKNOWN_EXECUTION")));
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (404, Some("PUSH_UNKNOWN_EXECUTION"))
+    );
     assert_eq!(s.all_logs(&id).await, logs);
 
     // Everything is in Firestore: after a restart the execution and its logs are still there.
@@ -136,7 +152,10 @@ async fn runvoyd_on_firestore_runs_a_command_and_keeps_its_logs_and_exit_code() 
     let e = s.client().get_execution(&id).await.unwrap();
     assert_eq!((e.exit_code, e.logs_complete), (Some(3), true));
     assert_eq!(s.all_logs(&id).await, logs);
-    assert!(s.log().contains("--insecure-push"), "the warning is printed");
+    assert!(
+        s.log().contains("--insecure-push"),
+        "the warning is printed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,9 +174,17 @@ async fn push_endpoints_verify_tokens_and_are_absent_without_pubsub() {
         ],
         &[],
     );
-    for path in ["/push/pubsub/logs", "/push/eventarc", "/push/scheduler/reconcile"] {
+    for path in [
+        "/push/pubsub/logs",
+        "/push/eventarc",
+        "/push/scheduler/reconcile",
+    ] {
         let (st, v) = push(&s, path, &json!({}), None).await;
-        assert_eq!((st, v["code"].as_str()), (401, Some("PUSH_UNAUTHENTICATED")), "{path}");
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (401, Some("PUSH_UNAUTHENTICATED")),
+            "{path}"
+        );
     }
     // A token that cannot be checked because the keys are unreachable: retried, not refused.
     let (st, v) = push(
@@ -167,7 +194,10 @@ async fn push_endpoints_verify_tokens_and_are_absent_without_pubsub() {
         Some("eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.e30.c2ln"),
     )
     .await;
-    assert_eq!((st, v["code"].as_str()), (503, Some("PUSH_KEYS_UNAVAILABLE")));
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (503, Some("PUSH_KEYS_UNAVAILABLE"))
+    );
     drop(s);
 
     // Without --events pubsub there are no push routes.
@@ -179,7 +209,14 @@ async fn push_endpoints_verify_tokens_and_are_absent_without_pubsub() {
     // --events pubsub without the token settings refuses to start.
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin("runvoyd"))
-        .args(["serve", "--events", "pubsub", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--events",
+            "pubsub",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .env_remove("RUNVOY_GCP_PUSH_AUDIENCE")
         .env_remove("RUNVOY_GCP_PUSH_SERVICE_ACCOUNT")

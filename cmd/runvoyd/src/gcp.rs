@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use runvoy_domain::Event;
 use runvoy_domain::clock::Clock;
 use runvoy_domain::ports::Store;
 use runvoy_domain::processor::Processor;
 use runvoy_events_gcp::oidc::{GOOGLE_JWKS_URL, OidcConfig, Verifier};
+use runvoy_events_gcp::sink::EmulatorSink;
 use runvoy_events_gcp::{PushAuth, PushConfig, PushState};
 use runvoy_store_firestore::{DEFAULT_DATABASE, DEFAULT_PREFIX, FirestoreConfig, FirestoreStore};
 use runvoy_store_sqlite::SqliteStore;
@@ -77,6 +79,12 @@ pub struct GcpArgs {
     /// server can then inject records and trigger sweeps).
     #[arg(long, env = "RUNVOY_INSECURE_PUSH")]
     pub insecure_push: bool,
+    /// Publish local executions' records to this topic of Google's Pub/Sub emulator
+    /// (`projects/P/topics/T`; needs `PUBSUB_EMULATOR_HOST`), shaped as Cloud Logging's sink
+    /// publishes a Cloud Run job's stdout, instead of handing them to the processor in-process.
+    /// A push subscription on the topic to `/push/pubsub/logs` brings them back.
+    #[arg(long, env = "RUNVOY_GCP_LOCAL_SINK_TOPIC")]
+    pub gcp_local_sink_topic: Option<String>,
 }
 
 impl GcpArgs {
@@ -103,6 +111,19 @@ impl GcpArgs {
         }
         if self.insecure_push && self.events != EventsKind::Pubsub {
             bail!("--insecure-push only applies with --events pubsub");
+        }
+        if let Some(topic) = &self.gcp_local_sink_topic {
+            if self.events != EventsKind::Pubsub {
+                bail!("--gcp-local-sink-topic only applies with --events pubsub");
+            }
+            let host = std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_default();
+            if host.is_empty() {
+                bail!(
+                    "--gcp-local-sink-topic publishes to Google's Pub/Sub emulator only: set \
+                     PUBSUB_EMULATOR_HOST"
+                );
+            }
+            EmulatorSink::new(&host, topic).map_err(|e| anyhow::anyhow!(e))?;
         }
         Ok(())
     }
@@ -170,5 +191,73 @@ impl GcpArgs {
         };
         let state = PushState::new(processor, store, clock, PushConfig::new(auth));
         Some(runvoy_events_gcp::router(state))
+    }
+}
+
+impl GcpArgs {
+    /// Starts delivering the local bus's events: to the processor in-process, or, with
+    /// `--gcp-local-sink-topic`, records through the Pub/Sub emulator (state hints stay
+    /// in-process: on Cloud Run they come from Cloud Run itself, not from the log stream).
+    pub fn spawn_pump(
+        &self,
+        rx: tokio::sync::mpsc::Receiver<Event>,
+        processor: Arc<Processor>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<()> {
+        let Some(topic) = &self.gcp_local_sink_topic else {
+            tokio::spawn(runvoy_compute_local::pump(rx, processor));
+            return Ok(());
+        };
+        let host = std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_default();
+        let sink = EmulatorSink::new(&host, topic).map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(topic = %topic, emulator = %host,
+            "local records are published to the Pub/Sub emulator, as a Cloud Logging sink would");
+        tokio::spawn(pump_via_sink(rx, processor, sink, clock));
+        Ok(())
+    }
+}
+
+async fn pump_via_sink(
+    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    processor: Arc<Processor>,
+    sink: EmulatorSink,
+    clock: Arc<dyn Clock>,
+) {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Records {
+                execution_id,
+                records,
+                exit,
+            } => {
+                let mut delay = std::time::Duration::from_millis(100);
+                for attempt in 1..=10 {
+                    match sink
+                        .publish(&execution_id, &records, exit.as_ref(), clock.now_ms())
+                        .await
+                    {
+                        Ok(_) => break,
+                        // What is not published stays in the record file, where the
+                        // reconciler finds it.
+                        Err(e) => {
+                            tracing::warn!(execution_id = %execution_id, attempt, error = %e,
+                                "could not publish records to the Pub/Sub emulator")
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+            ev @ Event::ComputeChanged { .. } => {
+                let p = processor.clone();
+                tokio::spawn(async move {
+                    let id = ev.execution_id().to_owned();
+                    if let Err(e) = p.handle(ev).await {
+                        tracing::warn!(execution_id = %id, error = %e,
+                            "reconcile after compute event failed; the sweep will retry");
+                    }
+                });
+            }
+        }
     }
 }

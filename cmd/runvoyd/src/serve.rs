@@ -577,7 +577,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         admission: Default::default(),
     });
-    tokio::spawn(runvoy_compute_local::pump(bus_rx, processor.clone()));
+    args.gcp
+        .spawn_pump(bus_rx, processor.clone(), clock.clone())?;
 
     let admin_key =
         bootstrap_admin(store.as_ref(), clock.as_ref(), &args.admin_email, &data_dir).await?;

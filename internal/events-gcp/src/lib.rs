@@ -8,11 +8,13 @@
 //! * [`oidc`]: verification of the Google-signed token on every push.
 //! * [`commit`]: group commit of concurrently pushed records of one execution.
 //! * [`routes`]: the axum routes and their acknowledgement rules.
+//! * [`sink`]: a stand-in for the Cloud Logging sink on one machine (Pub/Sub emulator).
 
 pub mod commit;
 pub mod decode;
 pub mod eventarc;
 pub mod oidc;
 pub mod routes;
+pub mod sink;
 
 pub use routes::{PushAuth, PushConfig, PushState, router};

@@ -230,3 +230,97 @@ async fn push_endpoints_verify_tokens_and_are_absent_without_pubsub() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `PUT` on the Pub/Sub emulator's REST API.
+async fn emulator_put(host: &str, path: &str, body: Value) {
+    let r = reqwest::Client::new()
+        .put(format!("http://{host}/v1/{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("emulator");
+    assert!(r.status().is_success(), "PUT {path}: {}", r.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_records_travel_through_the_pubsub_emulator_to_the_push_endpoint() {
+    let ps = runvoy_emulators::shared_pubsub();
+    let n = std::process::id();
+    let topic = format!("projects/runvoy-test/topics/logs-{n}");
+    emulator_put(&ps.host, &topic, json!({})).await;
+    let s = TestServer::start_with(
+        &[
+            "--events",
+            "pubsub",
+            "--insecure-push",
+            "--gcp-local-sink-topic",
+            &topic,
+        ],
+        &[("PUBSUB_EMULATOR_HOST", &ps.host)],
+    );
+    // A real push subscription posting to runvoyd, as Pub/Sub would.
+    emulator_put(
+        &ps.host,
+        &format!("projects/runvoy-test/subscriptions/push-{n}"),
+        json!({
+            "topic": topic,
+            "pushConfig": {"pushEndpoint": format!("{}/push/pubsub/logs", s.url)},
+            "ackDeadlineSeconds": 10
+        }),
+    )
+    .await;
+    let out = s
+        .runvoy()
+        .args([
+            "run",
+            "-d",
+            "-o",
+            "json",
+            "--",
+            "sh",
+            "-c",
+            "echo first; sleep 4; echo second; exit 5",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runvoy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("run answer");
+    let id = v["execution_id"].as_str().expect("execution_id").to_owned();
+    // While the command sleeps, nothing but the push path stores records (the reconciler only
+    // re-reads the record file for a hole or at the end).
+    let c = s.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = c.logs_page(&id, 0, Some(100)).await.unwrap();
+        if page.events.iter().any(|e| e.message == "first") {
+            let e = c.get_execution(&id).await.unwrap();
+            assert!(
+                !e.status.is_terminal(),
+                "finished before the push arrived: {e:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pushed record arrived; log:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = s.wait_settled(&id, Duration::from_secs(30)).await;
+    assert_eq!(e.exit_code, Some(5));
+    let msgs: Vec<String> = s
+        .all_logs(&id)
+        .await
+        .into_iter()
+        .filter(|l| l.stream == runvoy_proto::record::Stream::Stdout)
+        .map(|l| l.message)
+        .collect();
+    assert_eq!(msgs, vec!["first", "second"]);
+    assert!(!s.log().contains("push refused"), "{}", s.log());
+}

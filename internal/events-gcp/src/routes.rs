@@ -202,6 +202,8 @@ pub fn router(state: PushState) -> Router {
         .route("/push/eventarc", post(eventarc_event))
         .route("/push/scheduler/reconcile", post(scheduler_reconcile))
         .layer(DefaultBodyLimit::max(MAX_PUSH_BODY))
+        // A bug answers 500 (Pub/Sub retries) instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state)
 }
 

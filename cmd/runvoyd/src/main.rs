@@ -7,6 +7,7 @@
 
 mod admin;
 mod cipher;
+mod gcp;
 mod listener;
 mod logfmt;
 mod serve;

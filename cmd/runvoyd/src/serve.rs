@@ -23,7 +23,6 @@ use runvoy_domain::processor::Processor;
 use runvoy_domain::service::{Service, ServiceConfig};
 use runvoy_domain::users::server_created_user;
 use runvoy_domain::{Role, auth};
-use runvoy_store_sqlite::SqliteStore;
 
 /// Backends `serve` can run on.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -178,6 +177,9 @@ pub struct ServeArgs {
     min_free_bytes: u64,
     #[command(flatten)]
     cipher: crate::cipher::CipherArgs,
+    /// Store adapter and event transport (`--store`, `--events`, `--gcp-*`).
+    #[command(flatten)]
+    gcp: crate::gcp::GcpArgs,
 }
 
 /// The readiness condition on the data dir's free space (statvfs, space available to
@@ -436,6 +438,7 @@ async fn sweep_and_log(p: &Processor, trigger: &str) {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_log_queue = init_tracing(args.log_format);
     let Backend::Local = args.backend;
+    args.gcp.check()?;
     let dir_mode = data_dir_mode(args.isolation);
     let data_dir = prepare_data_dir(
         &args.data_dir.clone().unwrap_or_else(default_data_dir),
@@ -452,9 +455,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(c) => c,
         None => Arc::new(SystemClock),
     };
-    let mut store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&data_dir.join("runvoy.db")).context("opening the SQLite store")?,
-    );
+    let mut store: Arc<dyn Store> = args.gcp.open_store(&data_dir).await?;
     // Test-only: lets integration tests make the store or compute fail on demand.
     let faults = std::env::var_os("RUNVOY_FAULT_INJECTION_DIR").map(PathBuf::from);
     if let Some(dir) = &faults {
@@ -581,7 +582,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         admission: Default::default(),
     });
-    tokio::spawn(runvoy_compute_local::pump(bus_rx, processor.clone()));
+    args.gcp
+        .spawn_pump(bus_rx, processor.clone(), clock.clone())?;
 
     let admin_key =
         bootstrap_admin(store.as_ref(), clock.as_ref(), &args.admin_email, &data_dir).await?;
@@ -729,7 +731,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
     .with_links(url.clone(), args.trusted_proxies.clone())
     .with_max_streams_per_user(args.max_streams_per_user as usize);
-    let app = runvoy_api::router(state);
+    let mut app = runvoy_api::router(state);
+    if let Some(push) = args
+        .gcp
+        .push_router(processor.clone(), store.clone(), clock.clone())
+    {
+        app = app.merge(push);
+    }
     crate::listener::serve(
         listener,
         app,

@@ -1,7 +1,8 @@
 //! Google's Cloud SDK emulators for tests.
 //!
-//! [`Emulator::firestore`] starts the Firestore emulator that ships with the Cloud SDK on a free
-//! loopback port, in a process group of its own, and waits until it answers. Dropping the
+//! [`Emulator::firestore`] and [`Emulator::pubsub`] start the Firestore and Pub/Sub emulators that
+//! ship with the Cloud SDK on a free loopback port, in a process group of its own, and wait until
+//! they answer. Dropping the
 //! [`Emulator`] (also while unwinding from a panic) kills the whole group: the launcher script
 //! and the JVM it starts.
 //!
@@ -61,6 +62,18 @@ pub fn firestore_binary() -> Result<PathBuf, EmulatorError> {
     Ok(p)
 }
 
+/// The Pub/Sub emulator launcher inside the Cloud SDK.
+pub fn pubsub_binary() -> Result<PathBuf, EmulatorError> {
+    let p = sdk_root()?.join("platform/pubsub-emulator/bin/cloud-pubsub-emulator");
+    if !p.exists() {
+        return Err(EmulatorError::Missing(format!(
+            "{} does not exist (install the Cloud SDK's pubsub-emulator component)",
+            p.display()
+        )));
+    }
+    Ok(p)
+}
+
 /// A free loopback port (bound then released; the emulator binds it right after).
 pub fn free_port() -> Result<u16, EmulatorError> {
     TcpListener::bind("127.0.0.1:0")
@@ -71,7 +84,7 @@ pub fn free_port() -> Result<u16, EmulatorError> {
 
 /// A running emulator; dropping it kills its process group.
 pub struct Emulator {
-    /// `127.0.0.1:PORT`, as `FIRESTORE_EMULATOR_HOST` names it.
+    /// `127.0.0.1:PORT`, as `FIRESTORE_EMULATOR_HOST` / `PUBSUB_EMULATOR_HOST` name it.
     pub host: String,
     child: Child,
     /// Closing it makes the group's leader kill the group.
@@ -89,6 +102,18 @@ impl Emulator {
         let log = std::env::temp_dir().join(format!("runvoy-firestore-emulator-{port}.log"));
         let mut cmd = Command::new(&bin);
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        Self::spawn(cmd, host, log)
+    }
+
+    /// Starts the Pub/Sub emulator on a free loopback port and waits until it answers HTTP (its
+    /// REST API, push subscriptions included, is on the same port).
+    pub fn pubsub() -> Result<Emulator, EmulatorError> {
+        let bin = pubsub_binary()?;
+        let port = free_port()?;
+        let host = format!("127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("runvoy-pubsub-emulator-{port}.log"));
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--host=127.0.0.1", &format!("--port={port}")]);
         Self::spawn(cmd, host, log)
     }
 
@@ -181,6 +206,12 @@ pub fn shared_firestore() -> &'static Emulator {
     EMU.get_or_init(|| Emulator::firestore().unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// The Pub/Sub emulator shared by every test of this process (see [`shared_firestore`]).
+pub fn shared_pubsub() -> &'static Emulator {
+    static EMU: OnceLock<Emulator> = OnceLock::new();
+    EMU.get_or_init(|| Emulator::pubsub().unwrap_or_else(|e| panic!("{e}")))
+}
+
 /// True when an HTTP GET of `/` gets any HTTP answer (the emulator says "Ok" there).
 fn answers(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
@@ -229,5 +260,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(!answers(addr), "the emulator still answers after drop");
+    }
+
+    #[test]
+    fn pubsub_emulator_starts_and_answers() {
+        let emu = Emulator::pubsub().expect("the Pub/Sub emulator must be installed");
+        assert!(answers(emu.host.parse().expect("addr")));
     }
 }

@@ -1,0 +1,263 @@
+//! `runvoyd serve --store …` and `--events …`: which store adapter runvoyd opens and whether
+//! the Google Cloud push endpoints are mounted. Kept apart from `serve.rs` so its wiring stays
+//! one call per choice.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use runvoy_domain::Event;
+use runvoy_domain::clock::Clock;
+use runvoy_domain::ports::Store;
+use runvoy_domain::processor::Processor;
+use runvoy_events_gcp::oidc::{GOOGLE_JWKS_URL, OidcConfig, Verifier};
+use runvoy_events_gcp::sink::EmulatorSink;
+use runvoy_events_gcp::{PushAuth, PushConfig, PushState};
+use runvoy_store_firestore::{DEFAULT_DATABASE, DEFAULT_PREFIX, FirestoreConfig, FirestoreStore};
+use runvoy_store_sqlite::SqliteStore;
+
+/// Store adapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// SQLite in the data dir.
+    Sqlite,
+    /// Google Cloud Firestore (or its emulator with `FIRESTORE_EMULATOR_HOST`).
+    Firestore,
+}
+
+/// Event transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventsKind {
+    /// The in-process bus only.
+    Inproc,
+    /// Also the push endpoints (`/push/pubsub/logs`, `/push/eventarc`,
+    /// `/push/scheduler/reconcile`), OIDC-verified.
+    Pubsub,
+}
+
+/// The store and event transport flags of `runvoyd serve`.
+#[derive(Debug, Args)]
+pub struct GcpArgs {
+    /// Store adapter.
+    #[arg(
+        long = "store",
+        env = "RUNVOY_STORE",
+        value_enum,
+        default_value = "sqlite"
+    )]
+    pub store: StoreKind,
+    /// Event transport. `pubsub` mounts the push endpoints; local executions still deliver
+    /// their records over the in-process bus.
+    #[arg(
+        long = "events",
+        env = "RUNVOY_EVENTS",
+        value_enum,
+        default_value = "inproc"
+    )]
+    pub events: EventsKind,
+    /// Google Cloud project of the Firestore database (required with `--store firestore`).
+    #[arg(long, env = "RUNVOY_GCP_PROJECT_ID")]
+    pub gcp_project_id: Option<String>,
+    /// Firestore database id.
+    #[arg(long, env = "RUNVOY_GCP_FIRESTORE_DATABASE", default_value = DEFAULT_DATABASE)]
+    pub gcp_firestore_database: String,
+    /// Prefix of every Firestore collection name (several deployments can share a database).
+    #[arg(long, env = "RUNVOY_GCP_FIRESTORE_COLLECTION_PREFIX", default_value = DEFAULT_PREFIX)]
+    pub gcp_firestore_collection_prefix: String,
+    /// The `aud` every push token must carry (as configured on the push subscription, the
+    /// Eventarc trigger and the Scheduler job).
+    #[arg(long, env = "RUNVOY_GCP_PUSH_AUDIENCE")]
+    pub gcp_push_audience: Option<String>,
+    /// The service account every push token must be minted for (`email`).
+    #[arg(long, env = "RUNVOY_GCP_PUSH_SERVICE_ACCOUNT")]
+    pub gcp_push_service_account: Option<String>,
+    /// Where the push tokens' signing keys are (JWKS).
+    #[arg(long, env = "RUNVOY_GCP_PUSH_JWKS_URL", default_value = GOOGLE_JWKS_URL)]
+    pub gcp_push_jwks_url: String,
+    /// Accept pushes without verifying any token (emulator runs only: anyone who can reach the
+    /// server can then inject records and trigger sweeps).
+    #[arg(long, env = "RUNVOY_INSECURE_PUSH")]
+    pub insecure_push: bool,
+    /// Publish local executions' records to this topic of Google's Pub/Sub emulator
+    /// (`projects/P/topics/T`; needs `PUBSUB_EMULATOR_HOST`), shaped as Cloud Logging's sink
+    /// publishes a Cloud Run job's stdout, instead of handing them to the processor in-process.
+    /// A push subscription on the topic to `/push/pubsub/logs` brings them back.
+    #[arg(long, env = "RUNVOY_GCP_LOCAL_SINK_TOPIC")]
+    pub gcp_local_sink_topic: Option<String>,
+}
+
+impl GcpArgs {
+    /// Refuses inconsistent flags before anything is opened.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.events == EventsKind::Pubsub && !self.insecure_push {
+            if self.gcp_push_audience.as_deref().is_none_or(str::is_empty) {
+                bail!(
+                    "--events pubsub needs RUNVOY_GCP_PUSH_AUDIENCE (--gcp-push-audience): the \
+                     audience of the push tokens (or --insecure-push for emulator runs)"
+                );
+            }
+            if self
+                .gcp_push_service_account
+                .as_deref()
+                .is_none_or(str::is_empty)
+            {
+                bail!(
+                    "--events pubsub needs RUNVOY_GCP_PUSH_SERVICE_ACCOUNT \
+                     (--gcp-push-service-account): the account the push tokens are minted for \
+                     (or --insecure-push for emulator runs)"
+                );
+            }
+        }
+        if self.insecure_push && self.events != EventsKind::Pubsub {
+            bail!("--insecure-push only applies with --events pubsub");
+        }
+        if let Some(topic) = &self.gcp_local_sink_topic {
+            if self.events != EventsKind::Pubsub {
+                bail!("--gcp-local-sink-topic only applies with --events pubsub");
+            }
+            let host = std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_default();
+            if host.is_empty() {
+                bail!(
+                    "--gcp-local-sink-topic publishes to Google's Pub/Sub emulator only: set \
+                     PUBSUB_EMULATOR_HOST"
+                );
+            }
+            EmulatorSink::new(&host, topic).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        Ok(())
+    }
+
+    /// Opens the chosen store.
+    pub async fn open_store(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+        match self.store {
+            StoreKind::Sqlite => Ok(Arc::new(
+                SqliteStore::open(&data_dir.join("runvoy.db"))
+                    .context("opening the SQLite store")?,
+            )),
+            StoreKind::Firestore => {
+                // The Google client libraries link aws-lc-rs next to the ring the rest uses;
+                // rustls then needs the process default named.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let cfg = FirestoreConfig {
+                    project_id: self
+                        .gcp_project_id
+                        .clone()
+                        .filter(|p| !p.is_empty())
+                        .context(
+                            "--store firestore needs RUNVOY_GCP_PROJECT_ID (--gcp-project-id)",
+                        )?,
+                    database_id: self.gcp_firestore_database.clone(),
+                    collection_prefix: self.gcp_firestore_collection_prefix.clone(),
+                };
+                if let Ok(h) = std::env::var("FIRESTORE_EMULATOR_HOST") {
+                    tracing::info!(host = %h, "using the Firestore emulator");
+                }
+                let store = FirestoreStore::connect(&cfg)
+                    .await
+                    .context("opening the Firestore store")?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+
+    /// The push routes, when `--events pubsub`.
+    pub fn push_router(
+        &self,
+        processor: Arc<Processor>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Option<axum::Router> {
+        if self.events != EventsKind::Pubsub {
+            return None;
+        }
+        let auth = if self.insecure_push {
+            eprintln!(
+                "runvoyd: WARNING: --insecure-push: the push endpoints (/push/*) accept requests \
+                 WITHOUT verifying any token; anyone who can reach this server can inject log \
+                 records and trigger sweeps. Use it only with local emulators."
+            );
+            tracing::warn!("push endpoints are NOT authenticated (--insecure-push)");
+            PushAuth::Insecure
+        } else {
+            let mut cfg = OidcConfig::google(
+                self.gcp_push_audience.clone().unwrap_or_default(),
+                self.gcp_push_service_account.clone().unwrap_or_default(),
+            );
+            cfg.jwks_url = self.gcp_push_jwks_url.clone();
+            tracing::info!(audience = %cfg.audience, service_account = %cfg.service_account,
+                jwks = %cfg.jwks_url, "push endpoints verify OIDC tokens");
+            PushAuth::Oidc(Verifier::new(cfg))
+        };
+        let state = PushState::new(processor, store, clock, PushConfig::new(auth));
+        Some(runvoy_events_gcp::router(state))
+    }
+}
+
+impl GcpArgs {
+    /// Starts delivering the local bus's events: to the processor in-process, or, with
+    /// `--gcp-local-sink-topic`, records through the Pub/Sub emulator (state hints stay
+    /// in-process: on Cloud Run they come from Cloud Run itself, not from the log stream).
+    pub fn spawn_pump(
+        &self,
+        rx: tokio::sync::mpsc::Receiver<Event>,
+        processor: Arc<Processor>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<()> {
+        let Some(topic) = &self.gcp_local_sink_topic else {
+            tokio::spawn(runvoy_compute_local::pump(rx, processor));
+            return Ok(());
+        };
+        let host = std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_default();
+        let sink = EmulatorSink::new(&host, topic).map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(topic = %topic, emulator = %host,
+            "local records are published to the Pub/Sub emulator, as a Cloud Logging sink would");
+        tokio::spawn(pump_via_sink(rx, processor, sink, clock));
+        Ok(())
+    }
+}
+
+async fn pump_via_sink(
+    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    processor: Arc<Processor>,
+    sink: EmulatorSink,
+    clock: Arc<dyn Clock>,
+) {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Records {
+                execution_id,
+                records,
+                exit,
+            } => {
+                let mut delay = std::time::Duration::from_millis(100);
+                for attempt in 1..=10 {
+                    match sink
+                        .publish(&execution_id, &records, exit.as_ref(), clock.now_ms())
+                        .await
+                    {
+                        Ok(_) => break,
+                        // What is not published stays in the record file, where the
+                        // reconciler finds it.
+                        Err(e) => {
+                            tracing::warn!(execution_id = %execution_id, attempt, error = %e,
+                                "could not publish records to the Pub/Sub emulator")
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+            ev @ Event::ComputeChanged { .. } => {
+                let p = processor.clone();
+                tokio::spawn(async move {
+                    let id = ev.execution_id().to_owned();
+                    if let Err(e) = p.handle(ev).await {
+                        tracing::warn!(execution_id = %id, error = %e,
+                            "reconcile after compute event failed; the sweep will retry");
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! What a Cloud Logging sink does with a Cloud Run job's stdout, for one machine: turns runner
+//! records into the LogEntries Cloud Logging would make of them and publishes them to a Pub/Sub
+//! topic of Google's Pub/Sub emulator, whose push subscription then posts them to
+//! `/push/pubsub/logs`. It lets `--events pubsub` run end to end without Google Cloud.
+//!
+//! Entry shape (see [`crate::decode`]): `jsonPayload` is the record without `time`, which becomes
+//! the entry's `timestamp`; resource `cloud_run_job`; entry label
+//! `run.googleapis.com/execution_name` `local-<execution id>`; log `run.googleapis.com%2Fstdout`;
+//! one message per entry with the attribute `logging.googleapis.com/timestamp`.
+
+use std::time::Duration;
+
+use base64::Engine;
+use runvoy_domain::clock::rfc3339;
+use runvoy_domain::{ExitInfo, LogRecord};
+use runvoy_proto::record::{ExitRecordWire, LogRecordWire, RunnerRecord};
+use serde_json::{Value, json};
+
+/// The Cloud Run execution name given to a local execution.
+pub fn local_execution_name(execution_id: &str) -> String {
+    format!("local-{execution_id}")
+}
+
+/// The LogEntry Cloud Logging makes of one runner record line.
+pub fn log_entry(project: &str, execution_id: &str, rec: &RunnerRecord, receive_ms: i64) -> Value {
+    let (seq, time) = match rec {
+        RunnerRecord::Log(l) => (l.seq, l.time.clone()),
+        RunnerRecord::Exit(x) => (x.seq, x.time.clone()),
+    };
+    let mut payload = serde_json::to_value(rec).expect("record JSON");
+    // Cloud Logging lifts `time` into the entry's timestamp.
+    if let Some(o) = payload.as_object_mut() {
+        o.remove("time");
+    }
+    json!({
+        "insertId": format!("{execution_id}-{seq:06}"),
+        "jsonPayload": payload,
+        "resource": {"type": "cloud_run_job", "labels": {
+            "job_name": "runvoy-local", "location": "local", "project_id": project}},
+        "timestamp": time,
+        "receiveTimestamp": rfc3339(receive_ms),
+        "labels": {
+            "instanceId": "local",
+            "run.googleapis.com/execution_name": local_execution_name(execution_id),
+            "run.googleapis.com/task_index": "0",
+            "run.googleapis.com/task_attempt": "0"
+        },
+        "logName": format!("projects/{project}/logs/run.googleapis.com%2Fstdout")
+    })
+}
+
+/// The runner records of a delivery, as the runner wrote them.
+pub fn runner_records(
+    execution_id: &str,
+    records: &[LogRecord],
+    exit: Option<&ExitInfo>,
+    now_ms: i64,
+) -> Vec<RunnerRecord> {
+    let mut out: Vec<RunnerRecord> = records
+        .iter()
+        .map(|r| {
+            let (message, b64) = match std::str::from_utf8(&r.data) {
+                Ok(s) => (s.to_owned(), None),
+                Err(_) => (
+                    String::from_utf8_lossy(&r.data).into_owned(),
+                    Some(runvoy_proto::b64_encode(&r.data)),
+                ),
+            };
+            RunnerRecord::Log(LogRecordWire {
+                exec: execution_id.to_owned(),
+                seq: r.seq,
+                stream: r.stream,
+                time: rfc3339(r.ts_ms),
+                message,
+                b64,
+                eol: r.eol,
+            })
+        })
+        .collect();
+    if let Some(x) = exit {
+        out.push(RunnerRecord::Exit(ExitRecordWire {
+            exec: execution_id.to_owned(),
+            seq: x.lines + 1,
+            time: rfc3339(now_ms),
+            exit_code: x.exit_code,
+            lines: x.lines,
+            timed_out: x.timed_out,
+            killed: x.killed,
+            error: x.error.clone(),
+            dropped_lines: x.dropped_lines,
+            dropped_bytes: x.dropped_bytes,
+            unwritten_lines: x.unwritten_lines,
+            unwritten_bytes: x.unwritten_bytes,
+        }));
+    }
+    out
+}
+
+/// Publishes entries to a topic of the Pub/Sub emulator (REST, no credentials).
+pub struct EmulatorSink {
+    http: reqwest::Client,
+    publish_url: String,
+    project: String,
+}
+
+impl EmulatorSink {
+    /// `host` as `PUBSUB_EMULATOR_HOST` names it; `topic` is `projects/P/topics/T`.
+    pub fn new(host: &str, topic: &str) -> Result<Self, String> {
+        let project = topic
+            .strip_prefix("projects/")
+            .and_then(|r| r.split_once("/topics/"))
+            .filter(|(p, t)| !p.is_empty() && !t.is_empty() && !t.contains('/'))
+            .map(|(p, _)| p.to_owned())
+            .ok_or_else(|| format!("{topic:?} is not projects/PROJECT/topics/TOPIC"))?;
+        Ok(EmulatorSink {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| e.to_string())?,
+            publish_url: format!("http://{host}/v1/{topic}:publish"),
+            project,
+        })
+    }
+
+    /// Publishes one delivery's records, one message per record, in one publish call.
+    pub async fn publish(
+        &self,
+        execution_id: &str,
+        records: &[LogRecord],
+        exit: Option<&ExitInfo>,
+        now_ms: i64,
+    ) -> Result<usize, String> {
+        let msgs: Vec<Value> = runner_records(execution_id, records, exit, now_ms)
+            .iter()
+            .map(|r| {
+                let e = log_entry(&self.project, execution_id, r, now_ms);
+                json!({
+                    "data": base64::engine::general_purpose::STANDARD
+                        .encode(serde_json::to_vec(&e).expect("entry JSON")),
+                    "attributes": {"logging.googleapis.com/timestamp": e["timestamp"]}
+                })
+            })
+            .collect();
+        if msgs.is_empty() {
+            return Ok(0);
+        }
+        let n = msgs.len();
+        let r = self
+            .http
+            .post(&self.publish_url)
+            .json(&json!({ "messages": msgs }))
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", self.publish_url))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            return Err(format!("{}: HTTP {status}: {body}", self.publish_url));
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoded, decode_entry};
+    use runvoy_domain::Stream;
+
+    #[test]
+    fn entries_decode_back_to_the_same_records() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let recs = vec![
+            LogRecord {
+                seq: 1,
+                stream: Stream::Stdout,
+                ts_ms: 1_768_492_086_716,
+                data: b"hello".to_vec(),
+                eol: true,
+            },
+            LogRecord {
+                seq: 2,
+                stream: Stream::Stderr,
+                ts_ms: 1_768_492_086_717,
+                data: vec![0xff, b'x'],
+                eol: false,
+            },
+        ];
+        let exit = ExitInfo {
+            exit_code: 3,
+            lines: 2,
+            timed_out: false,
+            killed: false,
+            error: None,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+            unwritten_lines: 0,
+            unwritten_bytes: 0,
+        };
+        let mut got = Vec::new();
+        let mut got_exit = None;
+        for r in runner_records(id, &recs, Some(&exit), 1_768_492_090_000) {
+            let e = log_entry("p", id, &r, 1_768_492_090_000);
+            assert!(e["jsonPayload"].get("time").is_none());
+            match decode_entry(&serde_json::to_vec(&e).unwrap()).unwrap() {
+                Decoded::Record {
+                    execution_id,
+                    cloud_execution,
+                    record,
+                    exit,
+                } => {
+                    assert_eq!(execution_id, id);
+                    assert_eq!(cloud_execution, Some(local_execution_name(id)));
+                    got.extend(record);
+                    got_exit = got_exit.or(exit);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, recs);
+        assert_eq!(got_exit, Some(exit));
+        assert!(EmulatorSink::new("h:1", "projects/p/topics/t").is_ok());
+        assert!(EmulatorSink::new("h:1", "topics/t").is_err());
+    }
+}

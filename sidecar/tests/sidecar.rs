@@ -253,7 +253,10 @@ fn serves_the_ready_port_only_once_prepared_then_exits() {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
         }
-        assert!(start.elapsed().as_secs() < 20, "the ready port never opened");
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "the ready port never opened"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // The port answers only after the workspace is prepared.

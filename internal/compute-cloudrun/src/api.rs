@@ -46,7 +46,7 @@ pub enum ApiError {
         /// HTTP status.
         http: u16,
         /// The parsed error body (`status` empty when the body was not Google's).
-        status: GoogleStatus,
+        status: Box<GoogleStatus>,
     },
     /// No answer (connection, timeout, TLS) or no token.
     #[error("{method} {resource}: {message}")]
@@ -268,7 +268,7 @@ impl Api {
                 method: method.to_string(),
                 resource,
                 http,
-                status,
+                status: Box::new(status),
             });
         }
         if bytes.is_empty() {

@@ -151,8 +151,8 @@ pub(crate) fn map_state(e: &Execution, task: Option<&Task>) -> ComputeState {
             failure: None,
         });
     }
-    let cancelled = completed.is_some_and(|c| c.execution_reason == "CANCELLED")
-        || e.cancelled_count > 0;
+    let cancelled =
+        completed.is_some_and(|c| c.execution_reason == "CANCELLED") || e.cancelled_count > 0;
     let exit = attempt.map(|a| a.exit_code).filter(|c| *c != 0);
     let signal = attempt.map(|a| a.term_signal).filter(|s| *s != 0);
     let message = attempt
@@ -160,7 +160,11 @@ pub(crate) fn map_state(e: &Execution, task: Option<&Task>) -> ComputeState {
         .map(|s| s.message.clone())
         .filter(|m| !m.is_empty())
         .or_else(|| task.and_then(|t| condition_message(&t.conditions)))
-        .or_else(|| completed.map(|c| c.message.clone()).filter(|m| !m.is_empty()));
+        .or_else(|| {
+            completed
+                .map(|c| c.message.clone())
+                .filter(|m| !m.is_empty())
+        });
     let sidecar = message
         .as_deref()
         .is_some_and(|m| m.contains(&format!("'{SIDECAR}'")) || m.contains("container sidecar"));
@@ -354,7 +358,7 @@ impl CloudRunCompute {
         loop {
             let mut path = format!("{}/jobs?pageSize=100", self.cfg.parent());
             if !token.is_empty() {
-                path.push_str(&format!("&pageToken={token}"));
+                path.push_str(&format!("&pageToken={}", query_escape(&token)));
             }
             let page: JobList = self
                 .api
@@ -382,7 +386,7 @@ impl CloudRunCompute {
         loop {
             let mut path = format!("{job_path}/executions?pageSize=100");
             if !token.is_empty() {
-                path.push_str(&format!("&pageToken={token}"));
+                path.push_str(&format!("&pageToken={}", query_escape(&token)));
             }
             let page: ExecutionList = match self.api.get(&path).await {
                 Ok(p) => p,
@@ -436,10 +440,7 @@ impl CloudRunCompute {
             (env::KILL_GRACE, spec.kill_grace_secs.to_string()),
         ];
         match &spec.argv {
-            Some(argv) => vars.push((
-                env::ARGV,
-                serde_json::to_string(argv).unwrap_or_default(),
-            )),
+            Some(argv) => vars.push((env::ARGV, serde_json::to_string(argv).unwrap_or_default())),
             None => vars.push((env::COMMAND, spec.command.clone())),
         }
         if let Some(t) = spec.timeout_secs {
@@ -530,7 +531,8 @@ impl CloudRunCompute {
     /// to finish — it finishes when the execution does.
     async fn execution_name(&self, op: Value) -> Result<String, ComputeError> {
         let what = "starting a job execution";
-        let mut op: Operation = Api::decode("POST", "jobs.run", op).map_err(|e| compute_error(what, e))?;
+        let mut op: Operation =
+            Api::decode("POST", "jobs.run", op).map_err(|e| compute_error(what, e))?;
         let until = std::time::Instant::now() + self.cfg.operation_timeout;
         loop {
             let from = |v: &Option<Value>| {
@@ -621,6 +623,19 @@ impl CloudRunCompute {
     }
 }
 
+/// Percent-encodes a query value (page tokens are opaque and may hold `+`, `/` or `=`).
+fn query_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Whether every field of `want` is in `have` with the same value (objects: recursively; arrays:
 /// same length, element by element). Fields the server adds (defaults, output-only) are ignored.
 fn contains(have: &Value, want: &Value) -> bool {
@@ -660,7 +675,9 @@ impl Compute for CloudRunCompute {
 
     async fn state(&self, id: &str) -> Result<ComputeState, ComputeError> {
         if !valid_execution_id(id) {
-            return Err(ComputeError::Rejected(format!("invalid execution id {id:?}")));
+            return Err(ComputeError::Rejected(format!(
+                "invalid execution id {id:?}"
+            )));
         }
         let Some(name) = self.find(id, None).await? else {
             return Ok(ComputeState::NotFound);
@@ -774,8 +791,10 @@ mod tests {
 
     #[test]
     fn exits_map_code_signal_and_reasons() {
-        let ok = exec(json!({"name": "x", "succeededCount": 1, "completionTime": "t",
-            "conditions": [{"type": "Completed", "state": "CONDITION_SUCCEEDED"}]}));
+        let ok = exec(
+            json!({"name": "x", "succeededCount": 1, "completionTime": "t",
+            "conditions": [{"type": "Completed", "state": "CONDITION_SUCCEEDED"}]}),
+        );
         let task = |r: Option<TaskAttemptResult>| Task {
             last_attempt_result: r,
             ..Default::default()
@@ -806,23 +825,39 @@ mod tests {
         assert!(x.failure.unwrap().contains("signal 9"));
         let x = exited(map_state(
             &failed,
-            Some(&task(Some(r(1, 0, "Container 'sidecar' exited with an error.")))),
+            Some(&task(Some(r(
+                1,
+                0,
+                "Container 'sidecar' exited with an error.",
+            )))),
         ));
         assert!(x.failure.unwrap().starts_with("sidecar failed"));
         let x = exited(map_state(
             &failed,
-            Some(&task(Some(r(0, 0, "The configured memory limit was reached.")))),
+            Some(&task(Some(r(
+                0,
+                0,
+                "The configured memory limit was reached.",
+            )))),
         ));
         assert_eq!(x.process_exit_code, None);
         assert!(x.failure.unwrap().contains("memory limit"));
 
-        let cancelled = exec(json!({"name": "x", "cancelledCount": 1, "completionTime": "t",
+        let cancelled = exec(
+            json!({"name": "x", "cancelledCount": 1, "completionTime": "t",
             "conditions": [{"type": "Completed", "state": "CONDITION_FAILED",
-                "executionReason": "CANCELLED"}]}));
+                "executionReason": "CANCELLED"}]}),
+        );
         let x = exited(map_state(&cancelled, Some(&task(None))));
         assert!(x.failure.unwrap().starts_with("cancelled on Cloud Run"));
         assert_eq!(x.process_exit_code, None);
         let _ = Condition::default();
+    }
+
+    #[test]
+    fn page_tokens_are_escaped() {
+        assert_eq!(query_escape("a+b/c=="), "a%2Bb%2Fc%3D%3D");
+        assert_eq!(query_escape("Zz09-_.~"), "Zz09-_.~");
     }
 
     #[test]

@@ -77,11 +77,18 @@ async fn a_429_then_200_is_retried_and_succeeds() {
 async fn a_503_that_never_ends_is_reported_after_the_attempts() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(google_error(503, "UNAVAILABLE", "The service is currently unavailable."))
+        .respond_with(google_error(
+            503,
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+        ))
         .mount(&server)
         .await;
     let m = unavailable(compute(&server).ensure_job(IMAGE).await);
-    assert!(m.contains("UNAVAILABLE") && m.contains(&job_name(IMAGE)), "{m}");
+    assert!(
+        m.contains("UNAVAILABLE") && m.contains(&job_name(IMAGE)),
+        "{m}"
+    );
     assert_eq!(received(&server).await, 4, "max_attempts calls");
 }
 
@@ -89,11 +96,18 @@ async fn a_503_that_never_ends_is_reported_after_the_attempts() {
 async fn quota_exhausted_after_retries_says_so() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded for jobs.get"))
+        .respond_with(google_error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "Quota exceeded for jobs.get",
+        ))
         .mount(&server)
         .await;
     let m = unavailable(compute(&server).ensure_job(IMAGE).await);
-    assert!(m.contains("quota exhausted") && m.contains("RESOURCE_EXHAUSTED"), "{m}");
+    assert!(
+        m.contains("quota exhausted") && m.contains("RESOURCE_EXHAUSTED"),
+        "{m}"
+    );
     assert!(m.contains(&job_name(IMAGE)), "names the resource: {m}");
     assert_eq!(received(&server).await, 4);
 }
@@ -110,8 +124,14 @@ async fn permission_denied_is_not_retried_and_names_the_resource() {
         .mount(&server)
         .await;
     let m = unavailable(compute(&server).ensure_job(IMAGE).await);
-    assert!(m.contains("denied permission") && m.contains("run.jobs.get"), "{m}");
-    assert!(m.contains(&format!("{PARENT}/jobs/{}", job_name(IMAGE))), "{m}");
+    assert!(
+        m.contains("denied permission") && m.contains("run.jobs.get"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("{PARENT}/jobs/{}", job_name(IMAGE))),
+        "{m}"
+    );
     assert_eq!(received(&server).await, 1);
 }
 
@@ -120,12 +140,20 @@ async fn a_missing_job_is_created_and_an_invalid_one_rejected() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(job_path()))
-        .respond_with(google_error(404, "NOT_FOUND", "Resource 'x' of kind 'JOB' does not exist."))
+        .respond_with(google_error(
+            404,
+            "NOT_FOUND",
+            "Resource 'x' of kind 'JOB' does not exist.",
+        ))
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(path(format!("/v2/{PARENT}/jobs")))
-        .respond_with(google_error(400, "INVALID_ARGUMENT", "Image 'x' not found."))
+        .respond_with(google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "Image 'x' not found.",
+        ))
         .mount(&server)
         .await;
     match compute(&server).ensure_job(IMAGE).await {
@@ -186,14 +214,16 @@ async fn malformed_answers_are_errors_not_guesses() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(format!("/v2/{PARENT}/jobs")))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"jobs": "not a list"})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"jobs": "not a list"})))
         .mount(&server)
         .await;
     let m = unavailable(compute(&server).list().await.map(|v| format!("{v:?}")));
     assert!(m.contains("malformed"), "{m}");
-    assert_eq!(received(&server).await, 1, "a malformed answer is not retried");
+    assert_eq!(
+        received(&server).await,
+        1,
+        "a malformed answer is not retried"
+    );
 }
 
 #[tokio::test]
@@ -233,5 +263,8 @@ async fn a_failed_operation_is_an_error() {
         .mount(&server)
         .await;
     let m = unavailable(compute(&server).ensure_job(IMAGE).await);
-    assert!(m.contains("operation") && m.contains("Revision template is invalid"), "{m}");
+    assert!(
+        m.contains("operation") && m.contains("Revision template is invalid"),
+        "{m}"
+    );
 }

@@ -91,7 +91,10 @@ async fn cloud_run_compute_conforms_on_the_fake() {
     assert_eq!(runs, 2);
     // The kill was a cancel, and both executions were deleted after they ended.
     let reqs = fake.requests();
-    assert!(reqs.iter().any(|r| r.method == "POST" && r.path.ends_with(":cancel")));
+    assert!(
+        reqs.iter()
+            .any(|r| r.method == "POST" && r.path.ends_with(":cancel"))
+    );
     assert_eq!(reqs.iter().filter(|r| r.method == "DELETE").count(), 2);
     assert_eq!(fake.execution_count(), 0);
 }
@@ -119,7 +122,10 @@ async fn the_job_template_follows_the_design() {
     let task = &job["template"]["template"];
     assert_eq!(job["template"]["taskCount"], 1);
     assert_eq!(task["maxRetries"], 0, "maxRetries must be sent explicitly");
-    assert_eq!(task["serviceAccount"], "runvoy-runner@p1.iam.gserviceaccount.com");
+    assert_eq!(
+        task["serviceAccount"],
+        "runvoy-runner@p1.iam.gserviceaccount.com"
+    );
     assert_eq!(task["timeout"], "86400s");
     assert_eq!(
         task["volumes"],
@@ -139,7 +145,10 @@ async fn the_job_template_follows_the_design() {
     );
     assert_eq!(runner["name"], "runner");
     assert_eq!(runner["image"], IMAGE);
-    assert_eq!(runner["command"], json!(["/workspace/.runvoy/runvoy-runner"]));
+    assert_eq!(
+        runner["command"],
+        json!(["/workspace/.runvoy/runvoy-runner"])
+    );
     assert_eq!(runner["dependsOn"], json!(["sidecar"]));
     for c in cs {
         assert_eq!(
@@ -149,7 +158,11 @@ async fn the_job_template_follows_the_design() {
     }
     for labels in [&job["labels"], &job["template"]["labels"]] {
         assert_eq!(labels["runvoy-managed"], "true");
-        assert!(labels["runvoy-image"].as_str().is_some_and(|h| h.len() == 16));
+        assert!(
+            labels["runvoy-image"]
+                .as_str()
+                .is_some_and(|h| h.len() == 16)
+        );
     }
 
     // The run: overrides carry the id and the command, and the platform timeout is the run's
@@ -206,7 +219,10 @@ async fn an_argv_run_passes_the_exact_words() {
         .expect("RUNVOY_ARGV");
     assert_eq!(argv["value"], r#"["printf","%s|","a",""]"#);
     assert!(
-        !env.as_array().unwrap().iter().any(|v| v["name"] == "RUNVOY_COMMAND"),
+        !env.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "RUNVOY_COMMAND"),
         "an argv run sets no shell line"
     );
 }
@@ -217,10 +233,14 @@ async fn secrets_stdin_and_resource_requests_are_refused_before_any_call() {
     let c = compute(&fake);
     let mut s = spec(&new_execution_id(), "deploy");
     s.env.insert("API_TOKEN".into(), "s3cr3t-value".into());
-    assert!(matches!(c.start(&s).await, Err(ComputeError::Rejected(m)) if m.contains("environment")));
+    assert!(
+        matches!(c.start(&s).await, Err(ComputeError::Rejected(m)) if m.contains("environment"))
+    );
     let mut s = spec(&new_execution_id(), "deploy");
     s.stdin = Some(b"input".to_vec());
-    assert!(matches!(c.start(&s).await, Err(ComputeError::Rejected(m)) if m.contains("standard input")));
+    assert!(
+        matches!(c.start(&s).await, Err(ComputeError::Rejected(m)) if m.contains("standard input"))
+    );
     let mut s = spec(&new_execution_id(), "deploy");
     s.resources.memory_mb = Some(512);
     assert!(matches!(c.start(&s).await, Err(ComputeError::Rejected(_))));
@@ -234,10 +254,7 @@ async fn secrets_stdin_and_resource_requests_are_refused_before_any_call() {
 #[tokio::test]
 async fn drift_is_patched_and_an_unchanged_job_is_left_alone() {
     let fake = FakeCloudRun::start().await;
-    compute(&fake)
-        .ensure_job(IMAGE)
-        .await
-        .expect("create");
+    compute(&fake).ensure_job(IMAGE).await.expect("create");
     // A fresh process finds the job as it left it: no patch (server defaults are no drift).
     compute(&fake).ensure_job(IMAGE).await.expect("check");
     assert!(!fake.requests().iter().any(|r| r.method == "PATCH"));
@@ -309,10 +326,14 @@ async fn a_run_whose_answer_was_lost_is_not_run_twice() {
 async fn a_job_deleted_behind_runvoys_back_is_created_again() {
     let fake = FakeCloudRun::start().await;
     let c = compute(&fake);
-    c.start(&spec(&new_execution_id(), "true")).await.expect("start");
+    c.start(&spec(&new_execution_id(), "true"))
+        .await
+        .expect("start");
     fake.delete_job(&job_path());
     let id = new_execution_id();
-    c.start(&spec(&id, "true")).await.expect("start after the job vanished");
+    c.start(&spec(&id, "true"))
+        .await
+        .expect("start after the job vanished");
     assert!(fake.job(&job_path()).is_some());
     assert!(fake.execution_of(&id).is_some());
 }
@@ -326,7 +347,13 @@ async fn sidecar_failure_cancellation_and_unknown_ids() {
     fake.fail_sidecar(&fake.execution_of(&id).unwrap());
     match c.state(&id).await.expect("state") {
         ComputeState::Exited(x) => {
-            assert!(x.failure.as_deref().unwrap_or("").starts_with("sidecar failed"), "{x:?}")
+            assert!(
+                x.failure
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with("sidecar failed"),
+                "{x:?}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -352,9 +379,15 @@ async fn sidecar_failure_cancellation_and_unknown_ids() {
     assert_eq!(c.state(&id).await.expect("state"), ComputeState::Running);
     // Unknown and invalid ids.
     let unknown = new_execution_id();
-    assert_eq!(c.state(&unknown).await.expect("state"), ComputeState::NotFound);
+    assert_eq!(
+        c.state(&unknown).await.expect("state"),
+        ComputeState::NotFound
+    );
     assert!(!c.cleanup(&unknown).await.expect("cleanup"));
     c.kill(&unknown).await.expect("kill of nothing");
-    assert!(matches!(c.state("../x").await, Err(ComputeError::Rejected(_))));
+    assert!(matches!(
+        c.state("../x").await,
+        Err(ComputeError::Rejected(_))
+    ));
     let _: Value = json!(null);
 }

@@ -14,11 +14,18 @@ fn bin(name: &str) -> PathBuf {
         Some(d) => PathBuf::from(d),
         None => {
             let exe = std::env::current_exe().expect("current exe");
-            exe.parent().and_then(|d| d.parent()).expect("profile dir").to_path_buf()
+            exe.parent()
+                .and_then(|d| d.parent())
+                .expect("profile dir")
+                .to_path_buf()
         }
     };
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --bins` first",
+        p.display()
+    );
     p
 }
 

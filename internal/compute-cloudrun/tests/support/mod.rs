@@ -143,8 +143,7 @@ fn valid_name(n: &str) -> bool {
     (1..=63).contains(&b.len())
         && b[0].is_ascii_lowercase()
         && b[b.len() - 1] != b'-'
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
@@ -472,7 +471,8 @@ fn op_json(i: &mut Inner, name: &str, read: bool) -> Option<Value> {
             match e.phase {
                 Phase::Succeeded => v["response"] = ej,
                 p if p.terminal() => {
-                    v["error"] = json!({"code": 10, "message": "The container exited with an error."})
+                    v["error"] =
+                        json!({"code": 10, "message": "The container exited with an error."})
                 }
                 _ => {}
             }
@@ -540,18 +540,43 @@ fn check_job(body: &Value) -> Result<(), String> {
     Ok(())
 }
 
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn page<T: Clone>(items: &[T], q: &str, cap: usize) -> (Vec<T>, String) {
     let size = query_param(q, "pageSize")
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(100)
         .min(cap)
         .max(1);
+    // Tokens are opaque and hold characters a client must escape.
     let from = query_param(q, "pageToken")
-        .and_then(|s| s.parse::<usize>().ok())
+        .map(percent_decode)
+        .and_then(|t| {
+            t.strip_prefix("tok/")?
+                .strip_suffix("==")?
+                .parse::<usize>()
+                .ok()
+        })
         .unwrap_or(0);
     let to = (from + size).min(items.len());
     let next = if to < items.len() {
-        to.to_string()
+        format!("tok/{to}==")
     } else {
         String::new()
     };
@@ -648,7 +673,11 @@ fn route(i: &mut Inner, method: &Method, path: &str, query: &str, body: &Value) 
             }
             let name = format!("{parent}/jobs/{id}");
             if i.jobs.contains_key(&name) {
-                return error(409, "ALREADY_EXISTS", &format!("Resource '{id}' already exists."));
+                return error(
+                    409,
+                    "ALREADY_EXISTS",
+                    &format!("Resource '{id}' already exists."),
+                );
             }
             if let Err(e) = check_job(body) {
                 return error(400, "INVALID_ARGUMENT", &e);
@@ -672,7 +701,10 @@ fn route(i: &mut Inner, method: &Method, path: &str, query: &str, body: &Value) 
                 return error(
                     404,
                     "NOT_FOUND",
-                    &format!("Resource '{}' of kind 'JOB' in region '{}' in project '{}' does not exist.", seg[5], seg[3], seg[1]),
+                    &format!(
+                        "Resource '{}' of kind 'JOB' in region '{}' in project '{}' does not exist.",
+                        seg[5], seg[3], seg[1]
+                    ),
                 );
             };
             match (m, verb) {
@@ -699,7 +731,14 @@ fn route(i: &mut Inner, method: &Method, path: &str, query: &str, body: &Value) 
                 }
                 ("DELETE", _) => {
                     i.jobs.remove(&name);
-                    let op = new_op(i, &parent, OpKind::Snapshot { exec: job, done: true });
+                    let op = new_op(
+                        i,
+                        &parent,
+                        OpKind::Snapshot {
+                            exec: job,
+                            done: true,
+                        },
+                    );
                     ok(op_json(i, &op, false).expect("op"))
                 }
                 _ => run(i, &parent, &name, &job, body),
@@ -723,7 +762,11 @@ fn route(i: &mut Inner, method: &Method, path: &str, query: &str, body: &Value) 
         ([_, _, "executions", _], _, _) if seg[4] == "jobs" => {
             let name = resource.to_owned();
             let Some(e) = i.execs.get(&name).cloned() else {
-                return error(404, "NOT_FOUND", &format!("Execution '{}' does not exist.", seg[7]));
+                return error(
+                    404,
+                    "NOT_FOUND",
+                    &format!("Execution '{}' does not exist.", seg[7]),
+                );
             };
             match (m, verb) {
                 ("GET", None) => {
@@ -752,7 +795,14 @@ fn route(i: &mut Inner, method: &Method, path: &str, query: &str, body: &Value) 
                         Phase::Cancelled
                     };
                     let snap = x.json();
-                    let op = new_op(i, &parent, OpKind::Snapshot { exec: snap, done: false });
+                    let op = new_op(
+                        i,
+                        &parent,
+                        OpKind::Snapshot {
+                            exec: snap,
+                            done: false,
+                        },
+                    );
                     ok(op_json(i, &op, false).expect("op"))
                 }
                 ("DELETE", None) => {
@@ -766,7 +816,14 @@ fn route(i: &mut Inner, method: &Method, path: &str, query: &str, body: &Value) 
                     i.execs.remove(&name);
                     let mut snap = e.json();
                     snap["deleteTime"] = json!(ts(now_ms()));
-                    let op = new_op(i, &parent, OpKind::Snapshot { exec: snap, done: true });
+                    let op = new_op(
+                        i,
+                        &parent,
+                        OpKind::Snapshot {
+                            exec: snap,
+                            done: true,
+                        },
+                    );
                     ok(op_json(i, &op, false).expect("op"))
                 }
                 _ => error(405, "UNIMPLEMENTED", "method not supported by the fake"),

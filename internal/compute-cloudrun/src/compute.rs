@@ -491,6 +491,9 @@ impl CloudRunCompute {
         if !valid_execution_id(&spec.execution_id) {
             return reject(format!("invalid execution id {:?}", spec.execution_id));
         }
+        if spec.image.trim().is_empty() {
+            return reject("a run on Cloud Run compute needs an image".into());
+        }
         if !spec.env.is_empty() {
             // Overrides are readable by anyone who can read the execution: no secrets there.
             return reject(

@@ -244,6 +244,9 @@ async fn secrets_stdin_and_resource_requests_are_refused_before_any_call() {
     let mut s = spec(&new_execution_id(), "deploy");
     s.resources.memory_mb = Some(512);
     assert!(matches!(c.start(&s).await, Err(ComputeError::Rejected(_))));
+    let mut s = spec(&new_execution_id(), "deploy");
+    s.image = String::new();
+    assert!(matches!(c.start(&s).await, Err(ComputeError::Rejected(m)) if m.contains("image")));
     let s = spec(&new_execution_id(), &"x".repeat(40_000));
     assert!(matches!(c.start(&s).await, Err(ComputeError::Rejected(m)) if m.contains("32768")));
     assert!(fake.requests().is_empty(), "nothing reaches Cloud Run");

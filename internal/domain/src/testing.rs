@@ -1463,3 +1463,121 @@ pub async fn compute_conformance(c: &dyn Compute, p: &dyn ComputePlatform) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[cfg(test)]
+mod compute_conformance_tests {
+    use super::*;
+
+    /// An in-memory compute that follows the contract; `skew` breaks its exit codes.
+    struct Scripted {
+        states: Mutex<HashMap<String, ComputeState>>,
+        skew: i32,
+    }
+
+    #[async_trait]
+    impl Compute for Scripted {
+        fn platform(&self) -> &str {
+            "scripted"
+        }
+        fn runs_images(&self) -> bool {
+            true
+        }
+        async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
+            self.states
+                .lock()
+                .expect("states")
+                .entry(spec.execution_id.clone())
+                .or_insert(ComputeState::Pending);
+            Ok(())
+        }
+        async fn state(&self, id: &str) -> Result<ComputeState, ComputeError> {
+            let m = self.states.lock().expect("states");
+            Ok(m.get(id).cloned().unwrap_or(ComputeState::NotFound))
+        }
+        async fn kill(&self, id: &str) -> Result<(), ComputeError> {
+            self.end(id, 143);
+            Ok(())
+        }
+        async fn list(&self) -> Result<Vec<String>, ComputeError> {
+            Ok(self
+                .states
+                .lock()
+                .expect("states")
+                .keys()
+                .cloned()
+                .collect())
+        }
+        async fn cleanup(&self, id: &str) -> Result<bool, ComputeError> {
+            let mut m = self.states.lock().expect("states");
+            if matches!(m.get(id), Some(ComputeState::Exited(_))) {
+                m.remove(id);
+                return Ok(true);
+            }
+            Ok(false)
+        }
+    }
+
+    impl Scripted {
+        fn end(&self, id: &str, code: i32) {
+            self.states.lock().expect("states").insert(
+                id.to_owned(),
+                ComputeState::Exited(crate::ports::ComputeExit {
+                    runner: None,
+                    process_exit_code: Some(code + self.skew),
+                    failure: None,
+                }),
+            );
+        }
+    }
+
+    struct Play<'a>(&'a Scripted);
+
+    #[async_trait]
+    impl ComputePlatform for Play<'_> {
+        fn spec(&self, id: &str, command: &str) -> JobSpec {
+            JobSpec {
+                execution_id: id.to_owned(),
+                command: command.to_owned(),
+                argv: None,
+                stdin: None,
+                image: "img".into(),
+                env: BTreeMap::new(),
+                timeout_secs: None,
+                kill_grace_secs: 1,
+                banner: Vec::new(),
+                max_output_bytes: 0,
+                max_output_lines: 0,
+                resources: Default::default(),
+            }
+        }
+        async fn command_exits(&self, id: &str, code: i32) {
+            self.0.end(id, code);
+        }
+        async fn command_runs(&self, id: &str) {
+            self.0
+                .states
+                .lock()
+                .expect("states")
+                .insert(id.to_owned(), ComputeState::Running);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_conforming_compute_passes() {
+        let c = Scripted {
+            states: Mutex::default(),
+            skew: 0,
+        };
+        compute_conformance(&c, &Play(&c)).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "the command's exit code")]
+    async fn a_wrong_exit_code_fails() {
+        let c = Scripted {
+            states: Mutex::default(),
+            skew: 1,
+        };
+        compute_conformance(&c, &Play(&c)).await;
+    }
+}

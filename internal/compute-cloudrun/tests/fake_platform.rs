@@ -105,6 +105,17 @@ async fn the_job_template_follows_the_design() {
     let c = compute(&fake);
     let id = new_execution_id();
     c.start(&spec(&id, "terraform plan")).await.expect("start");
+    let calls: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path.rsplit('/').next().unwrap_or("")))
+        .collect();
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    // A second run of the image: look for the id, then run.
+    c.start(&spec(&new_execution_id(), "true"))
+        .await
+        .expect("start");
+    assert_eq!(fake.requests().len(), 8);
 
     let create = fake
         .requests()

@@ -2,6 +2,8 @@
 //!
 //! Steps, in order: create the workspace, inject the runner binary, write the `.env` file, move
 //! the command's standard input (if any) to `.runvoy/stdin`, then write `.runvoy/ready` last so the runner (or its launcher) can tell preparation finished.
+//! With `--serve-ready ADDR` it then answers TCP connections on ADDR (a startup probe that
+//! holds the runner container back on Cloud Run) and exits a few seconds after the first one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -39,6 +41,11 @@ struct Args {
     /// File holding the command's standard input; moved to `.runvoy/stdin` (mode 0600).
     #[arg(long, env = "RUNVOY_STDIN_SOURCE")]
     stdin_file: Option<PathBuf>,
+    /// Once ready, accept TCP connections on this address (a container platform's startup
+    /// probe, which holds the runner back until it succeeds), then exit shortly after the
+    /// first one.
+    #[arg(long, env = "RUNVOY_SERVE_READY")]
+    serve_ready: Option<std::net::SocketAddr>,
 }
 
 /// Why preparation failed; decides the exit code.
@@ -65,7 +72,10 @@ impl Failure {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
+    match run(&args).and_then(|()| match args.serve_ready {
+        Some(addr) => serve_ready(addr),
+        None => Ok(()),
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let (Failure::Invalid(msg) | Failure::Io(msg)) = &f;
@@ -219,6 +229,36 @@ fn move_stdin(src: &Path, state: &Path) -> Result<(), Failure> {
         dest.display()
     ));
     Ok(())
+}
+
+/// How long the ready port stays open after the first probe, for probes that check again.
+const READY_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest wait for a first probe: past it the platform has given up on the task anyway.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Accepts (and closes) connections on `addr`: the workspace is ready. Returns shortly after
+/// the first one, so the sidecar never outlives the runner's start by much.
+fn serve_ready(addr: std::net::SocketAddr) -> Result<(), Failure> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| Failure::Io(format!("cannot listen on {addr}: {e}")))?;
+    progress(&format!("ready; answering probes on {addr}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+            let _ = tx.send(());
+        }
+    });
+    match rx.recv_timeout(READY_WAIT) {
+        Ok(()) => {
+            std::thread::sleep(READY_LINGER);
+            Ok(())
+        }
+        Err(_) => Err(Failure::Io(format!(
+            "no startup probe reached {addr} within {}s",
+            READY_WAIT.as_secs()
+        ))),
+    }
 }
 
 fn mark_ready(state: &Path) -> Result<(), Failure> {

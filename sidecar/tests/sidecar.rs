@@ -227,3 +227,41 @@ fn without_a_runner_binary_nothing_is_injected() {
     assert!(ready(&f).exists());
     assert!(!f.workspace.join(".runvoy/runvoy-runner").exists());
 }
+
+#[test]
+fn serves_the_ready_port_only_once_prepared_then_exits() {
+    let f = fixture();
+    // A free port: bind, note it, release.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .env_remove("RUNVOY_SERVE_READY")
+        .arg("--workspace")
+        .arg(&f.workspace)
+        .arg("--runner-binary")
+        .arg(&f.runner)
+        .arg("--serve-ready")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "the ready port never opened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The port answers only after the workspace is prepared.
+    assert!(ready(&f).exists());
+    assert!(f.workspace.join(".runvoy/runvoy-runner").exists());
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+}

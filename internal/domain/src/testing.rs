@@ -6,6 +6,8 @@
 //! * [`store_conformance`]: the behaviour every [`Store`] adapter must have; each adapter crate
 //!   runs it against its own store.
 //! * [`cipher_conformance`]: the same for every [`Cipher`](crate::ports::Cipher) adapter.
+//! * [`compute_conformance`]: the behaviour every [`Compute`] adapter must have, run against a
+//!   real platform or a fake that plays one ([`ComputePlatform`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -1354,4 +1356,228 @@ pub async fn store_conformance(s: &dyn Store) {
         s.recent_reports(10).await.expect("reports"),
         vec![report(6), report(5)]
     );
+}
+
+/// The platform side of [`compute_conformance`]: what a real compute does by itself and a fake
+/// is told to do.
+#[async_trait]
+pub trait ComputePlatform: Send + Sync {
+    /// A spec for execution `id` that runs the shell line `command` in an image this compute runs.
+    fn spec(&self, id: &str, command: &str) -> JobSpec;
+    /// The command of `id` (`exit CODE`) ends with `code`. Real compute runs it: nothing to do.
+    async fn command_exits(&self, id: &str, code: i32);
+    /// The command of `id` (a long `sleep`) is running. Real compute: nothing to do.
+    async fn command_runs(&self, id: &str);
+}
+
+/// Polls `state` until `done` accepts it, for at most `secs` seconds; returns the last state.
+async fn state_until(
+    c: &dyn Compute,
+    id: &str,
+    secs: u64,
+    done: impl Fn(&ComputeState) -> bool,
+) -> ComputeState {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let s = c.state(id).await.expect("state");
+        if done(&s) || std::time::Instant::now() >= until {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The behaviour every [`Compute`] adapter must have, kept small and backend-neutral: start is
+/// idempotent, state moves from Pending/Running to Exited with the exit code, a kill of a running
+/// execution ends it, list contains what was started, cleanup after the end removes it (then
+/// NotFound), and an unknown id is NotFound. Panics on the first violation.
+pub async fn compute_conformance(c: &dyn Compute, p: &dyn ComputePlatform) {
+    let unknown = crate::model::new_execution_id();
+    assert_eq!(
+        c.state(&unknown).await.expect("state of an unknown id"),
+        ComputeState::NotFound
+    );
+
+    // Start twice: one execution, which ends with its command's exit code.
+    let a = crate::model::new_execution_id();
+    let spec = p.spec(&a, "exit 3");
+    c.start(&spec).await.expect("start");
+    c.start(&spec).await.expect("start again (idempotent)");
+    let first = c.state(&a).await.expect("state");
+    assert!(
+        matches!(
+            first,
+            ComputeState::Pending | ComputeState::Running | ComputeState::Exited(_)
+        ),
+        "a started execution is known: {first:?}"
+    );
+    let listed = c.list().await.expect("list");
+    assert_eq!(
+        listed.iter().filter(|i| **i == a).count(),
+        1,
+        "list holds a started execution once: {listed:?}"
+    );
+    p.command_exits(&a, 3).await;
+    let end = state_until(c, &a, 60, |s| matches!(s, ComputeState::Exited(_))).await;
+    let ComputeState::Exited(x) = end else {
+        panic!("the execution did not end: {end:?}");
+    };
+    assert_eq!(
+        x.runner
+            .as_ref()
+            .map(|r| r.exit_code)
+            .or(x.process_exit_code),
+        Some(3),
+        "the command's exit code: {x:?}"
+    );
+
+    // Cleanup after the end: true once (an adapter may still be reading it for a moment), then
+    // NotFound and nothing more to remove.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !c.cleanup(&a).await.expect("cleanup") {
+        assert!(
+            std::time::Instant::now() < until,
+            "cleanup of an ended execution never removed it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.state(&a).await.expect("state"), ComputeState::NotFound);
+    assert!(!c.cleanup(&a).await.expect("cleanup again"));
+    assert!(!c.list().await.expect("list").contains(&a));
+
+    // Kill of a running execution ends it.
+    let b = crate::model::new_execution_id();
+    c.start(&p.spec(&b, "sleep 60")).await.expect("start");
+    p.command_runs(&b).await;
+    let running = state_until(c, &b, 60, |s| *s == ComputeState::Running).await;
+    assert_eq!(running, ComputeState::Running, "a sleeping command runs");
+    c.kill(&b).await.expect("kill");
+    let end = state_until(c, &b, 60, |s| matches!(s, ComputeState::Exited(_))).await;
+    assert!(
+        matches!(end, ComputeState::Exited(_)),
+        "a killed execution ends: {end:?}"
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !c.cleanup(&b).await.expect("cleanup") {
+        assert!(std::time::Instant::now() < until, "cleanup after a kill");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod compute_conformance_tests {
+    use super::*;
+
+    /// An in-memory compute that follows the contract; `skew` breaks its exit codes.
+    struct Scripted {
+        states: Mutex<HashMap<String, ComputeState>>,
+        skew: i32,
+    }
+
+    #[async_trait]
+    impl Compute for Scripted {
+        fn platform(&self) -> &str {
+            "scripted"
+        }
+        fn runs_images(&self) -> bool {
+            true
+        }
+        async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
+            self.states
+                .lock()
+                .expect("states")
+                .entry(spec.execution_id.clone())
+                .or_insert(ComputeState::Pending);
+            Ok(())
+        }
+        async fn state(&self, id: &str) -> Result<ComputeState, ComputeError> {
+            let m = self.states.lock().expect("states");
+            Ok(m.get(id).cloned().unwrap_or(ComputeState::NotFound))
+        }
+        async fn kill(&self, id: &str) -> Result<(), ComputeError> {
+            self.end(id, 143);
+            Ok(())
+        }
+        async fn list(&self) -> Result<Vec<String>, ComputeError> {
+            Ok(self
+                .states
+                .lock()
+                .expect("states")
+                .keys()
+                .cloned()
+                .collect())
+        }
+        async fn cleanup(&self, id: &str) -> Result<bool, ComputeError> {
+            let mut m = self.states.lock().expect("states");
+            if matches!(m.get(id), Some(ComputeState::Exited(_))) {
+                m.remove(id);
+                return Ok(true);
+            }
+            Ok(false)
+        }
+    }
+
+    impl Scripted {
+        fn end(&self, id: &str, code: i32) {
+            self.states.lock().expect("states").insert(
+                id.to_owned(),
+                ComputeState::Exited(crate::ports::ComputeExit {
+                    runner: None,
+                    process_exit_code: Some(code + self.skew),
+                    failure: None,
+                }),
+            );
+        }
+    }
+
+    struct Play<'a>(&'a Scripted);
+
+    #[async_trait]
+    impl ComputePlatform for Play<'_> {
+        fn spec(&self, id: &str, command: &str) -> JobSpec {
+            JobSpec {
+                execution_id: id.to_owned(),
+                command: command.to_owned(),
+                argv: None,
+                stdin: None,
+                image: "img".into(),
+                env: BTreeMap::new(),
+                timeout_secs: None,
+                kill_grace_secs: 1,
+                banner: Vec::new(),
+                max_output_bytes: 0,
+                max_output_lines: 0,
+                resources: Default::default(),
+            }
+        }
+        async fn command_exits(&self, id: &str, code: i32) {
+            self.0.end(id, code);
+        }
+        async fn command_runs(&self, id: &str) {
+            self.0
+                .states
+                .lock()
+                .expect("states")
+                .insert(id.to_owned(), ComputeState::Running);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_conforming_compute_passes() {
+        let c = Scripted {
+            states: Mutex::default(),
+            skew: 0,
+        };
+        compute_conformance(&c, &Play(&c)).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "the command's exit code")]
+    async fn a_wrong_exit_code_fails() {
+        let c = Scripted {
+            states: Mutex::default(),
+            skew: 1,
+        };
+        compute_conformance(&c, &Play(&c)).await;
+    }
 }

@@ -79,6 +79,24 @@ impl TestServer {
         s
     }
 
+    /// Another instance on the store `first` uses (the same store flags and environment): it
+    /// finds users already there, so it keeps no admin key of its own and uses `first`'s.
+    pub fn start_sharing(first: &TestServer) -> TestServer {
+        let mut s = TestServer {
+            url: String::new(),
+            admin_key: first.admin_key.clone(),
+            dir: tempfile::Builder::new()
+                .prefix("runvoy-test")
+                .tempdir()
+                .expect("temp dir"),
+            child: None,
+            extra_args: first.extra_args.clone(),
+            envs: first.envs.clone(),
+        };
+        s.spawn();
+        s
+    }
+
     /// The server's data dir.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -324,3 +324,73 @@ async fn local_records_travel_through_the_pubsub_emulator_to_the_push_endpoint()
     assert_eq!(msgs, vec!["first", "second"]);
     assert!(!s.log().contains("push refused"), "{}", s.log());
 }
+
+/// Log frames from a WebSocket URL until the completion frame.
+async fn read_all_ws(url: &str) -> (Vec<(u64, String)>, runvoy_proto::ws::Disconnect) {
+    use futures_util::StreamExt;
+    use runvoy_proto::ws::Frame;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    let mut lines = Vec::new();
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(t) = msg.expect("ws frame") {
+            match Frame::parse(&t).expect("frame") {
+                Frame::Log(ev) => lines.push((ev.seq, ev.message)),
+                Frame::Disconnect(d) => return (lines, d),
+            }
+        }
+    }
+    panic!("the stream ended without a completion frame after {lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_one_instance_sees_live_what_another_instance_stores() {
+    // Two runvoyd processes on one Firestore database stand for two processor instances: A
+    // runs the command and stores its records; the viewer's WebSocket is held by B, whose own
+    // hub hears nothing of them.
+    let env = firestore_env("two");
+    let a = start(&["--store", "firestore"], &env);
+    let b = TestServer::start_sharing(&a);
+    let out = a
+        .runvoy()
+        .args([
+            "run",
+            "-d",
+            "--",
+            "sh",
+            "-c",
+            "for i in $(seq 1 30); do echo line$i; sleep 0.05; done",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runvoy");
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    // Connect to B while the command is still running.
+    let url = b
+        .client()
+        .logs_page(&id, 0, Some(1))
+        .await
+        .expect("B serves the execution stored by A")
+        .websocket_url;
+    assert!(url.contains(b.url.trim_start_matches("http://")), "{url}");
+    let (lines, done) = tokio::time::timeout(Duration::from_secs(60), read_all_ws(&url))
+        .await
+        .expect("B's viewer gets to the end");
+    assert_eq!(done.status, runvoy_proto::Status::Succeeded);
+    let seqs: Vec<u64> = lines.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (1..=done.lines).collect::<Vec<_>>(),
+        "gap-free, in order, no duplicates"
+    );
+    let output: Vec<&str> = lines
+        .iter()
+        .map(|(_, m)| m.as_str())
+        .filter(|m| m.starts_with("line"))
+        .collect();
+    let want: Vec<String> = (1..=30).map(|i| format!("line{i}")).collect();
+    assert_eq!(output, want);
+}

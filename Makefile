@@ -3,10 +3,12 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DATA_DIR ?= $(CURDIR)/.data
 LISTEN ?= 127.0.0.1:8080
+GCP_DATA_DIR ?= $(CURDIR)/.data-gcp
+GCP_LISTEN ?= 127.0.0.1:8090
 RELEASE_BIN := target/release
 DEBUG_BIN := target/debug
 
-.PHONY: run stop deps build build-release runner-static test test-rust test-web lint fmt bench emulators clean
+.PHONY: run stop run-gcp-local stop-gcp-local deps build build-release runner-static test test-rust test-web lint fmt bench emulators clean
 
 ## deps: install what runvoy needs on this machine (bubblewrap for isolation; best effort).
 deps:
@@ -26,6 +28,15 @@ runner-static:
 ## run: build, start runvoyd on the local backend, run a sample command end to end, leave it running.
 run: deps build-release
 	@bash scripts/run.sh "$(RELEASE_BIN)" "$(DATA_DIR)" "$(LISTEN)"
+
+## run-gcp-local: the production event path on one machine (Firestore and Pub/Sub emulators,
+## records through a real push subscription), a sample run, everything left running.
+run-gcp-local: deps build-release
+	@bash scripts/run-gcp-local.sh "$(RELEASE_BIN)" "$(GCP_DATA_DIR)" "$(GCP_LISTEN)"
+
+## stop-gcp-local: stop what `make run-gcp-local` started.
+stop-gcp-local:
+	@for p in runvoyd emulators; do if [ -f "$(GCP_DATA_DIR)/$$p.pid" ]; then kill "$$(cat $(GCP_DATA_DIR)/$$p.pid)" 2>/dev/null || true; rm -f "$(GCP_DATA_DIR)/$$p.pid"; echo "$$p stopped"; fi; done
 
 ## stop: stop the runvoyd started by `make run`.
 stop:
@@ -57,8 +68,8 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## emulators: start Google's Firestore emulator (from the Cloud SDK) by hand; prints the
-## FIRESTORE_EMULATOR_HOST to export, stops on Ctrl-C. Tests start their own.
+## emulators: start Google's Firestore and Pub/Sub emulators (from the Cloud SDK) by hand; prints the
+## FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST to export, stops on Ctrl-C. Tests start their own.
 emulators:
 	$(CARGO) run -q -p runvoy-emulators --bin runvoy-emulators
 

@@ -1,9 +1,13 @@
-//! Starts the Firestore emulator by hand (`make emulators`) and keeps it up until interrupted.
+//! Starts Google's Firestore and Pub/Sub emulators by hand (`make emulators`, `make
+//! run-gcp-local`) and keeps them up until interrupted. Prints one `export` line per emulator,
+//! then `ready`.
 
 use std::io::Write;
 
 fn main() {
-    let emu = match runvoy_emulators::Emulator::firestore() {
+    let started = runvoy_emulators::Emulator::firestore()
+        .and_then(|f| Ok((f, runvoy_emulators::Emulator::pubsub()?)));
+    let (firestore, pubsub) = match started {
         Ok(e) => e,
         Err(e) => {
             eprintln!("runvoy-emulators: {e}");
@@ -11,13 +15,18 @@ fn main() {
         }
     };
     println!(
-        "Firestore emulator up (output in {})",
-        emu.log_path().display()
+        "# Firestore emulator up (output in {})",
+        firestore.log_path().display()
     );
-    println!("export FIRESTORE_EMULATOR_HOST={}", emu.host);
-    println!("Press Ctrl-C to stop it.");
+    println!("export FIRESTORE_EMULATOR_HOST={}", firestore.host);
+    println!(
+        "# Pub/Sub emulator up (output in {})",
+        pubsub.log_path().display()
+    );
+    println!("export PUBSUB_EMULATOR_HOST={}", pubsub.host);
+    println!("# ready; press Ctrl-C to stop them.");
     let _ = std::io::stdout().flush();
-    // Ctrl-C ends this process; the emulator's group dies with it (see `Emulator`).
+    // Ctrl-C ends this process; the emulators' groups die with it (see `Emulator`).
     loop {
         std::thread::park();
     }

@@ -64,6 +64,8 @@ pub struct Execution {
     pub modified_by_request_id: String,
     /// Compute platform name.
     pub compute_platform: String,
+    /// The lock it took when it was created (held until it reaches a terminal status).
+    pub lock: Option<String>,
     /// Compare-and-set version, bumped by every update.
     pub version: u64,
 }
@@ -101,6 +103,7 @@ impl Execution {
             modified_by_request_id: self.modified_by_request_id.clone(),
             compute_platform: self.compute_platform.clone(),
             stopped_by: self.stopped_by.clone(),
+            lock: self.lock.clone(),
         }
     }
 }

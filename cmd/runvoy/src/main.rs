@@ -396,6 +396,7 @@ mod tests {
             code: "NOT_FOUND".into(),
             message: "execution not found".into(),
             details: None,
+            lock: None,
         })
         .context("cannot get execution x");
         assert_eq!(

@@ -32,7 +32,7 @@ use utoipa::{Modify, OpenApi};
         runvoy_proto::RunRequest, runvoy_proto::RunResponse, runvoy_proto::Execution,
         runvoy_proto::LogEvent, runvoy_proto::LogsResponse,
         runvoy_proto::KillResponse, runvoy_proto::HealthResponse, runvoy_proto::ReadyResponse,
-        runvoy_proto::ErrorBody,
+        runvoy_proto::ErrorBody, runvoy_proto::LockHolder,
         runvoy_proto::Status, runvoy_proto::record::Stream, runvoy_proto::ws::Disconnect,
         runvoy_proto::ReconcileReport, runvoy_proto::ReconcileIssue,
         runvoy_proto::ReconcileResponse, runvoy_proto::ReconcileReports,

@@ -10,10 +10,7 @@ use crate::clock::rfc3339;
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// Maximum number of words in an argv command.
 pub const MAX_ARGV_WORDS: usize = 4096;
-/// Maximum number of environment variables in a run request.
-pub const MAX_ENV_VARS: usize = 256;
-/// Maximum total size of environment keys and values, in bytes.
-pub const MAX_ENV_BYTES: usize = 64 * 1024;
+pub use runvoy_proto::{MAX_ENV_BYTES, MAX_ENV_VARS};
 /// Longest accepted timeout: 7 days.
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 

@@ -154,25 +154,7 @@ fn validate_run(req: &RunRequest) -> Result<(), DomainError> {
             "image must be a non-empty reference without whitespace, at most 256 characters".into(),
         );
     }
-    if req.env.len() > MAX_ENV_VARS {
-        return bad(format!("at most {MAX_ENV_VARS} env variables are allowed"));
-    }
-    let mut size = 0;
-    for (k, v) in &req.env {
-        if !valid_env_name(k) {
-            return bad(format!(
-                "env name {k:?} is invalid: use letters, digits and _, not starting with a digit"
-            ));
-        }
-        // Newlines are fine (private keys, certificates); NUL cannot be in an environment.
-        if v.contains('\0') {
-            return bad(format!("env value of {k} must not contain NUL bytes"));
-        }
-        size += k.len() + v.len();
-    }
-    if size > MAX_ENV_BYTES {
-        return bad(format!("env is larger than {MAX_ENV_BYTES} bytes"));
-    }
+    runvoy_proto::check_env(&req.env).map_err(DomainError::Invalid)?;
     if let Some(l) = &req.lock
         && !runvoy_proto::valid_lock_name(l)
     {

@@ -106,6 +106,45 @@ pub struct RunRequest {
     pub lock: Option<String>,
 }
 
+/// Most environment variables in a run request.
+pub const MAX_ENV_VARS: usize = 256;
+/// Most bytes of environment names and values together in a run request.
+pub const MAX_ENV_BYTES: usize = 64 * 1024;
+
+/// Checks a run's environment: at most [`MAX_ENV_VARS`] variables, names
+/// `[A-Za-z_][A-Za-z0-9_]*`, no NUL in values (newlines are fine), at most [`MAX_ENV_BYTES`] in
+/// all. The message names the variable, never its value. The server and the CLI both use it.
+pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    if env.len() > MAX_ENV_VARS {
+        return Err(format!(
+            "{} environment variables; at most {MAX_ENV_VARS} are allowed",
+            env.len()
+        ));
+    }
+    let mut size = 0;
+    for (k, v) in env {
+        if !crate::envfile::is_env_name(k.as_bytes()) {
+            return Err(format!(
+                "environment variable name {k:?} is invalid: use letters, digits and _, not \
+                 starting with a digit"
+            ));
+        }
+        if v.contains('\0') {
+            return Err(format!(
+                "the value of environment variable {k} contains a NUL byte"
+            ));
+        }
+        size += k.len() + v.len();
+    }
+    if size > MAX_ENV_BYTES {
+        return Err(format!(
+            "the environment is {size} bytes; at most {MAX_ENV_BYTES} (64 KiB) of names and \
+             values are allowed"
+        ));
+    }
+    Ok(())
+}
+
 /// Longest lock name, in bytes.
 pub const MAX_LOCK_NAME: usize = 64;
 

@@ -18,6 +18,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use url::Url;
 
+pub mod playbook;
 pub use error::ClientError;
 
 /// `FILE:LINE:COLUMN: message` for a YAML error (`FILE: message` when it has no location),

@@ -103,15 +103,16 @@ pub fn read_env_file(path: &std::path::Path) -> Result<Vec<(String, String)>, St
                 // dotenvy gives the offending logical line (it may hold a secret): only its
                 // position in the file is shown.
                 let start = text.find(line.as_str()).unwrap_or(0);
-                let at = start + index.min(line.len());
+                // At the end of the file: a quote opened on that line was never closed.
+                let (at, what) = if index >= line.len() {
+                    (start, "a quote opened here is never closed")
+                } else {
+                    (start + index, "cannot parse this (expected KEY=VALUE)")
+                };
                 let before = &text[..at.min(text.len())];
                 let row = before.matches('\n').count() + 1;
                 let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                return Err(format!(
-                    "--env-file {}:{row}:{col}: cannot parse this line (expected KEY=VALUE, \
-                     quotes closed)",
-                    path.display()
-                ));
+                return Err(format!("--env-file {}:{row}:{col}: {what}", path.display()));
             }
             Err(e) => return Err(format!("--env-file {}: {e}", path.display())),
         }
@@ -269,8 +270,11 @@ mod tests {
         assert_eq!(get("KEY"), Some("-----BEGIN KEY-----\nabc\n-----END KEY-----"));
         std::fs::write(&p, "A=1\nB=\"s3cret never closed\n").unwrap();
         let e = read_env_file(&p).unwrap_err();
-        assert!(e.contains("vars.env:2:"), "{e}");
+        assert!(e.ends_with("vars.env:2:1: a quote opened here is never closed"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
+        std::fs::write(&p, "A=1\n\nB C=1\n").unwrap();
+        let e = read_env_file(&p).unwrap_err();
+        assert!(e.contains("vars.env:3:3: cannot parse"), "{e}");
         let e = read_env_file(&dir.path().join("missing.env")).unwrap_err();
         assert!(e.contains("missing.env"), "{e}");
     }

@@ -184,7 +184,11 @@ fn multi_line_values_are_quoted_on_one_line() {
         "INJECT=\"x\\nEVIL=1\"\nKEY=\"-----BEGIN-----\\nabc\\n-----END-----\\n\"\n"
     );
     let back = runvoy_proto::envfile::parse(&written).unwrap();
-    assert_eq!(back.len(), 2, "a newline in a value never starts a variable");
+    assert_eq!(
+        back.len(),
+        2,
+        "a newline in a value never starts a variable"
+    );
     assert_eq!(back[1].1, b"-----BEGIN-----\nabc\n-----END-----\n");
 }
 

@@ -392,8 +392,16 @@ mod tests {
     #[test]
     fn locks_and_env_files() {
         let cli = Cli::try_parse_from([
-            "runvoy", "run", "--lock", "deploy", "--wait-lock", "--env-file", "a.env",
-            "--env-file", "b.env", "make",
+            "runvoy",
+            "run",
+            "--lock",
+            "deploy",
+            "--wait-lock",
+            "--env-file",
+            "a.env",
+            "--env-file",
+            "b.env",
+            "make",
         ])
         .unwrap();
         let Cmd::Run(a) = cli.cmd else { panic!() };
@@ -411,7 +419,10 @@ mod tests {
         let Cmd::Playbook(playbook::PlaybookCmd::Run(a)) = cli.cmd else {
             panic!()
         };
-        assert_eq!((a.name.as_str(), a.set.as_slice()), ("deploy", &["V=2".to_string()][..]));
+        assert_eq!(
+            (a.name.as_str(), a.set.as_slice()),
+            ("deploy", &["V=2".to_string()][..])
+        );
         assert_eq!(a.opts.env, ["X=1"]);
     }
 

@@ -151,7 +151,12 @@ fn list(output: Output, ui: Ui) -> anyhow::Result<i32> {
         ui.info(&format!("no playbooks in {}", shown.join(" or ")));
         return Ok(0);
     }
-    let width = entries.iter().map(|e| e.name.chars().count()).max().unwrap_or(4).max(4);
+    let width = entries
+        .iter()
+        .map(|e| e.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     outln!("{:<width$}  DESCRIPTION", "NAME");
     for e in &entries {
         let desc = match &e.playbook {

@@ -93,8 +93,8 @@ where
 /// quoted values, as the `dotenvy` crate parses them. Errors name the file, line and column,
 /// never a value.
 pub fn read_env_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("--env-file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--env-file {}: {e}", path.display()))?;
     let mut vars = Vec::new();
     for item in dotenvy::from_read_iter(text.as_bytes()) {
         match item {
@@ -218,7 +218,10 @@ mod tests {
         let base: BTreeMap<String, String> = [("A", "0"), ("P", "playbook"), ("F", "0")]
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .into();
-        let files = vec![("F".to_string(), "file".to_string()), ("C".into(), "x".into())];
+        let files = vec![
+            ("F".to_string(), "file".to_string()),
+            ("C".into(), "x".into()),
+        ];
         let env = build_env(&base, local, &files, &explicit, lookup).unwrap();
         let got: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
@@ -237,7 +240,11 @@ mod tests {
             let explicit: Vec<String> = explicit.iter().map(|s| s.to_string()).collect();
             build_env(&none, vec![], &[], &explicit, |_| None).unwrap_err()
         };
-        assert!(err(&["MISSING"]).contains("MISSING is not set"), "{}", err(&["MISSING"]));
+        assert!(
+            err(&["MISSING"]).contains("MISSING is not set"),
+            "{}",
+            err(&["MISSING"])
+        );
         assert!(err(&["=v"]).contains("empty variable name"));
         assert!(err(&["1X=v"]).contains("invalid variable name"));
         assert!(err(&["A-B"]).contains("invalid variable name"));
@@ -267,10 +274,16 @@ mod tests {
         assert_eq!(get("B"), Some("single $NOT"));
         assert_eq!(get("C"), Some("line1\nline2"));
         assert_eq!(get("D"), Some("x"));
-        assert_eq!(get("KEY"), Some("-----BEGIN KEY-----\nabc\n-----END KEY-----"));
+        assert_eq!(
+            get("KEY"),
+            Some("-----BEGIN KEY-----\nabc\n-----END KEY-----")
+        );
         std::fs::write(&p, "A=1\nB=\"s3cret never closed\n").unwrap();
         let e = read_env_file(&p).unwrap_err();
-        assert!(e.ends_with("vars.env:2:1: a quote opened here is never closed"), "{e}");
+        assert!(
+            e.ends_with("vars.env:2:1: a quote opened here is never closed"),
+            "{e}"
+        );
         assert!(!e.contains("s3cret"), "{e}");
         std::fs::write(&p, "A=1\n\nB C=1\n").unwrap();
         let e = read_env_file(&p).unwrap_err();

@@ -18,8 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// Optional detail.
     pub details: Option<String>,
-    /// With `LOCK_HELD`: the lock and its holder.
-    pub lock: Option<runvoy_proto::LockHolder>,
+    /// With `LOCK_HELD`: the lock and its holder (boxed: errors stay small).
+    pub lock: Option<Box<runvoy_proto::LockHolder>>,
 }
 
 impl ApiError {
@@ -61,7 +61,7 @@ impl IntoResponse for ApiError {
             error: self.message,
             code: self.code.to_owned(),
             details: self.details,
-            lock: self.lock,
+            lock: self.lock.map(|l| *l),
         };
         (self.status, Json(body)).into_response()
     }
@@ -79,12 +79,12 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, m),
             DomainError::LockHeld { message, holder } => {
                 let mut e = ApiError::new(StatusCode::CONFLICT, codes::LOCK_HELD, message);
-                e.lock = Some(runvoy_proto::LockHolder {
+                e.lock = Some(Box::new(runvoy_proto::LockHolder {
                     name: holder.name,
                     execution_id: holder.execution_id,
                     held_by: holder.holder,
                     acquired_at: runvoy_domain::clock::rfc3339(holder.acquired_at_ms),
-                });
+                }));
                 e
             }
             DomainError::LimitReached(m) => ApiError::new(

@@ -329,10 +329,20 @@ mod tests {
             "env:\n  A: 8080\n  B: 1.10\n  C: true\n  D: '2.8'\n  E: 1.13.5\ncommands: [x]\ntimeout: 90\n",
         )
         .unwrap();
-        let got: Vec<(&str, &str)> = pb.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let got: Vec<(&str, &str)> = pb
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(
             got,
-            [("A", "8080"), ("B", "1.10"), ("C", "true"), ("D", "2.8"), ("E", "1.13.5")]
+            [
+                ("A", "8080"),
+                ("B", "1.10"),
+                ("C", "true"),
+                ("D", "2.8"),
+                ("E", "1.13.5")
+            ]
         );
         assert_eq!(pb.timeout.as_deref(), Some("90"));
     }

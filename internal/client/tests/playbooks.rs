@@ -26,7 +26,10 @@ fn every_go_runvoy_example_loads_unchanged() {
         ]
     );
     for e in &entries {
-        let pb = e.playbook.as_ref().unwrap_or_else(|err| panic!("{}: {err}", e.name));
+        let pb = e
+            .playbook
+            .as_ref()
+            .unwrap_or_else(|err| panic!("{}: {err}", e.name));
         assert!(!pb.commands.is_empty(), "{}", e.name);
         assert!(!pb.description.is_empty(), "{}", e.name);
     }

@@ -85,7 +85,9 @@ impl Store for FaultyStore {
         expires_at_ms: i64,
     ) -> Result<bool, StoreError> {
         self.check()?;
-        self.inner.renew_lock(name, execution_id, expires_at_ms).await
+        self.inner
+            .renew_lock(name, execution_id, expires_at_ms)
+            .await
     }
     async fn release_lock(&self, name: &str, execution_id: &str) -> Result<bool, StoreError> {
         self.check()?;

@@ -190,7 +190,10 @@ impl Processor {
     /// (from the store, or from compute: then it is reconciled, which finalises it), its lease
     /// renewed while compute still runs it. Returns the reason when it was released. When
     /// compute cannot say, nothing changes and the lease runs out on its own.
-    pub async fn tend_lock(&self, lock: &crate::ports::Lock) -> Result<Option<String>, DomainError> {
+    pub async fn tend_lock(
+        &self,
+        lock: &crate::ports::Lock,
+    ) -> Result<Option<String>, DomainError> {
         let id = &lock.execution_id;
         let reason = match self.store.get_execution(id).await? {
             None => "its execution is gone from the store".to_owned(),

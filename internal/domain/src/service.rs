@@ -794,7 +794,12 @@ mod tests {
     }
 
     /// A service on fake compute with a clock the test moves.
-    fn locked_service() -> (Arc<Service>, Arc<FakeCompute>, Arc<MemStore>, Arc<ManualClock>) {
+    fn locked_service() -> (
+        Arc<Service>,
+        Arc<FakeCompute>,
+        Arc<MemStore>,
+        Arc<ManualClock>,
+    ) {
         let store = Arc::new(MemStore::new());
         let fake = Arc::new(FakeCompute::new());
         let clock = Arc::new(ManualClock::new(1_800_000_000_000));
@@ -873,7 +878,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            store.get_lock("deploy").await.unwrap().unwrap().execution_id,
+            store
+                .get_lock("deploy")
+                .await
+                .unwrap()
+                .unwrap()
+                .execution_id,
             b.id
         );
     }
@@ -883,7 +893,10 @@ mod tests {
         let (svc, fake, store, _) = locked_service();
         let a = svc.run(&caller(), locked_run("deploy")).await.unwrap();
         fake.set(&a.id, ComputeState::Running);
-        assert_eq!(svc.kill(&caller(), &a.id).await.unwrap(), KillOutcome::Started);
+        assert_eq!(
+            svc.kill(&caller(), &a.id).await.unwrap(),
+            KillOutcome::Started
+        );
         let mut x = crate::testing::exit_info(143, 0);
         x.killed = true;
         fake.set(
@@ -911,7 +924,12 @@ mod tests {
         assert!(store.get_lock("deploy").await.unwrap().is_some());
         let b = svc.run(&caller(), locked_run("deploy")).await.unwrap();
         assert_eq!(
-            store.get_lock("deploy").await.unwrap().unwrap().execution_id,
+            store
+                .get_lock("deploy")
+                .await
+                .unwrap()
+                .unwrap()
+                .execution_id,
             b.id
         );
         let mut done = store.get_execution(&b.id).await.unwrap().unwrap();
@@ -934,7 +952,10 @@ mod tests {
             let t = svc.processor.tend_locks().await.unwrap();
             assert_eq!((t.renewed, t.released.len()), (1, 0), "{t:?}");
         }
-        let err = svc.run(&caller(), locked_run("deploy")).await.expect_err("held");
+        let err = svc
+            .run(&caller(), locked_run("deploy"))
+            .await
+            .expect_err("held");
         assert!(matches!(err, DomainError::LockHeld { .. }), "{err:?}");
         // Compute loses it: the heartbeat reconciles it (FAILED) and frees the lock.
         fake.set(&a.id, ComputeState::NotFound);
@@ -954,14 +975,22 @@ mod tests {
         fake.fail_state(1000);
         let b = svc.run(&caller(), locked_run("deploy")).await.unwrap();
         assert_eq!(
-            store.get_lock("deploy").await.unwrap().unwrap().execution_id,
+            store
+                .get_lock("deploy")
+                .await
+                .unwrap()
+                .unwrap()
+                .execution_id,
             b.id
         );
         // But a lapsed lease whose holder compute still runs is renewed, not taken.
         fake.fail_state(0);
         fake.set(&b.id, ComputeState::Running);
         clock.advance_ms(svc.processor.lock_lease_ms() + 1);
-        let err = svc.run(&caller(), locked_run("deploy")).await.expect_err("held");
+        let err = svc
+            .run(&caller(), locked_run("deploy"))
+            .await
+            .expect_err("held");
         assert!(matches!(err, DomainError::LockHeld { .. }), "{err:?}");
     }
 

@@ -22,7 +22,8 @@ pub use cipher::cipher_conformance;
 use crate::model::{Execution, ExitInfo, JobSpec, LogRecord, Role, User};
 use crate::ports::{
     Claim, ClaimOutcome, Compute, ComputeError, ComputeState, ListQuery, Lock, LockedCreate,
-    LogSource, LogStats, ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
+    LogSource, LogStats, ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS, UserChange,
+    UserUpdate,
 };
 
 /// A new STARTING execution created at `now_ms`.
@@ -197,7 +198,14 @@ impl Store for MemStore {
     }
     async fn list_locks(&self) -> Result<Vec<Lock>, StoreError> {
         self.check()?;
-        Ok(self.m.lock().expect("mem").locks.values().cloned().collect())
+        Ok(self
+            .m
+            .lock()
+            .expect("mem")
+            .locks
+            .values()
+            .cloned()
+            .collect())
     }
     async fn renew_lock(
         &self,
@@ -218,7 +226,10 @@ impl Store for MemStore {
     async fn release_lock(&self, name: &str, execution_id: &str) -> Result<bool, StoreError> {
         self.check()?;
         let mut m = self.m.lock().expect("mem");
-        if m.locks.get(name).is_some_and(|l| l.execution_id == execution_id) {
+        if m.locks
+            .get(name)
+            .is_some_and(|l| l.execution_id == execution_id)
+        {
             m.locks.remove(name);
             return Ok(true);
         }
@@ -1448,7 +1459,10 @@ async fn lock_conformance(s: &dyn Store) {
         Some(a.clone()),
         "the execution is created with its lock name"
     );
-    assert_eq!(s.get_lock("deploy").await.expect("get lock"), Some(la.clone()));
+    assert_eq!(
+        s.get_lock("deploy").await.expect("get lock"),
+        Some(la.clone())
+    );
 
     // Held: the second taker gets the holder and nothing is written.
     let b = locked(&id(2), "deploy");
@@ -1498,7 +1512,10 @@ async fn lock_conformance(s: &dyn Store) {
     assert!(!s.renew_lock("nope", &a.id, 99_000).await.expect("renew"));
     assert!(s.renew_lock("deploy", &a.id, 90_000).await.expect("renew"));
     assert_eq!(
-        s.get_lock("deploy").await.expect("get lock").map(|l| l.expires_at_ms),
+        s.get_lock("deploy")
+            .await
+            .expect("get lock")
+            .map(|l| l.expires_at_ms),
         Some(90_000)
     );
     assert!(!s.release_lock("deploy", &b.id).await.expect("release"));
@@ -1511,7 +1528,10 @@ async fn lock_conformance(s: &dyn Store) {
             .expect("take"),
         LockedCreate::Created
     );
-    assert_eq!(s.get_lock("deploy").await.expect("get lock"), Some(lb.clone()));
+    assert_eq!(
+        s.get_lock("deploy").await.expect("get lock"),
+        Some(lb.clone())
+    );
     assert!(
         !s.release_lock("deploy", &a.id).await.expect("release"),
         "the former holder no longer releases it"
@@ -1540,7 +1560,8 @@ async fn lock_conformance(s: &dyn Store) {
         })
         .collect();
     let take = |i: usize| s.create_execution_locked(&racers[i].0, &racers[i].1, 200_000);
-    let (r0, r1, r2, r3, r4, r5) = tokio::join!(take(0), take(1), take(2), take(3), take(4), take(5));
+    let (r0, r1, r2, r3, r4, r5) =
+        tokio::join!(take(0), take(1), take(2), take(3), take(4), take(5));
     let results = [r0, r1, r2, r3, r4, r5].map(|r| r.expect("take"));
     let winners: Vec<usize> = (0..6)
         .filter(|&i| results[i] == LockedCreate::Created)
@@ -1558,7 +1579,10 @@ async fn lock_conformance(s: &dyn Store) {
         assert_eq!(s.get_execution(&racers[i].0.id).await.expect("get"), None);
     }
     assert_eq!(
-        s.get_lock("race").await.expect("get lock").map(|l| l.execution_id),
+        s.get_lock("race")
+            .await
+            .expect("get lock")
+            .map(|l| l.execution_id),
         Some(winner.clone())
     );
 }

@@ -31,9 +31,12 @@ pub fn encode(vars: &[(String, String)]) -> Vec<u8> {
     out
 }
 
+/// One variable as bytes: name and value.
+pub type Var = (Vec<u8>, Vec<u8>);
+
 /// Parses `.env` bytes written by [`encode`]. Errors name the line, never the value (it may be
 /// a secret).
-pub fn parse(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn parse(data: &[u8]) -> Result<Vec<Var>, String> {
     let mut vars = Vec::new();
     for (n, line) in data.split(|&c| c == b'\n').enumerate() {
         let at = n + 1;
@@ -50,7 +53,9 @@ pub fn parse(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
             return Err(format!("line {at}: invalid variable name"));
         }
         let value = match value.strip_prefix(b"\"") {
-            Some(quoted) => unquote(quoted).ok_or_else(|| format!("line {at}: bad quoted value"))?,
+            Some(quoted) => {
+                unquote(quoted).ok_or_else(|| format!("line {at}: bad quoted value"))?
+            }
             None => value.to_vec(),
         };
         vars.push((key.to_vec(), value));

@@ -38,8 +38,8 @@ use firestore::gcloud_sdk::prost_types::Timestamp;
 use firestore::gcloud_sdk::tonic::{Code, Status as GrpcStatus};
 use firestore::{FirestoreDb, FirestoreDbOptions};
 use runvoy_domain::ports::{
-    Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS,
-    UserChange, UserUpdate,
+    Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, ServerLogLine, Store, StoreError,
+    USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
 use runvoy_domain::{Execution, LogRecord, Role, Status, Stream, User};
 use runvoy_proto::ReconcileReport;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use runvoy_domain::ports::{
-    Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS,
-    UserChange, UserUpdate,
+    Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, ServerLogLine, Store, StoreError,
+    USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
 use runvoy_domain::{Execution, LogRecord, Role, Status, Stream, User};
 use runvoy_proto::ReconcileReport;

@@ -65,7 +65,9 @@ async fn two_concurrent_runs_with_one_lock_start_exactly_one() {
         let all = c.list_executions(&Default::default()).await.unwrap();
         assert_eq!(all.executions.len(), round + 1);
         // Free again once the holder ends.
-        let e = s.wait_settled(&won.execution_id, Duration::from_secs(30)).await;
+        let e = s
+            .wait_settled(&won.execution_id, Duration::from_secs(30))
+            .await;
         assert_eq!(e.status, Status::Succeeded);
         assert_eq!(e.lock.as_deref(), Some("deploy"));
     }
@@ -80,10 +82,16 @@ async fn a_killed_holder_frees_the_lock_and_other_locks_are_independent() {
     let err = c.run(&locked("true", "db")).await.unwrap_err();
     assert_eq!(err.code(), "LOCK_HELD");
     c.kill(&holder.execution_id).await.unwrap();
-    let e = s.wait_settled(&holder.execution_id, Duration::from_secs(30)).await;
+    let e = s
+        .wait_settled(&holder.execution_id, Duration::from_secs(30))
+        .await;
     assert_eq!(e.status, Status::Stopped);
-    let next = c.run(&locked("true", "db")).await.expect("free after the kill");
-    s.wait_settled(&next.execution_id, Duration::from_secs(30)).await;
+    let next = c
+        .run(&locked("true", "db"))
+        .await
+        .expect("free after the kill");
+    s.wait_settled(&next.execution_id, Duration::from_secs(30))
+        .await;
     // A bad lock name is a 400 that creates nothing.
     let a = http::call(
         &s,
@@ -102,15 +110,30 @@ async fn the_cli_refuses_a_held_lock_or_waits_for_it() {
     let s = server();
     let dir = tempfile::tempdir().unwrap();
     let holder = s.client().run(&locked("sleep 3", "deploy")).await.unwrap();
-    let out = cli(&s, dir.path(), &["run", "--lock", "deploy", "--", "echo", "hi"]);
-    assert_eq!(out.status.code(), Some(125), "{out:?}");
-    let err = text(&out.stderr);
-    assert!(err.contains(&holder.execution_id), "{err}");
-    assert!(err.contains("LOCK_HELD") && err.contains("--wait-lock"), "{err}");
     let out = cli(
         &s,
         dir.path(),
-        &["run", "--lock", "deploy", "--wait-lock", "--", "echo", "after"],
+        &["run", "--lock", "deploy", "--", "echo", "hi"],
+    );
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains(&holder.execution_id), "{err}");
+    assert!(
+        err.contains("LOCK_HELD") && err.contains("--wait-lock"),
+        "{err}"
+    );
+    let out = cli(
+        &s,
+        dir.path(),
+        &[
+            "run",
+            "--lock",
+            "deploy",
+            "--wait-lock",
+            "--",
+            "echo",
+            "after",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(text(&out.stdout), "after\n");
@@ -119,8 +142,15 @@ async fn the_cli_refuses_a_held_lock_or_waits_for_it() {
         err.contains(&format!("held by execution {}", holder.execution_id)),
         "{err}"
     );
-    let e = s.client().get_execution(&holder.execution_id).await.unwrap();
-    assert!(e.status.is_terminal(), "started only after the holder ended");
+    let e = s
+        .client()
+        .get_execution(&holder.execution_id)
+        .await
+        .unwrap();
+    assert!(
+        e.status.is_terminal(),
+        "started only after the holder ended"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,14 +194,33 @@ async fn environment_from_flags_files_and_the_callers_variables() {
         format!("us-east-1|hello $USER|two\nlines|forwarded|{key}")
     );
     // -e K with K unset locally: a clear error, nothing started.
-    let before = s.client().list_executions(&Default::default()).await.unwrap();
-    let out = cli(&s, dir.path(), &["run", "-e", "NOT_SET_ANYWHERE", "--", "true"]);
+    let before = s
+        .client()
+        .list_executions(&Default::default())
+        .await
+        .unwrap();
+    let out = cli(
+        &s,
+        dir.path(),
+        &["run", "-e", "NOT_SET_ANYWHERE", "--", "true"],
+    );
     assert_eq!(out.status.code(), Some(125));
-    assert!(text(&out.stderr).contains("NOT_SET_ANYWHERE is not set"), "{out:?}");
-    let out = cli(&s, dir.path(), &["run", "--env-file", "missing.env", "--", "true"]);
+    assert!(
+        text(&out.stderr).contains("NOT_SET_ANYWHERE is not set"),
+        "{out:?}"
+    );
+    let out = cli(
+        &s,
+        dir.path(),
+        &["run", "--env-file", "missing.env", "--", "true"],
+    );
     assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stderr).contains("missing.env"), "{out:?}");
-    let after = s.client().list_executions(&Default::default()).await.unwrap();
+    let after = s
+        .client()
+        .list_executions(&Default::default())
+        .await
+        .unwrap();
     assert_eq!(before.executions.len(), after.executions.len());
     // The API's limits: 400 INVALID_REQUEST, the message naming what is wrong.
     let many: serde_json::Map<String, serde_json::Value> = (0..257)
@@ -193,7 +242,11 @@ async fn environment_from_flags_files_and_the_callers_variables() {
         .await;
         assert_eq!(a.status, 400, "{needle}: {:?}", a.body);
         assert_eq!(a.body["code"], "INVALID_REQUEST");
-        assert!(a.body["error"].as_str().unwrap().contains(needle), "{:?}", a.body);
+        assert!(
+            a.body["error"].as_str().unwrap().contains(needle),
+            "{:?}",
+            a.body
+        );
     }
 }
 
@@ -219,7 +272,10 @@ async fn playbooks_list_show_and_run() {
     let out = cli(&s, dir.path(), &["playbook", "list"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let listed = text(&out.stdout);
-    assert!(listed.contains("greet") && listed.contains("Say hello"), "{listed}");
+    assert!(
+        listed.contains("greet") && listed.contains("Say hello"),
+        "{listed}"
+    );
     assert!(listed.contains("build-caddy-example"), "{listed}");
     assert!(text(&out.stderr).contains("typo.yml:2:1"), "{out:?}");
 
@@ -237,20 +293,43 @@ async fn playbooks_list_show_and_run() {
     let out = cli(
         &s,
         dir.path(),
-        &["playbook", "run", "greet", "-q", "--set", "TIMES=3", "--set", "NAME=runvoy", "-o", "json"],
+        &[
+            "playbook",
+            "run",
+            "greet",
+            "-q",
+            "--set",
+            "TIMES=3",
+            "--set",
+            "NAME=runvoy",
+            "-o",
+            "json",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("hello runvoy\nnever\n"), "{stdout}");
-    let e: serde_json::Value = serde_json::from_str(stdout.split_once("never\n").unwrap().1).unwrap();
+    let e: serde_json::Value =
+        serde_json::from_str(stdout.split_once("never\n").unwrap().1).unwrap();
     assert_eq!(e["lock"], "greet");
     assert_eq!(e["timeout_seconds"], 60);
-    let out = cli(&s, dir.path(), &["playbook", "run", "greet", "--set", "NOPE=1"]);
+    let out = cli(
+        &s,
+        dir.path(),
+        &["playbook", "run", "greet", "--set", "NOPE=1"],
+    );
     assert_eq!(out.status.code(), Some(125));
-    assert!(text(&out.stderr).contains("declares: NAME, TIMES"), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("declares: NAME, TIMES"),
+        "{out:?}"
+    );
 
     // What this server cannot do is refused before anything starts.
-    let before = s.client().list_executions(&Default::default()).await.unwrap();
+    let before = s
+        .client()
+        .list_executions(&Default::default())
+        .await
+        .unwrap();
     let out = cli(&s, dir.path(), &["playbook", "run", "build-caddy-example"]);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(text(&out.stderr).contains("git_repo"), "{out:?}");
@@ -259,7 +338,11 @@ async fn playbooks_list_show_and_run() {
     assert!(text(&out.stderr).contains("typo.yml:2:1"), "{out:?}");
     let out = cli(&s, dir.path(), &["playbook", "run", "absent"]);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
-    let after = s.client().list_executions(&Default::default()).await.unwrap();
+    let after = s
+        .client()
+        .list_executions(&Default::default())
+        .await
+        .unwrap();
     assert_eq!(before.executions.len(), after.executions.len());
 
     // ~/.runvoy/playbooks is the fallback.

@@ -364,6 +364,14 @@ fn status_text(e: &Execution) -> String {
     if let Some(u) = &e.stopped_by {
         rows.push(("Stopped by", u.clone()));
     }
+    if let Some(l) = &e.lock {
+        let held = if e.status.is_terminal() {
+            "released"
+        } else {
+            "held"
+        };
+        rows.push(("Lock", format!("{l} ({held})")));
+    }
     rows.push((
         "Logs",
         match (e.logs_complete, e.log_lines) {

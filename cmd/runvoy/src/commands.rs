@@ -143,11 +143,15 @@ pub(crate) async fn run_plan(
     let mut env = build_env(&plan.env, local, &files, &o.env, |k| std::env::var(k).ok())
         .map_err(anyhow::Error::msg)?;
     // The remote output is shown on this terminal: tell the command what it is.
+    // Only when it still fits the server's limits: TERM is a courtesy, never a reason to fail.
     if let Ok(term) = std::env::var("TERM")
         && !term.is_empty()
-        && env.len() < runvoy_client::proto::MAX_ENV_VARS
+        && !env.contains_key("TERM")
     {
-        env.entry("TERM".into()).or_insert(term);
+        env.insert("TERM".into(), term);
+        if runvoy_client::proto::check_env(&env).is_err() {
+            env.remove("TERM");
+        }
     }
     let lock = o.lock.or(plan.lock);
     if let Some(l) = &lock

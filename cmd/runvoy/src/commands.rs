@@ -154,6 +154,9 @@ pub(crate) async fn run_plan(
         }
     }
     let lock = o.lock.or(plan.lock);
+    if o.wait_lock && lock.is_none() {
+        anyhow::bail!("--wait-lock needs a lock: pass --lock NAME (or run a playbook with lock:)");
+    }
     if let Some(l) = &lock
         && !runvoy_client::proto::valid_lock_name(l)
     {

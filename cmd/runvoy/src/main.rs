@@ -163,8 +163,9 @@ pub struct RunOpts {
     /// unfinished execution holds is refused (409 LOCK_HELD, naming the holder).
     #[arg(long, value_name = "NAME")]
     pub lock: Option<String>,
-    /// With --lock: wait for the lock instead of failing, showing who holds it, then start.
-    #[arg(long, requires = "lock")]
+    /// Wait for the lock (--lock, or a playbook's) instead of failing, showing who holds it,
+    /// then start.
+    #[arg(long)]
     pub wait_lock: bool,
     /// Print the execution id and return at once instead of following the logs.
     #[arg(short, long)]
@@ -408,10 +409,6 @@ mod tests {
         assert_eq!(a.opts.lock.as_deref(), Some("deploy"));
         assert!(a.opts.wait_lock);
         assert_eq!(a.opts.env_file.len(), 2);
-        assert!(
-            Cli::try_parse_from(["runvoy", "run", "--wait-lock", "make"]).is_err(),
-            "--wait-lock needs --lock"
-        );
         let cli = Cli::try_parse_from([
             "runvoy", "playbook", "run", "deploy", "--set", "V=2", "-e", "X=1", "--lock", "l",
         ])

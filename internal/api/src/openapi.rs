@@ -130,4 +130,22 @@ mod tests {
             "routes missing from the OpenAPI document: {missing:?}"
         );
     }
+
+    #[test]
+    fn the_run_lock_and_its_409_are_documented() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let run = &doc["paths"]["/api/v1/run"]["post"];
+        assert!(
+            run["responses"]["409"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("LOCK_HELD"),
+            "{run}"
+        );
+        let schemas = &doc["components"]["schemas"];
+        assert!(schemas["RunRequest"]["properties"]["lock"].is_object());
+        assert!(schemas["Execution"]["properties"]["lock"].is_object());
+        assert!(schemas["ErrorBody"]["properties"]["lock"].is_object());
+        assert!(schemas["LockHolder"]["properties"]["execution_id"].is_object());
+    }
 }

@@ -138,6 +138,14 @@ Standard input:
     runvoy run -q -- wc -l < file
   From a terminal, or with --no-stdin, the command reads end-of-file.
 
+Environment (lowest to highest): local RUNVOY_USER_K=V variables as K=V, --env-file files, -e:
+    runvoy run --env-file deploy.env -e REGION=eu-west-1 -e AWS_PROFILE -- ./deploy.sh
+  Values may span lines (-e KEY=\"$(cat key.pem)\"); -e K with K unset locally is an error.
+
+Locks: --lock NAME refuses to start while another unfinished execution holds NAME (naming it);
+--wait-lock waits for it instead:
+    runvoy run --lock terraform-prod --wait-lock 'terraform apply -auto-approve'
+
 Exit status: the command's own code; 124 when the timeout fired; 130 after Ctrl-C; 125 for
 runvoy's errors, including a mistyped option (nothing is started then).";
 

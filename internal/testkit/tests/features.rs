@@ -359,3 +359,53 @@ async fn playbooks_list_show_and_run() {
         .unwrap();
     assert_eq!(text(&out.stdout), "home\n", "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_work_the_same_with_runvoyd_on_the_firestore_store() {
+    let emu = runvoy_emulators::shared_firestore();
+    let prefix = format!("locks_{}_", std::process::id());
+    let s = TestServer::start_with(
+        &["--kill-grace", "2", "--store", "firestore"],
+        &[
+            ("FIRESTORE_EMULATOR_HOST", emu.host.as_str()),
+            ("RUNVOY_GCP_PROJECT_ID", "runvoy-test"),
+            ("RUNVOY_GCP_FIRESTORE_COLLECTION_PREFIX", prefix.as_str()),
+        ],
+    );
+    assert!(
+        !s.data_dir().join("runvoy.db").exists(),
+        "SQLite was opened"
+    );
+    let c = s.client();
+    let req = locked("sleep 60", "deploy");
+    let (a, b) = tokio::join!(c.run(&req), c.run(&req));
+    let (won, lost) = match (a, b) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        other => panic!("exactly one must start: {other:?}"),
+    };
+    let ClientError::Api {
+        status,
+        lock: Some(holder),
+        ..
+    } = &lost
+    else {
+        panic!("{lost:?}")
+    };
+    assert_eq!(
+        (*status, holder.execution_id.as_str()),
+        (409, won.execution_id.as_str())
+    );
+    c.kill(&won.execution_id).await.unwrap();
+    let e = s
+        .wait_settled(&won.execution_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(e.status, Status::Stopped);
+    let next = c
+        .run(&locked("true", "deploy"))
+        .await
+        .expect("free after the kill");
+    let e = s
+        .wait_settled(&next.execution_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(e.status, Status::Succeeded);
+}

@@ -182,39 +182,13 @@ fn split_banner(b: &[u8]) -> Vec<Vec<u8>> {
     b.split(|&c| c == b'\n').map(<[u8]>::to_vec).collect()
 }
 
-/// Parses a `.env` file: `KEY=VALUE` lines, values taken literally (they may contain `=`),
-/// blank lines and `#` comments skipped.
+/// Parses the `.env` file the sidecar wrote (`runvoy_proto::envfile`: `KEY=VALUE` lines,
+/// values literal unless double-quoted with escapes, which is how multi-line values travel).
 pub fn parse_env_file(data: &[u8]) -> Result<Vec<(OsString, OsString)>, String> {
-    let mut vars = Vec::new();
-    for (n, line) in data.split(|&c| c == b'\n').enumerate() {
-        let trimmed = line.trim_ascii_start();
-        if trimmed.is_empty() || trimmed.starts_with(b"#") {
-            continue;
-        }
-        let eq = line
-            .iter()
-            .position(|&c| c == b'=')
-            .ok_or_else(|| format!("line {}: expected KEY=VALUE", n + 1))?;
-        let (key, value) = (&line[..eq], &line[eq + 1..]);
-        if !is_env_name(key) {
-            return Err(format!("line {}: invalid variable name", n + 1));
-        }
-        vars.push((
-            OsString::from_vec(key.to_vec()),
-            OsString::from_vec(value.to_vec()),
-        ));
-    }
-    Ok(vars)
-}
-
-fn is_env_name(key: &[u8]) -> bool {
-    match key.split_first() {
-        Some((first, rest)) => {
-            (first.is_ascii_alphabetic() || *first == b'_')
-                && rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-        }
-        None => false,
-    }
+    Ok(runvoy_proto::envfile::parse(data)?
+        .into_iter()
+        .map(|(k, v)| (OsString::from_vec(k), OsString::from_vec(v)))
+        .collect())
 }
 
 #[cfg(test)]

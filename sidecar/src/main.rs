@@ -162,7 +162,8 @@ fn load_env_json(path: &Path) -> Result<Vec<(String, String)>, Failure> {
     Ok(vars)
 }
 
-/// Checks a variable can be written as one `KEY=VALUE` line. Messages never include the value.
+/// Checks a variable can be written to `.env` (newlines are quoted there; NUL cannot be in an
+/// environment at all). Messages never include the value.
 fn validate_env_var(key: &str, value: &serde_json::Value) -> Result<(), Failure> {
     if !is_env_name(key) {
         return Err(Failure::Invalid(format!(
@@ -174,9 +175,9 @@ fn validate_env_var(key: &str, value: &serde_json::Value) -> Result<(), Failure>
             "value of environment variable {key} must be a string"
         )));
     };
-    if v.contains('\n') || v.contains('\0') {
+    if v.contains('\0') {
         return Err(Failure::Invalid(format!(
-            "value of environment variable {key} must not contain a newline or NUL byte"
+            "value of environment variable {key} must not contain a NUL byte"
         )));
     }
     Ok(())
@@ -188,18 +189,11 @@ fn is_env_name(key: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Writes `WORKSPACE/.env` (mode 0600) as `KEY=VALUE` lines.
+/// Writes `WORKSPACE/.env` (mode 0600) as `KEY=VALUE` lines (`runvoy_proto::envfile`).
 fn write_env_file(workspace: &Path, vars: &[(String, String)]) -> Result<(), Failure> {
     let dest = workspace.join(ENV_FILE_NAME);
     write_atomically(&dest, 0o600, |f| {
-        let mut buf = Vec::new();
-        for (k, v) in vars {
-            buf.extend_from_slice(k.as_bytes());
-            buf.push(b'=');
-            buf.extend_from_slice(v.as_bytes());
-            buf.push(b'\n');
-        }
-        f.write_all(&buf)
+        f.write_all(&runvoy_proto::envfile::encode(vars))
     })
     .map_err(|e| Failure::io("cannot write", &dest, e))?;
     progress(&format!(
@@ -322,13 +316,10 @@ mod tests {
     }
 
     #[test]
-    fn values_must_be_single_line_strings() {
+    fn values_must_be_strings_without_nul() {
         let s = |v: &str| serde_json::Value::String(v.to_string());
         assert!(validate_env_var("A", &s("x=y 'z' $HOME")).is_ok());
-        assert!(matches!(
-            validate_env_var("A", &s("a\nb")),
-            Err(Failure::Invalid(_))
-        ));
+        assert!(validate_env_var("A", &s("a\nb")).is_ok());
         assert!(matches!(
             validate_env_var("A", &s("a\0b")),
             Err(Failure::Invalid(_))
@@ -342,7 +333,7 @@ mod tests {
     #[test]
     fn invalid_messages_do_not_leak_values() {
         let Err(Failure::Invalid(msg)) =
-            validate_env_var("TOKEN", &serde_json::Value::String("secret\nvalue".into()))
+            validate_env_var("TOKEN", &serde_json::Value::String("secret\0value".into()))
         else {
             panic!("expected rejection");
         };

@@ -162,11 +162,34 @@ fn bad_key_rejected() {
 #[test]
 fn bad_values_rejected() {
     let f = fixture();
-    assert_rejected(&f, r#"{"TOKEN":"s3cr3t\nX=1"}"#, "TOKEN");
     assert_rejected(&f, r#"{"TOKEN":"s3cr3t\u0000"}"#, "TOKEN");
     assert_rejected(&f, r#"{"N":1}"#, "string");
     assert_rejected(&f, r#"["s3cr3t"]"#, "JSON object");
     assert_rejected(&f, r#""s3cr3t""#, "JSON object");
+}
+
+#[test]
+fn multi_line_values_are_quoted_on_one_line() {
+    let f = fixture();
+    fs::write(
+        &f.env_json,
+        r#"{"KEY":"-----BEGIN-----\nabc\n-----END-----\n","INJECT":"x\nEVIL=1"}"#,
+    )
+    .unwrap();
+    let out = sidecar(&f, true);
+    assert!(out.status.success(), "{out:?}");
+    let written = fs::read(f.workspace.join(".env")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&written),
+        "INJECT=\"x\\nEVIL=1\"\nKEY=\"-----BEGIN-----\\nabc\\n-----END-----\\n\"\n"
+    );
+    let back = runvoy_proto::envfile::parse(&written).unwrap();
+    assert_eq!(
+        back.len(),
+        2,
+        "a newline in a value never starts a variable"
+    );
+    assert_eq!(back[1].1, b"-----BEGIN-----\nabc\n-----END-----\n");
 }
 
 #[test]

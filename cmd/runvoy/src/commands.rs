@@ -1,5 +1,6 @@
 //! One function per subcommand; each returns the process exit code.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::time::Duration;
@@ -8,12 +9,12 @@ use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use clap::CommandFactory;
 use runvoy_client::config::{Config, ConfigError, Overrides, Profile, selected_profile};
-use runvoy_client::proto::{Execution, MAX_STDIN_BYTES, RunRequest};
+use runvoy_client::proto::{Execution, MAX_STDIN_BYTES, RunRequest, RunResponse, codes};
 use runvoy_client::{Client, ClientError, KillOutcome, ListQuery};
 
 use crate::ui::{LogSink, Ui};
-use crate::util::{build_env, command_form, format_secs, format_time, truncate};
-use crate::{Cli, Cmd, ListArgs, LogsArgs, Output, RunArgs, stream};
+use crate::util::{build_env, command_form, format_secs, format_time, read_env_file, truncate};
+use crate::{Cli, Cmd, ListArgs, LogsArgs, Output, RunArgs, RunOpts, stream};
 
 /// Runs the parsed command line.
 pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
@@ -47,6 +48,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
         }
         Cmd::List(a) => list(&client(&overrides)?, a, ui).await,
         Cmd::Health(h) => crate::health::run(&client(&overrides)?, h, ui).await,
+        Cmd::Playbook(p) => crate::playbook::run(&overrides, p, ui).await,
         Cmd::Users(u) => crate::users::run(&overrides, u, ui).await,
         Cmd::Claim { token, force } => crate::users::claim(&overrides, &token, force, ui).await,
         Cmd::Trace { request_id, output } => {
@@ -55,7 +57,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
     }
 }
 
-fn client(o: &Overrides) -> anyhow::Result<Client> {
+pub(crate) fn client(o: &Overrides) -> anyhow::Result<Client> {
     let cfg = Config::load_with(o)?;
     Ok(Client::from_config(&cfg)?)
 }
@@ -96,33 +98,107 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a run is made of besides the shared options: the command, and what a playbook
+/// contributes (each overridden by the matching option).
+#[derive(Debug, Default)]
+pub(crate) struct RunPlan {
+    /// Shell line (empty for an argv run).
+    pub command: String,
+    /// Exact argv.
+    pub argv: Option<Vec<String>>,
+    /// Base environment (a playbook's `env`), below every other source.
+    pub env: BTreeMap<String, String>,
+    /// Image, unless `-i` names one.
+    pub image: Option<String>,
+    /// Timeout in seconds, unless `--timeout` is given (`--timeout 0` removes it).
+    pub timeout: Option<u64>,
+    /// Lock, unless `--lock` names one.
+    pub lock: Option<String>,
+}
+
 async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
-    let local = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    let mut env =
-        build_env(local, &a.env, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
-    // The remote output is shown on this terminal: tell the command what it is.
-    if let Ok(term) = std::env::var("TERM")
-        && !term.is_empty()
-    {
-        env.entry("TERM".into()).or_insert(term);
-    }
-    let stdin = if a.no_stdin { None } else { read_stdin()? };
     let (command, argv) = command_form(&a.command);
-    let req = RunRequest {
+    let plan = RunPlan {
         command,
         argv,
-        stdin_b64: stdin.map(|b| runvoy_client::proto::b64_encode(&b)),
-        image: a.image,
-        env,
-        timeout: a.timeout.filter(|t| *t > 0),
-        resources: None,
+        ..Default::default()
     };
-    let resp = retry(ui, true, || client.run(&req))
-        .await
-        .context("cannot start the command")?;
-    if a.detach {
-        match a.output {
+    run_plan(client, plan, a.opts, ui).await
+}
+
+/// Builds the run request from a plan and the options, starts it (waiting for its lock with
+/// `--wait-lock`) and follows it unless detached. Returns the local exit code.
+pub(crate) async fn run_plan(
+    client: &Client,
+    plan: RunPlan,
+    o: RunOpts,
+    ui: Ui,
+) -> anyhow::Result<i32> {
+    let mut files = Vec::new();
+    for f in &o.env_file {
+        files.extend(read_env_file(f).map_err(anyhow::Error::msg)?);
+    }
+    let local = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let mut env = build_env(&plan.env, local, &files, &o.env, |k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?;
+    // The remote output is shown on this terminal: tell the command what it is.
+    // Only when it still fits the server's limits: TERM is a courtesy, never a reason to fail.
+    if let Ok(term) = std::env::var("TERM")
+        && !term.is_empty()
+        && !env.contains_key("TERM")
+    {
+        env.insert("TERM".into(), term);
+        if runvoy_client::proto::check_env(&env).is_err() {
+            env.remove("TERM");
+        }
+    }
+    let lock = o.lock.or(plan.lock);
+    if o.wait_lock && lock.is_none() {
+        anyhow::bail!("--wait-lock needs a lock: pass --lock NAME (or run a playbook with lock:)");
+    }
+    if let Some(l) = &lock
+        && !runvoy_client::proto::valid_lock_name(l)
+    {
+        anyhow::bail!(
+            "lock name {l:?} is invalid: use 1 to {} letters, digits, '.', '_' or '-', starting \
+             with a letter or digit",
+            runvoy_client::proto::MAX_LOCK_NAME
+        );
+    }
+    let timeout = match o.timeout {
+        Some(0) => None,
+        Some(t) => Some(t),
+        None => plan.timeout,
+    };
+    let stdin = if o.no_stdin { None } else { read_stdin()? };
+    let req = RunRequest {
+        command: plan.command,
+        argv: plan.argv,
+        stdin_b64: stdin.map(|b| runvoy_client::proto::b64_encode(&b)),
+        image: o.image.or(plan.image),
+        env,
+        timeout,
+        resources: None,
+        lock,
+    };
+    let resp = if o.wait_lock {
+        match start_waiting_for_lock(client, &req, ui).await? {
+            Some(r) => r,
+            None => return Ok(crate::util::EXIT_INTERRUPTED),
+        }
+    } else {
+        match retry(ui, true, || client.run(&req)).await {
+            Ok(r) => r,
+            Err(e) if e.code() == codes::LOCK_HELD => {
+                return Err(anyhow::Error::new(e)
+                    .context("cannot start the command (--wait-lock waits for the lock)"));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot start the command")),
+        }
+    };
+    if o.detach {
+        match o.output {
             Output::Text => outln!("{}", resp.execution_id),
             Output::Json => print_json(&resp)?,
         }
@@ -135,7 +211,7 @@ async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
         .follow_logs(&resp.execution_id, 0)
         .with_websocket_url(resp.websocket_url);
     let code = stream::follow(client, follower, ui, sigint, spinner, true).await?;
-    if a.output == Output::Json {
+    if o.output == Output::Json {
         // One summary after the streamed output, for scripts.
         let e = retry(ui, false, || client.get_execution(&resp.execution_id))
             .await
@@ -143,6 +219,60 @@ async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
         print_json(&e)?;
     }
     Ok(code)
+}
+
+/// Starts `req`, and while its lock is held says who holds it and asks again (every 0.5 s,
+/// backing off to 3 s) until the run starts. There is no queue: when the lock is released,
+/// whichever waiting run asks first gets it. `None` after Ctrl-C (nothing was started).
+async fn start_waiting_for_lock(
+    client: &Client,
+    req: &RunRequest,
+    ui: Ui,
+) -> anyhow::Result<Option<RunResponse>> {
+    let mut sigint = stream::interrupts()?;
+    let started = std::time::Instant::now();
+    let mut holder: Option<String> = None;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match retry(ui, true, || client.run(req)).await {
+            Ok(r) => {
+                if holder.is_some() {
+                    ui.info(&format!(
+                        "lock {} taken after waiting {}",
+                        req.lock.as_deref().unwrap_or_default(),
+                        format_secs(started.elapsed().as_secs_f64())
+                    ));
+                }
+                return Ok(Some(r));
+            }
+            Err(ClientError::Api {
+                code,
+                lock: Some(h),
+                ..
+            }) if code == codes::LOCK_HELD => {
+                if holder.as_deref() != Some(h.execution_id.as_str()) {
+                    ui.notice(&format!(
+                        "lock {} is held by execution {} (started by {} at {}); waiting for it \
+                         to finish (Ctrl-C gives up)",
+                        h.name,
+                        h.execution_id,
+                        h.held_by,
+                        format_time(&h.acquired_at)
+                    ));
+                    holder = Some(h.execution_id.clone());
+                }
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot start the command")),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = sigint.recv() => {
+                ui.notice("stopped waiting for the lock; nothing was started");
+                return Ok(None);
+            }
+        }
+        delay = (delay * 2).min(Duration::from_secs(3));
+    }
 }
 
 /// Reads standard input to send with the run when it is not a terminal; empty input sends
@@ -240,6 +370,14 @@ fn status_text(e: &Execution) -> String {
     }
     if let Some(u) = &e.stopped_by {
         rows.push(("Stopped by", u.clone()));
+    }
+    if let Some(l) = &e.lock {
+        let held = if e.status.is_terminal() {
+            "released"
+        } else {
+            "held"
+        };
+        rows.push(("Lock", format!("{l} ({held})")));
     }
     rows.push((
         "Logs",
@@ -678,6 +816,7 @@ mod tests {
             modified_by_request_id: "r".into(),
             compute_platform: "local".into(),
             stopped_by: None,
+            lock: None,
         }
     }
 

@@ -21,6 +21,7 @@ macro_rules! out {
 
 mod commands;
 mod health;
+mod playbook;
 mod stream;
 mod ui;
 mod users;
@@ -79,6 +80,9 @@ pub enum Cmd {
     /// The reconciler: run a sweep now, or show recent sweep reports (admin).
     #[command(subcommand)]
     Health(health::HealthCmd),
+    /// Playbooks: named runs kept in .runvoy/*.yml (then ~/.runvoy/playbooks/): list, show, run.
+    #[command(subcommand)]
+    Playbook(playbook::PlaybookCmd),
     /// Manage users and API keys: create, list, revoke, set-role, rotate-key.
     #[command(subcommand)]
     Users(users::UsersCmd),
@@ -134,22 +138,43 @@ Standard input:
     runvoy run -q -- wc -l < file
   From a terminal, or with --no-stdin, the command reads end-of-file.
 
+Environment (lowest to highest): local RUNVOY_USER_K=V variables as K=V, --env-file files, -e:
+    runvoy run --env-file deploy.env -e REGION=eu-west-1 -e AWS_PROFILE -- ./deploy.sh
+  Values may span lines (-e KEY=\"$(cat key.pem)\"); -e K with K unset locally is an error.
+
+Locks: --lock NAME refuses to start while another unfinished execution holds NAME (naming it);
+--wait-lock waits for it instead:
+    runvoy run --lock terraform-prod --wait-lock 'terraform apply -auto-approve'
+
 Exit status: the command's own code; 124 when the timeout fired; 130 after Ctrl-C; 125 for
 runvoy's errors, including a mistyped option (nothing is started then).";
 
-/// `runvoy run` arguments.
+/// Options shared by `runvoy run` and `runvoy playbook run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct RunOpts {
     /// Image to run in (server default when absent).
     #[arg(short, long)]
     pub image: Option<String>,
-    /// Environment variable for the command: K=V, or K to copy the local value. Repeatable;
-    /// local RUNVOY_USER_K=V variables are forwarded as K=V too.
+    /// Environment variable for the command: K=V, or K to copy the local value (an error when
+    /// K is unset). Repeatable; wins over --env-file and RUNVOY_USER_K=V variables, which are
+    /// forwarded as K=V. Values may span lines.
     #[arg(short, long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    /// Read environment variables from a dotenv file (KEY=VALUE lines, # comments, quoted and
+    /// multi-line values). Repeatable; later files win.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<std::path::PathBuf>,
     /// Kill the command after this long: 90, 30s, 10m, 1h30m (0: no timeout).
     #[arg(long, value_name = "DURATION", value_parser = util::parse_timeout)]
     pub timeout: Option<u64>,
+    /// Hold lock NAME while the execution is unfinished: a run asking for a lock another
+    /// unfinished execution holds is refused (409 LOCK_HELD, naming the holder).
+    #[arg(long, value_name = "NAME")]
+    pub lock: Option<String>,
+    /// Wait for the lock (--lock, or a playbook's) instead of failing, showing who holds it,
+    /// then start.
+    #[arg(long)]
+    pub wait_lock: bool,
     /// Print the execution id and return at once instead of following the logs.
     #[arg(short, long)]
     pub detach: bool,
@@ -163,6 +188,13 @@ pub struct RunArgs {
     /// Do not send standard input; the command reads end-of-file.
     #[arg(long)]
     pub no_stdin: bool,
+}
+
+/// `runvoy run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: RunOpts,
     /// The command: one argument is a shell line (`/bin/sh -c`), several are an exact argv.
     // No `allow_hyphen_values`: a word starting with `-` before the command is a runvoy option
     // (a typo is refused); once the command has started, every word belongs to it.
@@ -239,7 +271,8 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     let quiet = match &cli.cmd {
-        Cmd::Run(a) => a.quiet,
+        Cmd::Run(a) => a.opts.quiet,
+        Cmd::Playbook(playbook::PlaybookCmd::Run(a)) => a.opts.quiet,
         Cmd::Logs(a) => a.quiet,
         _ => false,
     };
@@ -345,8 +378,8 @@ mod tests {
         .unwrap();
         let Cmd::Run(a) = cli.cmd else { panic!() };
         assert_eq!(a.command, ["terraform", "plan", "-out", "x"]);
-        assert_eq!(a.timeout, Some(600));
-        assert!(a.quiet && !a.detach);
+        assert_eq!(a.opts.timeout, Some(600));
+        assert!(a.opts.quiet && !a.opts.detach);
         let cli = Cli::try_parse_from(["runvoy", "run", "ls", "-la"]).unwrap();
         let Cmd::Run(a) = cli.cmd else { panic!() };
         assert_eq!(a.command, ["ls", "-la"]);
@@ -358,11 +391,44 @@ mod tests {
         let cli = Cli::try_parse_from(["runvoy", "run", "echo", "--detach", "hi", "-q"]).unwrap();
         let Cmd::Run(a) = cli.cmd else { panic!() };
         assert_eq!(a.command, ["echo", "--detach", "hi", "-q"]);
-        assert!(!a.detach && !a.quiet);
+        assert!(!a.opts.detach && !a.opts.quiet);
         let cli = Cli::try_parse_from(["runvoy", "run", "-d", "--", "-x", "--", "y"]).unwrap();
         let Cmd::Run(a) = cli.cmd else { panic!() };
         assert_eq!(a.command, ["-x", "--", "y"]);
-        assert!(a.detach);
+        assert!(a.opts.detach);
+    }
+
+    #[test]
+    fn locks_and_env_files() {
+        let cli = Cli::try_parse_from([
+            "runvoy",
+            "run",
+            "--lock",
+            "deploy",
+            "--wait-lock",
+            "--env-file",
+            "a.env",
+            "--env-file",
+            "b.env",
+            "make",
+        ])
+        .unwrap();
+        let Cmd::Run(a) = cli.cmd else { panic!() };
+        assert_eq!(a.opts.lock.as_deref(), Some("deploy"));
+        assert!(a.opts.wait_lock);
+        assert_eq!(a.opts.env_file.len(), 2);
+        let cli = Cli::try_parse_from([
+            "runvoy", "playbook", "run", "deploy", "--set", "V=2", "-e", "X=1", "--lock", "l",
+        ])
+        .unwrap();
+        let Cmd::Playbook(playbook::PlaybookCmd::Run(a)) = cli.cmd else {
+            panic!()
+        };
+        assert_eq!(
+            (a.name.as_str(), a.set.as_slice()),
+            ("deploy", &["V=2".to_string()][..])
+        );
+        assert_eq!(a.opts.env, ["X=1"]);
     }
 
     #[test]
@@ -396,6 +462,7 @@ mod tests {
             code: "NOT_FOUND".into(),
             message: "execution not found".into(),
             details: None,
+            lock: None,
         })
         .context("cannot get execution x");
         assert_eq!(

@@ -31,28 +31,44 @@ pub fn parse_timeout(s: &str) -> Result<u64, String> {
     Ok(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
-/// The remote `env`: every local `RUNVOY_USER_X=v` as `X=v`, then the explicit `-e` flags
-/// (which win). `-e K` alone copies the local value of `K`, as `docker run -e K` does.
+/// The remote `env`, each source overriding the ones before it: `base` (a playbook's `env`),
+/// every local `RUNVOY_USER_X=v` as `X=v`, the `--env-file` variables in file order, then the
+/// explicit `-e` flags. `-e K` alone copies the local value of `K`, as `docker run -e K` does,
+/// and is an error when `K` is unset. The result is checked against the server's limits
+/// (count, names, size), so a bad environment is refused before anything is sent.
 pub fn build_env<I>(
+    base: &BTreeMap<String, String>,
     local: I,
+    files: &[(String, String)],
     explicit: &[String],
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<BTreeMap<String, String>, String>
 where
     I: IntoIterator<Item = (String, String)>,
 {
-    let mut env = BTreeMap::new();
+    let mut env = base.clone();
     for (k, v) in local {
         if let Some(name) = k.strip_prefix(USER_ENV_PREFIX).filter(|n| !n.is_empty()) {
             env.insert(name.to_string(), v);
         }
     }
+    for (k, v) in files {
+        env.insert(k.clone(), v.clone());
+    }
     for item in explicit {
         let (k, v) = match item.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
             None => {
+                if !runvoy_client::proto::envfile::is_env_name(item.as_bytes()) {
+                    return Err(format!(
+                        "-e {item:?}: invalid variable name; use -e NAME=VALUE or -e NAME"
+                    ));
+                }
                 let v = lookup(item).ok_or_else(|| {
-                    format!("-e {item}: no local variable {item} to copy; use -e {item}=VALUE")
+                    format!(
+                        "-e {item}: {item} is not set in your environment (or is not valid \
+                         UTF-8); set it, or pass -e {item}=VALUE"
+                    )
                 })?;
                 (item.clone(), v)
             }
@@ -60,9 +76,48 @@ where
         if k.is_empty() {
             return Err(format!("-e {item:?}: empty variable name"));
         }
+        if !runvoy_client::proto::envfile::is_env_name(k.as_bytes()) {
+            return Err(format!(
+                "-e {k}=…: invalid variable name; use letters, digits and _, not starting with a \
+                 digit"
+            ));
+        }
         env.insert(k, v);
     }
+    runvoy_client::proto::check_env(&env).map_err(|e| format!("{e}; nothing was started"))?;
     Ok(env)
+}
+
+/// Reads a dotenv file for `--env-file`: `KEY=VALUE` lines, `#` comments, `export` prefixes,
+/// single quotes (literal), double quotes (escapes and `${VAR}` expansion) and multi-line
+/// quoted values, as the `dotenvy` crate parses them. Errors name the file, line and column,
+/// never a value.
+pub fn read_env_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--env-file {}: {e}", path.display()))?;
+    let mut vars = Vec::new();
+    for item in dotenvy::from_read_iter(text.as_bytes()) {
+        match item {
+            Ok(kv) => vars.push(kv),
+            Err(dotenvy::Error::LineParse(line, index)) => {
+                // dotenvy gives the offending logical line (it may hold a secret): only its
+                // position in the file is shown.
+                let start = text.find(line.as_str()).unwrap_or(0);
+                // At the end of the file: a quote opened on that line was never closed.
+                let (at, what) = if index >= line.len() {
+                    (start, "a quote opened here is never closed")
+                } else {
+                    (start + index, "cannot parse this (expected KEY=VALUE)")
+                };
+                let before = &text[..at.min(text.len())];
+                let row = before.matches('\n').count() + 1;
+                let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                return Err(format!("--env-file {}:{row}:{col}: {what}", path.display()));
+            }
+            Err(e) => return Err(format!("--env-file {}: {e}", path.display())),
+        }
+    }
+    Ok(vars)
 }
 
 /// The `command` and `argv` of a run request: one word is a shell line (`run 'ls | wc -l'`),
@@ -160,14 +215,81 @@ mod tests {
         ];
         let explicit = vec!["B=3".to_string(), "C=a=b".to_string(), "HOME".to_string()];
         let lookup = |k: &str| (k == "HOME").then(|| "/home/u".to_string());
-        let env = build_env(local, &explicit, lookup).unwrap();
+        let base: BTreeMap<String, String> = [("A", "0"), ("P", "playbook"), ("F", "0")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let files = vec![
+            ("F".to_string(), "file".to_string()),
+            ("C".into(), "x".into()),
+        ];
+        let env = build_env(&base, local, &files, &explicit, lookup).unwrap();
         let got: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
             got,
-            vec![("A", "1"), ("B", "3"), ("C", "a=b"), ("HOME", "/home/u")]
+            vec![
+                ("A", "1"),
+                ("B", "3"),
+                ("C", "a=b"),
+                ("F", "file"),
+                ("HOME", "/home/u"),
+                ("P", "playbook")
+            ]
         );
-        assert!(build_env(vec![], &["MISSING".into()], |_| None).is_err());
-        assert!(build_env(vec![], &["=v".into()], |_| None).is_err());
+        let none = BTreeMap::new();
+        let err = |explicit: &[&str]| {
+            let explicit: Vec<String> = explicit.iter().map(|s| s.to_string()).collect();
+            build_env(&none, vec![], &[], &explicit, |_| None).unwrap_err()
+        };
+        assert!(
+            err(&["MISSING"]).contains("MISSING is not set"),
+            "{}",
+            err(&["MISSING"])
+        );
+        assert!(err(&["=v"]).contains("empty variable name"));
+        assert!(err(&["1X=v"]).contains("invalid variable name"));
+        assert!(err(&["A-B"]).contains("invalid variable name"));
+        let many: Vec<String> = (0..=256).map(|i| format!("V{i}=")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(err(&many).contains("at most 256"), "{}", err(&many));
+        let big = format!("BIG={}", "x".repeat(70_000));
+        assert!(err(&[&big]).contains("64 KiB"));
+        // Multi-line values are fine.
+        let key = "K=-----BEGIN-----\nabc\n-----END-----".to_string();
+        assert!(build_env(&none, vec![], &[], &[key], |_| None).is_ok());
+    }
+
+    #[test]
+    fn env_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("vars.env");
+        std::fs::write(
+            &p,
+            "# comment\nA=1\nexport B='single $NOT'\nC=\"line1\nline2\"\n\nD=\"x\" # trailing\n\
+             KEY=\"-----BEGIN KEY-----\nabc\n-----END KEY-----\"\n",
+        )
+        .unwrap();
+        let v = read_env_file(&p).unwrap();
+        let get = |k: &str| v.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("A"), Some("1"));
+        assert_eq!(get("B"), Some("single $NOT"));
+        assert_eq!(get("C"), Some("line1\nline2"));
+        assert_eq!(get("D"), Some("x"));
+        assert_eq!(
+            get("KEY"),
+            Some("-----BEGIN KEY-----\nabc\n-----END KEY-----")
+        );
+        std::fs::write(&p, "A=1\nB=\"s3cret never closed\n").unwrap();
+        let e = read_env_file(&p).unwrap_err();
+        assert!(
+            e.ends_with("vars.env:2:1: a quote opened here is never closed"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+        std::fs::write(&p, "A=1\n\nB C=1\n").unwrap();
+        let e = read_env_file(&p).unwrap_err();
+        assert!(e.contains("vars.env:3:3: cannot parse"), "{e}");
+        let e = read_env_file(&dir.path().join("missing.env")).unwrap_err();
+        assert!(e.contains("missing.env"), "{e}");
     }
 
     #[test]

@@ -295,6 +295,7 @@ fn error_response(status: u16, reason: &str, code: &str, message: &str) -> Vec<u
         error: message.to_owned(),
         code: code.to_owned(),
         details: None,
+        lock: None,
     })
     .expect("error body serialises");
     let mut out = format!(

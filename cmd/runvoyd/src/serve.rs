@@ -138,6 +138,11 @@ pub struct ServeArgs {
     /// (0 keeps workspaces forever).
     #[arg(long, env = "RUNVOY_WORKSPACE_RETENTION", default_value_t = 7 * 24 * 3600)]
     workspace_retention: u64,
+    /// Seconds a lock's lease lasts (`run --lock`). The lock heartbeat renews it every fifth
+    /// of that while its holder runs; a lock nobody renewed is free once it lapses.
+    #[arg(long, env = "RUNVOY_LOCK_LEASE", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(5..))]
+    lock_lease: u64,
     /// Image recorded for runs that name none.
     #[arg(long, env = "RUNVOY_DEFAULT_IMAGE", default_value = "local")]
     default_image: String,
@@ -559,6 +564,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         processor =
             processor.with_workspace_retention(Duration::from_secs(args.workspace_retention));
     }
+    processor = processor.with_lock_lease(Duration::from_secs(args.lock_lease));
     let processor = Arc::new(processor);
     let service = Arc::new(Service {
         store: store.clone(),
@@ -652,6 +658,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     ),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "young-execution sweep failed"),
+                }
+            }
+        });
+    }
+    {
+        // The lock heartbeat: renews the leases of running holders, frees those of finished
+        // or vanished ones.
+        let p = processor.clone();
+        let every = Duration::from_secs((args.lock_lease / 5).max(1));
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            loop {
+                t.tick().await;
+                if let Err(e) = p.tend_locks().await {
+                    tracing::warn!(error = %e, "lock heartbeat failed");
                 }
             }
         });

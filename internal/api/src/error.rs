@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// Optional detail.
     pub details: Option<String>,
+    /// With `LOCK_HELD`: the lock and its holder (boxed: errors stay small).
+    pub lock: Option<Box<runvoy_proto::LockHolder>>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            lock: None,
         }
     }
     /// Adds detail.
@@ -58,6 +61,7 @@ impl IntoResponse for ApiError {
             error: self.message,
             code: self.code.to_owned(),
             details: self.details,
+            lock: self.lock.map(|l| *l),
         };
         (self.status, Json(body)).into_response()
     }
@@ -73,6 +77,16 @@ impl From<DomainError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, codes::IMAGE_NOT_SUPPORTED, m)
             }
             DomainError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, m),
+            DomainError::LockHeld { message, holder } => {
+                let mut e = ApiError::new(StatusCode::CONFLICT, codes::LOCK_HELD, message);
+                e.lock = Some(Box::new(runvoy_proto::LockHolder {
+                    name: holder.name,
+                    execution_id: holder.execution_id,
+                    held_by: holder.holder,
+                    acquired_at: runvoy_domain::clock::rfc3339(holder.acquired_at_ms),
+                }));
+                e
+            }
             DomainError::LimitReached(m) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 codes::EXECUTION_LIMIT_REACHED,

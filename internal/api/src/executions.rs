@@ -44,6 +44,8 @@ pub(crate) fn websocket_url(
 #[utoipa::path(post, path = "/api/v1/run", request_body = RunRequest,
     responses((status = 202, body = RunResponse), (status = 400, body = runvoy_proto::ErrorBody),
                (status = 401, body = runvoy_proto::ErrorBody),
+               (status = 409, body = runvoy_proto::ErrorBody,
+                description = "LOCK_HELD: the run's `lock` is held by an unfinished execution, named in the body's `lock` (`execution_id`, `held_by`, `acquired_at`); nothing was created"),
                (status = 429, body = runvoy_proto::ErrorBody,
                 description = "EXECUTION_LIMIT_REACHED: the caller or the server has as many unfinished executions as allowed; nothing was created"),
                (status = 503, body = runvoy_proto::ErrorBody)),

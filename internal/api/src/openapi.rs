@@ -32,7 +32,7 @@ use utoipa::{Modify, OpenApi};
         runvoy_proto::RunRequest, runvoy_proto::RunResponse, runvoy_proto::Execution,
         runvoy_proto::LogEvent, runvoy_proto::LogsResponse,
         runvoy_proto::KillResponse, runvoy_proto::HealthResponse, runvoy_proto::ReadyResponse,
-        runvoy_proto::ErrorBody,
+        runvoy_proto::ErrorBody, runvoy_proto::LockHolder,
         runvoy_proto::Status, runvoy_proto::record::Stream, runvoy_proto::ws::Disconnect,
         runvoy_proto::ReconcileReport, runvoy_proto::ReconcileIssue,
         runvoy_proto::ReconcileResponse, runvoy_proto::ReconcileReports,
@@ -129,5 +129,23 @@ mod tests {
             missing.is_empty(),
             "routes missing from the OpenAPI document: {missing:?}"
         );
+    }
+
+    #[test]
+    fn the_run_lock_and_its_409_are_documented() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let run = &doc["paths"]["/api/v1/run"]["post"];
+        assert!(
+            run["responses"]["409"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("LOCK_HELD"),
+            "{run}"
+        );
+        let schemas = &doc["components"]["schemas"];
+        assert!(schemas["RunRequest"]["properties"]["lock"].is_object());
+        assert!(schemas["Execution"]["properties"]["lock"].is_object());
+        assert!(schemas["ErrorBody"]["properties"]["lock"].is_object());
+        assert!(schemas["LockHolder"]["properties"]["execution_id"].is_object());
     }
 }

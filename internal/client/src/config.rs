@@ -96,13 +96,12 @@ pub enum ConfigError {
         source: io::Error,
     },
     /// The file is not valid YAML of the expected shape.
-    #[error("invalid config file {}: {source}", path.display())]
+    #[error("invalid config file {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: serde_yaml::Error,
+        /// `PATH:LINE:COLUMN: what is wrong` (no excerpt of the file: it holds the API key).
+        message: String,
     },
     /// The file could not be written.
     #[error("cannot write {}: {source}", path.display())]
@@ -213,9 +212,9 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            source,
+            message: crate::yaml_error(path, &e, false),
         })
     }
 
@@ -270,7 +269,7 @@ impl Config {
 
     fn to_yaml(&self) -> String {
         // Serialising three strings cannot fail.
-        serde_yaml::to_string(self).unwrap_or_default()
+        serde_saphyr::to_string(self).unwrap_or_default()
     }
 }
 
@@ -490,7 +489,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.yaml");
         // A file of the earlier format is the default profile, and is written back the same.
-        let old = "api_endpoint: http://a\napi_key: ka\nweb_url: ''\n";
+        // (Files written before web_url was double-quoted read the same.)
+        fs::write(&p, "api_endpoint: http://a\napi_key: ka\nweb_url: ''\n").unwrap();
+        assert_eq!(Config::read(&p).unwrap().web_url, "");
+        let old = "api_endpoint: http://a\napi_key: ka\nweb_url: \"\"\n";
         fs::write(&p, old).unwrap();
         let ps = p.to_str().unwrap();
         let c = resolve(&Overrides::default(), env_of(&[(ENV_CONFIG, ps)])).unwrap();

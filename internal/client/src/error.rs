@@ -16,6 +16,8 @@ pub enum ClientError {
         message: String,
         /// More detail, when the server gave some.
         details: Option<String>,
+        /// With `LOCK_HELD`: the lock and the execution holding it.
+        lock: Option<Box<runvoy_proto::LockHolder>>,
     },
     /// The server could not be reached or the connection broke.
     #[error("{message}")]
@@ -81,6 +83,7 @@ impl ClientError {
                 code: b.code,
                 message: b.error,
                 details: b.details.filter(|d| !d.is_empty()),
+                lock: b.lock.map(Box::new),
             };
         }
         let text = String::from_utf8_lossy(body);
@@ -96,6 +99,7 @@ impl ClientError {
             code: format!("HTTP_{status}"),
             message,
             details,
+            lock: None,
         }
     }
 
@@ -205,10 +209,20 @@ mod tests {
                 code: "NOT_FOUND".into(),
                 message: "execution not found".into(),
                 details: Some("abc".into()),
+                lock: None,
             }
         );
         assert_eq!(e.to_string(), "execution not found: abc");
         assert_eq!(e.code(), "NOT_FOUND");
+        let e = ClientError::from_response(
+            409,
+            br#"{"error":"lock held","code":"LOCK_HELD","lock":{"name":"deploy","execution_id":"ab","held_by":"u@x","acquired_at":"2026-01-02T03:04:05Z"}}"#,
+        );
+        let ClientError::Api { lock: Some(l), .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!((l.name.as_str(), l.execution_id.as_str()), ("deploy", "ab"));
+        assert_eq!(e.code(), "LOCK_HELD");
     }
 
     #[test]

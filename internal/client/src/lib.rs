@@ -18,7 +18,43 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use url::Url;
 
+pub mod playbook;
 pub use error::ClientError;
+
+/// `FILE:LINE:COLUMN: message` for a YAML error (`FILE: message` when it has no location),
+/// followed by the offending lines only when `excerpt` (never for files holding secrets).
+pub fn yaml_error(file: &std::path::Path, e: &serde_saphyr::Error, excerpt: bool) -> String {
+    let bare = e.without_snippet();
+    let mut message = bare
+        .render_with_options(serde_saphyr::render_options! {
+            snippets: serde_saphyr::SnippetMode::Off,
+        })
+        .trim()
+        .to_string();
+    let at = match bare.location() {
+        Some(l) if l.line() > 0 => {
+            let suffix = format!(" at line {}, column {}", l.line(), l.column());
+            if let Some(m) = message.strip_suffix(&suffix) {
+                message = m.to_string();
+            }
+            format!(":{}:{}", l.line(), l.column())
+        }
+        _ => String::new(),
+    };
+    let mut out = format!("{}{at}: {message}", file.display());
+    if excerpt && !std::ptr::eq(bare, e) {
+        let name = file.display().to_string();
+        let shown = e.render_with_options(serde_saphyr::render_options! {
+            source_name: Some(name.as_str()),
+        });
+        // The excerpt: the rendered snippet without its first (message) line.
+        if let Some((_, rest)) = shown.split_once('\n') {
+            out.push('\n');
+            out.push_str(rest.trim_end());
+        }
+    }
+    out
+}
 pub use follow::{FollowOptions, LogFollower, StreamEvent};
 pub use runvoy_proto as proto;
 use runvoy_proto::{
@@ -443,6 +479,37 @@ mod tests {
         assert_eq!(
             c.exec_url("a/b", &["logs"]).unwrap().as_str(),
             "http://h:1/api/v1/executions/a%2Fb/logs"
+        );
+    }
+}
+
+#[cfg(test)]
+mod yaml_tests {
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct T {
+        a: u32,
+        b: Vec<String>,
+    }
+
+    #[test]
+    fn yaml_errors_point_at_line_and_column() {
+        let e = serde_saphyr::from_str::<T>("a: 1\nb:\n  - x\n  - [oops\n").unwrap_err();
+        let f = std::path::Path::new(".runvoy/x.yml");
+        assert_eq!(
+            super::yaml_error(f, &e, false),
+            ".runvoy/x.yml:4:5: unclosed bracket '['"
+        );
+        let shown = super::yaml_error(f, &e, true);
+        assert!(
+            shown.starts_with(".runvoy/x.yml:4:5: unclosed bracket '['\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("4 |   - [oops"), "{shown}");
+        let e = serde_saphyr::from_str::<T>("a: nope\nb: []\n").unwrap_err();
+        assert_eq!(
+            super::yaml_error(f, &e, false),
+            ".runvoy/x.yml:1:4: invalid u32"
         );
     }
 }

@@ -20,6 +20,15 @@ pub enum DomainError {
     /// Conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The run asks for a lock an unfinished execution holds; nothing was created (409
+    /// `LOCK_HELD`).
+    #[error("{message}")]
+    LockHeld {
+        /// What to tell the caller.
+        message: String,
+        /// The lock and its holder.
+        holder: Box<crate::ports::Lock>,
+    },
     /// A limit on concurrent executions is reached; nothing was created (429).
     #[error("{0}")]
     LimitReached(String),

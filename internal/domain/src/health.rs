@@ -136,6 +136,35 @@ impl Store for MonitoredStore {
     async fn create_execution(&self, e: &Execution) -> Result<(), StoreError> {
         self.seen(self.inner.create_execution(e).await)
     }
+    async fn create_execution_locked(
+        &self,
+        e: &Execution,
+        lock: &crate::ports::Lock,
+        now_ms: i64,
+    ) -> Result<crate::ports::LockedCreate, StoreError> {
+        self.seen(self.inner.create_execution_locked(e, lock, now_ms).await)
+    }
+    async fn get_lock(&self, name: &str) -> Result<Option<crate::ports::Lock>, StoreError> {
+        self.inner.get_lock(name).await
+    }
+    async fn list_locks(&self) -> Result<Vec<crate::ports::Lock>, StoreError> {
+        self.inner.list_locks().await
+    }
+    async fn renew_lock(
+        &self,
+        name: &str,
+        execution_id: &str,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.seen(
+            self.inner
+                .renew_lock(name, execution_id, expires_at_ms)
+                .await,
+        )
+    }
+    async fn release_lock(&self, name: &str, execution_id: &str) -> Result<bool, StoreError> {
+        self.seen(self.inner.release_lock(name, execution_id).await)
+    }
     async fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
         self.inner.get_execution(id).await
     }

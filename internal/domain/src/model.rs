@@ -10,10 +10,7 @@ use crate::clock::rfc3339;
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// Maximum number of words in an argv command.
 pub const MAX_ARGV_WORDS: usize = 4096;
-/// Maximum number of environment variables in a run request.
-pub const MAX_ENV_VARS: usize = 256;
-/// Maximum total size of environment keys and values, in bytes.
-pub const MAX_ENV_BYTES: usize = 64 * 1024;
+pub use runvoy_proto::{MAX_ENV_BYTES, MAX_ENV_VARS};
 /// Longest accepted timeout: 7 days.
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 
@@ -64,6 +61,8 @@ pub struct Execution {
     pub modified_by_request_id: String,
     /// Compute platform name.
     pub compute_platform: String,
+    /// The lock it took when it was created (held until it reaches a terminal status).
+    pub lock: Option<String>,
     /// Compare-and-set version, bumped by every update.
     pub version: u64,
 }
@@ -101,6 +100,7 @@ impl Execution {
             modified_by_request_id: self.modified_by_request_id.clone(),
             compute_platform: self.compute_platform.clone(),
             stopped_by: self.stopped_by.clone(),
+            lock: self.lock.clone(),
         }
     }
 }

@@ -103,6 +103,31 @@ pub struct ServerLogLine {
     pub line: String,
 }
 
+/// A named lock, held by one unfinished execution (see [`Store::create_execution_locked`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    /// The lock's name (`runvoy_proto::valid_lock_name`).
+    pub name: String,
+    /// The execution holding it.
+    pub execution_id: String,
+    /// Email of the user who started that execution.
+    pub holder: String,
+    /// When it was taken (epoch ms).
+    pub acquired_at_ms: i64,
+    /// End of the lease (epoch ms): the reconciler renews it while the holder runs; once past,
+    /// a new run may take the lock even if nobody released it.
+    pub expires_at_ms: i64,
+}
+
+/// Result of [`Store::create_execution_locked`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockedCreate {
+    /// The execution was created and holds the lock.
+    Created,
+    /// Another execution holds the lock (its lease runs); nothing was written.
+    Held(Lock),
+}
+
 /// How long a used claim is kept after its use, so that a second use answers
 /// [`ClaimOutcome::AlreadyClaimed`] rather than [`ClaimOutcome::NotFound`]; after that,
 /// [`Store::purge_unclaimed`] deletes it.
@@ -113,6 +138,32 @@ pub const USED_CLAIM_KEEP_MS: i64 = 24 * 3600 * 1000;
 pub trait Store: Send + Sync + 'static {
     /// Inserts a new execution; `AlreadyExists` when the id is taken.
     async fn create_execution(&self, e: &Execution) -> Result<(), StoreError>;
+    /// Creates `e` and takes `lock` for it in one atomic step: when no lock named `lock.name`
+    /// exists, or the existing one's lease ended (`expires_at_ms < now_ms`), writes both (the
+    /// lock replacing a lapsed one) and answers [`LockedCreate::Created`]; otherwise writes
+    /// nothing and answers [`LockedCreate::Held`] with the holder. `AlreadyExists` when the
+    /// execution id is taken (and then the lock is not taken either).
+    async fn create_execution_locked(
+        &self,
+        e: &Execution,
+        lock: &Lock,
+        now_ms: i64,
+    ) -> Result<LockedCreate, StoreError>;
+    /// Reads one lock (expired or not).
+    async fn get_lock(&self, name: &str) -> Result<Option<Lock>, StoreError>;
+    /// Every lock, sorted by name.
+    async fn list_locks(&self) -> Result<Vec<Lock>, StoreError>;
+    /// Compare-and-set on the holder: sets the lease end of lock `name` to `expires_at_ms` only
+    /// while `execution_id` holds it. Returns false (writing nothing) otherwise.
+    async fn renew_lock(
+        &self,
+        name: &str,
+        execution_id: &str,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Compare-and-set on the holder: deletes lock `name` only while `execution_id` holds it.
+    /// Returns whether it was deleted.
+    async fn release_lock(&self, name: &str, execution_id: &str) -> Result<bool, StoreError>;
     /// Reads one execution.
     async fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError>;
     /// Lists executions newest first; returns the page and the next cursor.

@@ -27,6 +27,10 @@ pub const YOUNG_WINDOW_MS: i64 = 15 * 60_000;
 pub const TIMEOUT_SLACK_MS: i64 = 15_000;
 /// How long after a kill request the reconciler sends another kill.
 pub const KILL_RETRY_MS: i64 = 30_000;
+/// Default lease of a lock: renewed by [`Processor::tend_locks`] while its holder runs, so a
+/// lock whose holder vanished without anyone noticing is free again at most this long after
+/// the last renewal.
+pub const LOCK_LEASE_MS: i64 = 5 * 60_000;
 
 /// What reconciling one execution did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,6 +98,16 @@ pub struct Processor {
     clock: Arc<dyn Clock>,
     kill_grace_ms: i64,
     workspace_retention_ms: Option<i64>,
+    lock_lease_ms: i64,
+}
+
+/// What [`Processor::tend_locks`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockTending {
+    /// Leases renewed (their holders still run).
+    pub renewed: u64,
+    /// Locks released, with why: `(lock, holder execution, reason)`.
+    pub released: Vec<(String, String, String)>,
 }
 
 fn retry_policy() -> ExponentialBuilder {
@@ -131,7 +145,120 @@ impl Processor {
             clock,
             kill_grace_ms: kill_grace_secs as i64 * 1000,
             workspace_retention_ms: None,
+            lock_lease_ms: LOCK_LEASE_MS,
         }
+    }
+
+    /// Sets the lease of locks (default [`LOCK_LEASE_MS`]); call [`Processor::tend_locks`]
+    /// well within it (runvoyd does every fifth of it).
+    pub fn with_lock_lease(mut self, lease: Duration) -> Self {
+        self.lock_lease_ms = (lease.as_millis() as i64).max(1);
+        self
+    }
+
+    /// The lease of a newly taken or renewed lock, in ms.
+    pub fn lock_lease_ms(&self) -> i64 {
+        self.lock_lease_ms
+    }
+
+    /// Releases the lock an execution holds, if any (after it reached a terminal status). A
+    /// failure is logged: [`Processor::tend_locks`] releases it later.
+    pub async fn release_lock_of(&self, e: &Execution) {
+        let Some(name) = &e.lock else { return };
+        match self.store.release_lock(name, &e.id).await {
+            Ok(true) => tracing::info!(execution_id = %e.id, lock = %name, "lock released"),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(execution_id = %e.id, lock = %name, error = %err,
+                "could not release the lock; the lock reconciler retries"),
+        }
+    }
+
+    /// Releases `lock` when its holder is finished or gone from the store (a release that was
+    /// missed). Returns whether it was released.
+    pub async fn release_if_stale(&self, lock: &crate::ports::Lock) -> Result<bool, DomainError> {
+        let holder = self.store.get_execution(&lock.execution_id).await?;
+        if holder.is_some_and(|e| !e.status.is_terminal()) {
+            return Ok(false);
+        }
+        Ok(self
+            .store
+            .release_lock(&lock.name, &lock.execution_id)
+            .await?)
+    }
+
+    /// Checks one lock against its holder: released when the holder finished or vanished
+    /// (from the store, or from compute: then it is reconciled, which finalises it), its lease
+    /// renewed while compute still runs it. Returns the reason when it was released. When
+    /// compute cannot say, nothing changes and the lease runs out on its own.
+    pub async fn tend_lock(
+        &self,
+        lock: &crate::ports::Lock,
+    ) -> Result<Option<String>, DomainError> {
+        let id = &lock.execution_id;
+        let reason = match self.store.get_execution(id).await? {
+            None => "its execution is gone from the store".to_owned(),
+            Some(e) if e.status.is_terminal() => format!("its execution is {}", e.status),
+            Some(_) => {
+                let alive = match self.compute_state(id).await {
+                    Ok(ComputeState::Pending | ComputeState::Running) => true,
+                    Ok(ComputeState::Exited(_) | ComputeState::NotFound) => {
+                        // Settle it from the authoritative state; finalising releases the lock.
+                        self.reconcile(id).await?;
+                        match self.store.get_execution(id).await? {
+                            Some(e) if e.status.is_terminal() => {
+                                self.release_lock_of(&e).await;
+                                return Ok(Some(format!("its execution ended ({})", e.status)));
+                            }
+                            None => false,
+                            // Still STARTING within the start grace: not lost yet.
+                            Some(_) => true,
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(execution_id = %id, lock = %lock.name, error = %err,
+                            "compute cannot say whether the lock holder runs; lease not renewed");
+                        return Ok(None);
+                    }
+                };
+                if alive {
+                    let until = self.clock.now_ms() + self.lock_lease_ms;
+                    self.store.renew_lock(&lock.name, id, until).await?;
+                    return Ok(None);
+                }
+                "its execution is gone from the store".to_owned()
+            }
+        };
+        if self.store.release_lock(&lock.name, id).await? {
+            tracing::info!(execution_id = %id, lock = %lock.name, %reason, "stale lock released");
+            return Ok(Some(reason));
+        }
+        Ok(None)
+    }
+
+    /// The lock heartbeat: [`Processor::tend_lock`] for every lock. Runs on every sweep and, in
+    /// runvoyd, every fifth of the lease.
+    pub async fn tend_locks(&self) -> Result<LockTending, DomainError> {
+        let mut out = LockTending::default();
+        for lock in self.store.list_locks().await? {
+            match self.tend_lock(&lock).await {
+                Ok(Some(reason)) => {
+                    out.released
+                        .push((lock.name.clone(), lock.execution_id.clone(), reason))
+                }
+                Ok(None) => {
+                    if let Ok(Some(l)) = self.store.get_lock(&lock.name).await
+                        && l.execution_id == lock.execution_id
+                        && l.expires_at_ms > lock.expires_at_ms
+                    {
+                        out.renewed += 1;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(lock = %lock.name, error = %err, "could not check the lock")
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Makes sweeps remove what compute keeps of settled executions (workspaces) once they
@@ -434,6 +561,10 @@ impl Processor {
         if !self.store.update_execution(&next).await? {
             return Ok(None);
         }
+        if !was_terminal {
+            // Any terminal status frees its lock at once.
+            self.release_lock_of(&next).await;
+        }
         Ok(Some(if was_terminal {
             Outcome::LogsCompleted {
                 repaired_records: repaired,
@@ -461,6 +592,26 @@ impl Processor {
             self.reconcile_into(e, &mut report).await?;
         }
         self.housekeeping(&unsettled, now, &mut report).await;
+        match self.tend_locks().await {
+            Ok(t) => {
+                for (name, id, reason) in t.released {
+                    report.issues.push(issue(
+                        "warning",
+                        "lock",
+                        &name,
+                        "repaired",
+                        format!("released lock held by execution {id}: {reason}"),
+                    ));
+                }
+            }
+            Err(err) => report.issues.push(issue(
+                "error",
+                "lock",
+                "",
+                "reported",
+                format!("could not check locks: {err}"),
+            )),
+        }
         // Expired claims (and the unclaimed users they were for). WebSocket tokens are
         // stateless HMAC tokens: nothing stored, nothing to purge.
         match self.store.purge_unclaimed(now).await {

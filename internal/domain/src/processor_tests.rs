@@ -776,3 +776,59 @@ async fn dropped_output_from_the_final_record_is_kept_on_the_execution() {
     let api = e.to_api();
     assert_eq!((api.dropped_log_lines, api.dropped_log_bytes), (1002, 4020));
 }
+
+#[tokio::test]
+async fn a_sweep_frees_locks_whose_holders_ended_and_reports_them() {
+    use crate::ports::{Lock, LockedCreate};
+    let r = rig();
+    let mut e = execution(&id(7), T0);
+    e.lock = Some("deploy".into());
+    let lock = Lock {
+        name: "deploy".into(),
+        execution_id: e.id.clone(),
+        holder: e.created_by.clone(),
+        acquired_at_ms: T0,
+        expires_at_ms: T0 + r.p.lock_lease_ms(),
+    };
+    assert_eq!(
+        r.store
+            .create_execution_locked(&e, &lock, T0)
+            .await
+            .unwrap(),
+        LockedCreate::Created
+    );
+    // Still running: the sweep keeps the lock.
+    r.compute.set(&e.id, ComputeState::Running);
+    r.p.sweep("test").await.unwrap();
+    assert!(r.store.get_lock("deploy").await.unwrap().is_some());
+    // It ended: finalising releases the lock on the way.
+    r.compute.set(&e.id, exited(0, 0));
+    let report = r.p.sweep("test").await.unwrap();
+    assert_eq!(r.get(&e.id).await.status, Status::Succeeded);
+    assert_eq!(r.store.get_lock("deploy").await.unwrap(), None);
+    assert_eq!(report.finalized, 1);
+    // A lock left behind by a holder that is gone from the store is freed and reported.
+    let orphan = Lock {
+        name: "orphan".into(),
+        execution_id: id(8),
+        ..lock
+    };
+    let ghost = execution(&id(9), T0);
+    assert_eq!(
+        r.store
+            .create_execution_locked(&ghost, &orphan, T0)
+            .await
+            .unwrap(),
+        LockedCreate::Created
+    );
+    let report = r.p.sweep("test").await.unwrap();
+    assert_eq!(r.store.get_lock("orphan").await.unwrap(), None);
+    assert!(
+        report
+            .issues
+            .iter()
+            .any(|i| i.resource_type == "lock" && i.resource_id == "orphan"),
+        "{:?}",
+        report.issues
+    );
+}

@@ -11,7 +11,7 @@ use crate::error::DomainError;
 use crate::follow::Follower;
 use crate::hub::{HubMsg, LogHub};
 use crate::model::*;
-use crate::ports::{Compute, ComputeError, ListQuery, Store, StoreError};
+use crate::ports::{Compute, ComputeError, ListQuery, Lock, LockedCreate, Store, StoreError};
 use crate::processor::Processor;
 
 /// Settings of the orchestrator.
@@ -154,25 +154,15 @@ fn validate_run(req: &RunRequest) -> Result<(), DomainError> {
             "image must be a non-empty reference without whitespace, at most 256 characters".into(),
         );
     }
-    if req.env.len() > MAX_ENV_VARS {
-        return bad(format!("at most {MAX_ENV_VARS} env variables are allowed"));
-    }
-    let mut size = 0;
-    for (k, v) in &req.env {
-        if !valid_env_name(k) {
-            return bad(format!(
-                "env name {k:?} is invalid: use letters, digits and _, not starting with a digit"
-            ));
-        }
-        if v.contains('\0') || v.contains('\n') {
-            return bad(format!(
-                "env value of {k} must not contain newlines or NUL bytes"
-            ));
-        }
-        size += k.len() + v.len();
-    }
-    if size > MAX_ENV_BYTES {
-        return bad(format!("env is larger than {MAX_ENV_BYTES} bytes"));
+    runvoy_proto::check_env(&req.env).map_err(DomainError::Invalid)?;
+    if let Some(l) = &req.lock
+        && !runvoy_proto::valid_lock_name(l)
+    {
+        return bad(format!(
+            "lock name {l:?} is invalid: use 1 to {} letters, digits, '.', '_' or '-', starting \
+             with a letter or digit",
+            runvoy_proto::MAX_LOCK_NAME
+        ));
     }
     if let Some(t) = req.timeout
         && (t == 0 || t > MAX_TIMEOUT_SECS)
@@ -265,18 +255,22 @@ impl Service {
             created_by_request_id: caller.request_id.clone(),
             modified_by_request_id: caller.request_id.clone(),
             compute_platform: self.compute.platform().to_owned(),
+            lock: req.lock.clone(),
             version: 0,
         };
         {
             let _admitted = self.admission.lock().await;
             self.admit(&caller.user.email).await?;
-            match self.store.create_execution(&e).await {
-                Ok(()) => {}
-                Err(StoreError::AlreadyExists(_)) => {
-                    e.id = new_execution_id();
-                    self.store.create_execution(&e).await?;
-                }
-                Err(err) => return Err(err.into()),
+            match &req.lock {
+                Some(name) => self.create_locked(&mut e, name).await?,
+                None => match self.store.create_execution(&e).await {
+                    Ok(()) => {}
+                    Err(StoreError::AlreadyExists(_)) => {
+                        e.id = new_execution_id();
+                        self.store.create_execution(&e).await?;
+                    }
+                    Err(err) => return Err(err.into()),
+                },
             }
         }
         let spec = JobSpec {
@@ -315,6 +309,7 @@ impl Service {
             failed.failure_reason = Some(format!("could not start: {err}"));
             failed.completed_at_ms = Some(self.clock.now_ms());
             if self.store.update_execution(&failed).await.unwrap_or(false) {
+                self.processor.release_lock_of(&failed).await;
                 let (p, id) = (self.processor.clone(), e.id.clone());
                 tokio::spawn(async move {
                     if let Err(err) = p.reconcile(&id).await {
@@ -325,6 +320,50 @@ impl Service {
             return Err(err.into());
         }
         Ok(e)
+    }
+
+    /// Stores `e` holding lock `name`, in one atomic store step. A holder that already finished
+    /// (or is gone) but still holds the lock, because its release was missed, is released first;
+    /// a lapsed lease is first checked against compute, so a holder still running keeps it.
+    async fn create_locked(&self, e: &mut Execution, name: &str) -> Result<(), DomainError> {
+        if let Some(cur) = self.store.get_lock(name).await?
+            && cur.expires_at_ms < self.clock.now_ms()
+        {
+            self.processor.tend_lock(&cur).await?;
+        }
+        for _ in 0..4 {
+            let now = self.clock.now_ms();
+            let lock = Lock {
+                name: name.to_owned(),
+                execution_id: e.id.clone(),
+                holder: e.created_by.clone(),
+                acquired_at_ms: now,
+                expires_at_ms: now + self.processor.lock_lease_ms(),
+            };
+            match self.store.create_execution_locked(e, &lock, now).await {
+                Ok(LockedCreate::Created) => return Ok(()),
+                Ok(LockedCreate::Held(holder)) => {
+                    if self.processor.release_if_stale(&holder).await? {
+                        continue;
+                    }
+                    return Err(DomainError::LockHeld {
+                        message: format!(
+                            "lock {name:?} is held by execution {} (started by {} at {}); \
+                             nothing was started, try again once it has finished",
+                            holder.execution_id,
+                            holder.holder,
+                            crate::clock::rfc3339(holder.acquired_at_ms)
+                        ),
+                        holder: Box::new(holder),
+                    });
+                }
+                Err(StoreError::AlreadyExists(_)) => e.id = new_execution_id(),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(DomainError::Conflict(format!(
+            "lock {name:?} kept changing hands; try again"
+        )))
     }
 
     /// Refuses a new execution when the caller or the server already has as many unfinished
@@ -754,6 +793,234 @@ mod tests {
         );
     }
 
+    /// A service on fake compute with a clock the test moves.
+    fn locked_service() -> (
+        Arc<Service>,
+        Arc<FakeCompute>,
+        Arc<MemStore>,
+        Arc<ManualClock>,
+    ) {
+        let store = Arc::new(MemStore::new());
+        let fake = Arc::new(FakeCompute::new());
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let hub = Arc::new(LogHub::new());
+        let processor = Arc::new(Processor::new(
+            store.clone(),
+            fake.clone(),
+            Arc::new(FakeLogSource::new()),
+            hub.clone(),
+            clock.clone(),
+            10,
+        ));
+        let svc = Service {
+            store: store.clone(),
+            compute: fake.clone(),
+            hub,
+            clock: clock.clone(),
+            processor,
+            config: ServiceConfig::new("local"),
+            admission: Default::default(),
+        };
+        (Arc::new(svc), fake, store, clock)
+    }
+
+    fn locked_run(lock: &str) -> RunRequest {
+        RunRequest {
+            command: "deploy".into(),
+            lock: Some(lock.into()),
+            ..Default::default()
+        }
+    }
+
+    fn exited(code: i32) -> ComputeState {
+        ComputeState::Exited(crate::ports::ComputeExit {
+            runner: Some(crate::testing::exit_info(code, 0)),
+            process_exit_code: Some(code),
+            failure: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_refuses_the_run_naming_the_holder_until_it_finishes() {
+        let (svc, fake, store, _) = locked_service();
+        let a = svc.run(&caller(), locked_run("deploy")).await.unwrap();
+        assert_eq!(a.lock.as_deref(), Some("deploy"));
+        let err = svc
+            .run(&caller_named("b@x.y"), locked_run("deploy"))
+            .await
+            .expect_err("held");
+        let DomainError::LockHeld { message, holder } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(holder.execution_id, a.id);
+        assert_eq!(holder.holder, "a@b.c");
+        assert!(message.contains(&a.id), "{message}");
+        let (rows, _) = store.list_executions(&ListQuery::default()).await.unwrap();
+        assert_eq!(rows.len(), 1, "a refused run creates nothing");
+        // Another lock, and no lock at all, are not affected.
+        svc.run(&caller(), locked_run("backup")).await.unwrap();
+        svc.run(
+            &caller(),
+            RunRequest {
+                command: "x".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        // The holder ends: finalising releases the lock, and the next run takes it.
+        fake.set(&a.id, exited(3));
+        svc.processor.reconcile(&a.id).await.unwrap();
+        assert_eq!(svc.get(&a.id).await.unwrap().status, Status::Failed);
+        assert_eq!(store.get_lock("deploy").await.unwrap(), None);
+        let b = svc
+            .run(&caller_named("b@x.y"), locked_run("deploy"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get_lock("deploy")
+                .await
+                .unwrap()
+                .unwrap()
+                .execution_id,
+            b.id
+        );
+    }
+
+    #[tokio::test]
+    async fn a_killed_holder_frees_the_lock() {
+        let (svc, fake, store, _) = locked_service();
+        let a = svc.run(&caller(), locked_run("deploy")).await.unwrap();
+        fake.set(&a.id, ComputeState::Running);
+        assert_eq!(
+            svc.kill(&caller(), &a.id).await.unwrap(),
+            KillOutcome::Started
+        );
+        let mut x = crate::testing::exit_info(143, 0);
+        x.killed = true;
+        fake.set(
+            &a.id,
+            ComputeState::Exited(crate::ports::ComputeExit {
+                runner: Some(x),
+                process_exit_code: Some(143),
+                failure: None,
+            }),
+        );
+        svc.processor.reconcile(&a.id).await.unwrap();
+        assert_eq!(svc.get(&a.id).await.unwrap().status, Status::Stopped);
+        assert_eq!(store.get_lock("deploy").await.unwrap(), None);
+        svc.run(&caller(), locked_run("deploy")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missed_release_is_repaired_by_the_next_run_and_by_the_reconciler() {
+        let (svc, _fake, store, _) = locked_service();
+        let a = svc.run(&caller(), locked_run("deploy")).await.unwrap();
+        // The holder finished but its lock stayed (runvoyd died between the two writes).
+        let mut done = store.get_execution(&a.id).await.unwrap().unwrap();
+        done.status = Status::Succeeded;
+        assert!(store.update_execution(&done).await.unwrap());
+        assert!(store.get_lock("deploy").await.unwrap().is_some());
+        let b = svc.run(&caller(), locked_run("deploy")).await.unwrap();
+        assert_eq!(
+            store
+                .get_lock("deploy")
+                .await
+                .unwrap()
+                .unwrap()
+                .execution_id,
+            b.id
+        );
+        let mut done = store.get_execution(&b.id).await.unwrap().unwrap();
+        done.status = Status::Failed;
+        assert!(store.update_execution(&done).await.unwrap());
+        let t = svc.processor.tend_locks().await.unwrap();
+        assert_eq!(t.released.len(), 1, "{t:?}");
+        assert_eq!(store.get_lock("deploy").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_heartbeat_keeps_a_running_holder_and_releases_a_vanished_one() {
+        let (svc, fake, store, clock) = locked_service();
+        let lease = svc.processor.lock_lease_ms();
+        let a = svc.run(&caller(), locked_run("deploy")).await.unwrap();
+        fake.set(&a.id, ComputeState::Running);
+        // Renewed while it runs: still held long after the first lease would have ended.
+        for _ in 0..6 {
+            clock.advance_ms(lease / 2);
+            let t = svc.processor.tend_locks().await.unwrap();
+            assert_eq!((t.renewed, t.released.len()), (1, 0), "{t:?}");
+        }
+        let err = svc
+            .run(&caller(), locked_run("deploy"))
+            .await
+            .expect_err("held");
+        assert!(matches!(err, DomainError::LockHeld { .. }), "{err:?}");
+        // Compute loses it: the heartbeat reconciles it (FAILED) and frees the lock.
+        fake.set(&a.id, ComputeState::NotFound);
+        let t = svc.processor.tend_locks().await.unwrap();
+        assert_eq!(t.released.len(), 1, "{t:?}");
+        assert_eq!(svc.get(&a.id).await.unwrap().status, Status::Failed);
+        assert_eq!(store.get_lock("deploy").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_lease_nobody_renewed_lapses() {
+        let (svc, fake, store, clock) = locked_service();
+        let a = svc.run(&caller(), locked_run("deploy")).await.unwrap();
+        fake.set(&a.id, ComputeState::Running);
+        // Compute cannot answer (so nothing renews), and the lease ends.
+        clock.advance_ms(svc.processor.lock_lease_ms() + 1);
+        fake.fail_state(1000);
+        let b = svc.run(&caller(), locked_run("deploy")).await.unwrap();
+        assert_eq!(
+            store
+                .get_lock("deploy")
+                .await
+                .unwrap()
+                .unwrap()
+                .execution_id,
+            b.id
+        );
+        // But a lapsed lease whose holder compute still runs is renewed, not taken.
+        fake.fail_state(0);
+        fake.set(&b.id, ComputeState::Running);
+        clock.advance_ms(svc.processor.lock_lease_ms() + 1);
+        let err = svc
+            .run(&caller(), locked_run("deploy"))
+            .await
+            .expect_err("held");
+        assert!(matches!(err, DomainError::LockHeld { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_runs_with_one_lock_start_exactly_one() {
+        let (svc, _fake, store, _) = locked_service();
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let svc = svc.clone();
+                tokio::spawn(async move {
+                    svc.run(&caller_named(&format!("u{i}@x.y")), locked_run("deploy"))
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = Vec::new();
+        let mut held = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(e) => ok.push(e.id),
+                Err(DomainError::LockHeld { holder, .. }) => held.push(holder.execution_id),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(ok.len(), 1);
+        assert!(held.iter().all(|h| *h == ok[0]), "{held:?}");
+        let (rows, _) = store.list_executions(&ListQuery::default()).await.unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+
     #[test]
     fn run_validation() {
         let ok = RunRequest {
@@ -761,6 +1028,17 @@ mod tests {
             ..Default::default()
         };
         assert!(validate_run(&ok).is_ok());
+        let multi_line = RunRequest {
+            command: "echo".into(),
+            env: [(
+                "KEY".to_string(),
+                "-----BEGIN-----\nabc\n-----END-----\n".to_string(),
+            )]
+            .into(),
+            lock: Some("deploy-prod.eu_1".into()),
+            ..Default::default()
+        };
+        assert!(validate_run(&multi_line).is_ok());
         let argv = RunRequest {
             argv: Some(vec!["grep".into(), "a b".into(), "".into()]),
             stdin_b64: Some(runvoy_proto::b64_encode(b"\0\xff")),
@@ -793,6 +1071,38 @@ mod tests {
             RunRequest {
                 command: "x".into(),
                 env: [("1X".to_string(), "v".to_string())].into(),
+                ..Default::default()
+            },
+            RunRequest {
+                command: "x".into(),
+                env: [("K".to_string(), "a\0b".to_string())].into(),
+                ..Default::default()
+            },
+            RunRequest {
+                command: "x".into(),
+                env: (0..=MAX_ENV_VARS)
+                    .map(|i| (format!("V{i}"), String::new()))
+                    .collect(),
+                ..Default::default()
+            },
+            RunRequest {
+                command: "x".into(),
+                env: [("BIG".to_string(), "x".repeat(MAX_ENV_BYTES))].into(),
+                ..Default::default()
+            },
+            RunRequest {
+                command: "x".into(),
+                lock: Some("-bad".into()),
+                ..Default::default()
+            },
+            RunRequest {
+                command: "x".into(),
+                lock: Some("a/b".into()),
+                ..Default::default()
+            },
+            RunRequest {
+                command: "x".into(),
+                lock: Some("x".repeat(65)),
                 ..Default::default()
             },
             RunRequest {

@@ -21,8 +21,9 @@ pub use cipher::cipher_conformance;
 
 use crate::model::{Execution, ExitInfo, JobSpec, LogRecord, Role, User};
 use crate::ports::{
-    Claim, ClaimOutcome, Compute, ComputeError, ComputeState, ListQuery, LogSource, LogStats,
-    ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
+    Claim, ClaimOutcome, Compute, ComputeError, ComputeState, ListQuery, Lock, LockedCreate,
+    LogSource, LogStats, ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS, UserChange,
+    UserUpdate,
 };
 
 /// A new STARTING execution created at `now_ms`.
@@ -49,6 +50,7 @@ pub fn execution(id: &str, now_ms: i64) -> Execution {
         created_by_request_id: "req-1".into(),
         modified_by_request_id: "req-1".into(),
         compute_platform: "fake".into(),
+        lock: None,
         version: 0,
     }
 }
@@ -97,6 +99,7 @@ struct Mem {
     /// Newest first.
     reports: Vec<ReconcileReport>,
     lose: HashMap<String, HashSet<u64>>,
+    locks: BTreeMap<String, Lock>,
 }
 
 impl Mem {
@@ -169,6 +172,69 @@ impl Store for MemStore {
         m.execs.insert(e.id.clone(), e.clone());
         Ok(())
     }
+    async fn create_execution_locked(
+        &self,
+        e: &Execution,
+        lock: &Lock,
+        now_ms: i64,
+    ) -> Result<LockedCreate, StoreError> {
+        self.check()?;
+        let mut m = self.m.lock().expect("mem");
+        if m.execs.contains_key(&e.id) {
+            return Err(StoreError::AlreadyExists(e.id.clone()));
+        }
+        if let Some(cur) = m.locks.get(&lock.name)
+            && cur.expires_at_ms >= now_ms
+        {
+            return Ok(LockedCreate::Held(cur.clone()));
+        }
+        m.locks.insert(lock.name.clone(), lock.clone());
+        m.execs.insert(e.id.clone(), e.clone());
+        Ok(LockedCreate::Created)
+    }
+    async fn get_lock(&self, name: &str) -> Result<Option<Lock>, StoreError> {
+        self.check()?;
+        Ok(self.m.lock().expect("mem").locks.get(name).cloned())
+    }
+    async fn list_locks(&self) -> Result<Vec<Lock>, StoreError> {
+        self.check()?;
+        Ok(self
+            .m
+            .lock()
+            .expect("mem")
+            .locks
+            .values()
+            .cloned()
+            .collect())
+    }
+    async fn renew_lock(
+        &self,
+        name: &str,
+        execution_id: &str,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut m = self.m.lock().expect("mem");
+        match m.locks.get_mut(name) {
+            Some(l) if l.execution_id == execution_id => {
+                l.expires_at_ms = expires_at_ms;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn release_lock(&self, name: &str, execution_id: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut m = self.m.lock().expect("mem");
+        if m.locks
+            .get(name)
+            .is_some_and(|l| l.execution_id == execution_id)
+        {
+            m.locks.remove(name);
+            return Ok(true);
+        }
+        Ok(false)
+    }
     async fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
         self.check()?;
         Ok(self.m.lock().expect("mem").execs.get(id).cloned())
@@ -226,6 +292,7 @@ impl Store for MemStore {
                 next.created_by_request_id = cur.created_by_request_id.clone();
                 next.compute_platform = cur.compute_platform.clone();
                 next.timeout_secs = cur.timeout_secs;
+                next.lock = cur.lock.clone();
                 next.version = cur.version + 1;
                 *cur = next;
                 Ok(true)
@@ -1355,6 +1422,168 @@ pub async fn store_conformance(s: &dyn Store) {
     assert_eq!(
         s.recent_reports(10).await.expect("reports"),
         vec![report(6), report(5)]
+    );
+
+    lock_conformance(s).await;
+}
+
+/// Locks: taken atomically with the execution, refused while held, lapsed leases replaced,
+/// renew and release only by the holder, and exactly one winner among concurrent takers.
+async fn lock_conformance(s: &dyn Store) {
+    let id = |n: u8| format!("c{n:031x}");
+    let lock = |name: &str, exec: &str, at: i64, until: i64| Lock {
+        name: name.into(),
+        execution_id: exec.into(),
+        holder: "dev@example.com".into(),
+        acquired_at_ms: at,
+        expires_at_ms: until,
+    };
+    let locked = |exec: &str, name: &str| {
+        let mut e = execution(exec, 10_000);
+        e.lock = Some(name.into());
+        e
+    };
+    assert_eq!(s.get_lock("deploy").await.expect("get lock"), None);
+    assert!(s.list_locks().await.expect("locks").is_empty());
+
+    let a = locked(&id(1), "deploy");
+    let la = lock("deploy", &a.id, 10_000, 70_000);
+    assert_eq!(
+        s.create_execution_locked(&a, &la, 10_000)
+            .await
+            .expect("take"),
+        LockedCreate::Created
+    );
+    assert_eq!(
+        s.get_execution(&a.id).await.expect("get"),
+        Some(a.clone()),
+        "the execution is created with its lock name"
+    );
+    assert_eq!(
+        s.get_lock("deploy").await.expect("get lock"),
+        Some(la.clone())
+    );
+
+    // Held: the second taker gets the holder and nothing is written.
+    let b = locked(&id(2), "deploy");
+    let lb = lock("deploy", &b.id, 20_000, 80_000);
+    assert_eq!(
+        s.create_execution_locked(&b, &lb, 20_000)
+            .await
+            .expect("take"),
+        LockedCreate::Held(la.clone())
+    );
+    assert_eq!(s.get_execution(&b.id).await.expect("get"), None);
+    // A lease still runs at exactly its end.
+    assert_eq!(
+        s.create_execution_locked(&b, &lb, 70_000)
+            .await
+            .expect("take"),
+        LockedCreate::Held(la.clone())
+    );
+    // Another name is independent.
+    let c = locked(&id(3), "backup");
+    let lc = lock("backup", &c.id, 20_000, 80_000);
+    assert_eq!(
+        s.create_execution_locked(&c, &lc, 20_000)
+            .await
+            .expect("take"),
+        LockedCreate::Created
+    );
+    // A taken execution id takes no lock.
+    let dup = lock("other", &a.id, 20_000, 80_000);
+    assert!(matches!(
+        s.create_execution_locked(&a, &dup, 20_000).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(s.get_lock("other").await.expect("get lock"), None);
+    assert_eq!(
+        s.list_locks()
+            .await
+            .expect("locks")
+            .into_iter()
+            .map(|l| l.name)
+            .collect::<Vec<_>>(),
+        ["backup", "deploy"]
+    );
+
+    // Renew and release compare the holder.
+    assert!(!s.renew_lock("deploy", &b.id, 99_000).await.expect("renew"));
+    assert!(!s.renew_lock("nope", &a.id, 99_000).await.expect("renew"));
+    assert!(s.renew_lock("deploy", &a.id, 90_000).await.expect("renew"));
+    assert_eq!(
+        s.get_lock("deploy")
+            .await
+            .expect("get lock")
+            .map(|l| l.expires_at_ms),
+        Some(90_000)
+    );
+    assert!(!s.release_lock("deploy", &b.id).await.expect("release"));
+    assert!(s.get_lock("deploy").await.expect("get lock").is_some());
+
+    // A lapsed lease is replaced by the next taker.
+    assert_eq!(
+        s.create_execution_locked(&b, &lb, 90_001)
+            .await
+            .expect("take"),
+        LockedCreate::Created
+    );
+    assert_eq!(
+        s.get_lock("deploy").await.expect("get lock"),
+        Some(lb.clone())
+    );
+    assert!(
+        !s.release_lock("deploy", &a.id).await.expect("release"),
+        "the former holder no longer releases it"
+    );
+    assert!(s.release_lock("deploy", &b.id).await.expect("release"));
+    assert!(!s.release_lock("deploy", &b.id).await.expect("release"));
+    assert_eq!(s.get_lock("deploy").await.expect("get lock"), None);
+
+    // Free again: taken at once.
+    let d = locked(&id(4), "deploy");
+    let ld = lock("deploy", &d.id, 100_000, 160_000);
+    assert_eq!(
+        s.create_execution_locked(&d, &ld, 100_000)
+            .await
+            .expect("take"),
+        LockedCreate::Created
+    );
+    assert!(s.release_lock("deploy", &d.id).await.expect("release"));
+
+    // Concurrent takers of one free lock: exactly one wins, the others see it as the holder.
+    let racers: Vec<(Execution, Lock)> = (0..6u8)
+        .map(|n| {
+            let e = locked(&id(10 + n), "race");
+            let l = lock("race", &e.id, 200_000, 260_000);
+            (e, l)
+        })
+        .collect();
+    let take = |i: usize| s.create_execution_locked(&racers[i].0, &racers[i].1, 200_000);
+    let (r0, r1, r2, r3, r4, r5) =
+        tokio::join!(take(0), take(1), take(2), take(3), take(4), take(5));
+    let results = [r0, r1, r2, r3, r4, r5].map(|r| r.expect("take"));
+    let winners: Vec<usize> = (0..6)
+        .filter(|&i| results[i] == LockedCreate::Created)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = &racers[winners[0]].0.id;
+    for (i, r) in results.iter().enumerate() {
+        if i == winners[0] {
+            continue;
+        }
+        assert!(
+            matches!(r, LockedCreate::Held(l) if &l.execution_id == winner),
+            "{r:?}"
+        );
+        assert_eq!(s.get_execution(&racers[i].0.id).await.expect("get"), None);
+    }
+    assert_eq!(
+        s.get_lock("race")
+            .await
+            .expect("get lock")
+            .map(|l| l.execution_id),
+        Some(winner.clone())
     );
 }
 

@@ -236,6 +236,7 @@ impl IntoResponse for PushError {
             error: self.message,
             code: self.code.to_owned(),
             details: None,
+            lock: None,
         };
         (self.status, axum::Json(body)).into_response()
     }

@@ -44,6 +44,26 @@ impl Store for CountingStore {
     async fn create_execution(&self, e: &Execution) -> Result<(), StoreError> {
         self.inner.create_execution(e).await
     }
+    async fn create_execution_locked(
+        &self,
+        e: &Execution,
+        lock: &Lock,
+        now_ms: i64,
+    ) -> Result<LockedCreate, StoreError> {
+        self.inner.create_execution_locked(e, lock, now_ms).await
+    }
+    async fn get_lock(&self, name: &str) -> Result<Option<Lock>, StoreError> {
+        self.inner.get_lock(name).await
+    }
+    async fn list_locks(&self) -> Result<Vec<Lock>, StoreError> {
+        self.inner.list_locks().await
+    }
+    async fn renew_lock(&self, name: &str, id: &str, until_ms: i64) -> Result<bool, StoreError> {
+        self.inner.renew_lock(name, id, until_ms).await
+    }
+    async fn release_lock(&self, name: &str, id: &str) -> Result<bool, StoreError> {
+        self.inner.release_lock(name, id).await
+    }
     async fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
         self.inner.get_execution(id).await
     }

@@ -99,6 +99,76 @@ pub struct RunRequest {
     /// maximum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<RunResources>,
+    /// Name of a lock the execution holds until it finishes (1–64 of `A-Z a-z 0-9 . _ -`,
+    /// starting with a letter or digit). While an unfinished execution holds it, the run is
+    /// refused with 409 `LOCK_HELD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+}
+
+/// Most environment variables in a run request.
+pub const MAX_ENV_VARS: usize = 256;
+/// Most bytes of environment names and values together in a run request.
+pub const MAX_ENV_BYTES: usize = 64 * 1024;
+
+/// Checks a run's environment: at most [`MAX_ENV_VARS`] variables, names
+/// `[A-Za-z_][A-Za-z0-9_]*`, no NUL in values (newlines are fine), at most [`MAX_ENV_BYTES`] in
+/// all. The message names the variable, never its value. The server and the CLI both use it.
+pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    if env.len() > MAX_ENV_VARS {
+        return Err(format!(
+            "{} environment variables; at most {MAX_ENV_VARS} are allowed",
+            env.len()
+        ));
+    }
+    let mut size = 0;
+    for (k, v) in env {
+        if !crate::envfile::is_env_name(k.as_bytes()) {
+            return Err(format!(
+                "environment variable name {k:?} is invalid: use letters, digits and _, not \
+                 starting with a digit"
+            ));
+        }
+        if v.contains('\0') {
+            return Err(format!(
+                "the value of environment variable {k} contains a NUL byte"
+            ));
+        }
+        size += k.len() + v.len();
+    }
+    if size > MAX_ENV_BYTES {
+        return Err(format!(
+            "the environment is {size} bytes; at most {MAX_ENV_BYTES} (64 KiB) of names and \
+             values are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Longest lock name, in bytes.
+pub const MAX_LOCK_NAME: usize = 64;
+
+/// True for a valid lock name: 1–[`MAX_LOCK_NAME`] of `A-Z a-z 0-9 . _ -`, starting with a
+/// letter or digit.
+pub fn valid_lock_name(name: &str) -> bool {
+    let mut b = name.bytes();
+    name.len() <= MAX_LOCK_NAME
+        && matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
+        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// Who holds a lock: in the 409 `LOCK_HELD` answer of `POST /api/v1/run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LockHolder {
+    /// The lock's name.
+    pub name: String,
+    /// The unfinished execution holding it.
+    pub execution_id: String,
+    /// Email of the user who started that execution.
+    pub held_by: String,
+    /// RFC 3339 time the lock was taken.
+    pub acquired_at: String,
 }
 
 /// Per-run resource limits (`POST /api/v1/run`); absent fields keep the server's defaults.
@@ -200,6 +270,9 @@ pub struct Execution {
     /// Email of the user whose kill request was accepted; absent when nobody asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<String>,
+    /// The lock the execution held (released once it finished); absent when it took none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
 }
 
 /// One page of `GET /api/v1/executions`: the answer's JSON array, and the cursor of the
@@ -506,6 +579,9 @@ pub struct ErrorBody {
     /// More detail, when useful.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+    /// With `LOCK_HELD`: the lock and the execution holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockHolder>,
 }
 
 /// Joins words into one shell line that `sh` splits back into exactly those words: words made
@@ -560,6 +636,9 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     /// 409: conflicts with the current state.
     pub const CONFLICT: &str = "CONFLICT";
+    /// 409: the run asks for a lock an unfinished execution holds (the body's `lock` names it);
+    /// nothing was created.
+    pub const LOCK_HELD: &str = "LOCK_HELD";
     /// 413: body too large.
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
     /// 414: the request URI is too long.

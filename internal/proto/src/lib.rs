@@ -3,6 +3,7 @@
 //! * [`record`]: the records `runvoy-runner` writes to its stdout, one JSON object per line.
 //! * [`api`]: REST request and response bodies under `/api/v1`.
 //! * [`health`]: reconciler reports.
+//! * [`envfile`]: the workspace `.env` file between the sidecar and the runner.
 //! * [`sandbox`]: how the local compute asks the runner to start the command in bubblewrap.
 //! * [`ws`]: WebSocket frames sent on `/api/v1/executions/{id}/logs/ws`.
 //!
@@ -10,6 +11,7 @@
 //! can agree on formats without pulling each other's dependencies.
 
 pub mod api;
+pub mod envfile;
 pub mod health;
 pub mod record;
 pub mod sandbox;

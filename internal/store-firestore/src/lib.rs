@@ -12,6 +12,8 @@
 //!   [`RECORDS_PER_DOC`] records and [`MAX_DOC_BYTES`] bytes. The seq ranges of an execution's
 //!   batches never overlap, so reading in seq order is reading batches in `last_seq` order.
 //! * `users/{email}`, `user_keys/{key_hash}` (keeps key hashes unique), `claims/{token_hash}`.
+//! * `locks/{name}`: the execution holding each lock and its lease; taken in the transaction
+//!   that creates the execution.
 //! * `server_logs/{order}`, `reports/{order}`, `meta/write_probe`.
 //!
 //! Unclaimed users, their key documents and claims carry `expires_at` (a timestamp) for a TTL
@@ -36,8 +38,8 @@ use firestore::gcloud_sdk::prost_types::Timestamp;
 use firestore::gcloud_sdk::tonic::{Code, Status as GrpcStatus};
 use firestore::{FirestoreDb, FirestoreDbOptions};
 use runvoy_domain::ports::{
-    Claim, ClaimOutcome, ListQuery, LogStats, ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS,
-    UserChange, UserUpdate,
+    Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, ServerLogLine, Store, StoreError,
+    USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
 use runvoy_domain::{Execution, LogRecord, Role, Status, Stream, User};
 use runvoy_proto::ReconcileReport;
@@ -238,8 +240,29 @@ fn exec_fields(e: &Execution) -> Fields {
         string(&e.modified_by_request_id),
     );
     f.insert("compute_platform".into(), string(&e.compute_platform));
+    f.insert("lock".into(), e.lock.as_deref().map_or_else(null, string));
     f.insert("version".into(), uint(e.version));
     f
+}
+
+fn lock_fields(l: &Lock) -> Fields {
+    let mut f = Fields::new();
+    f.insert("name".into(), string(&l.name));
+    f.insert("execution_id".into(), string(&l.execution_id));
+    f.insert("holder".into(), string(&l.holder));
+    f.insert("acquired_at_ms".into(), int(l.acquired_at_ms));
+    f.insert("expires_at_ms".into(), int(l.expires_at_ms));
+    f
+}
+
+fn lock_from(f: &Fields) -> Lock {
+    Lock {
+        name: get_str(f, "name"),
+        execution_id: get_str(f, "execution_id"),
+        holder: get_str(f, "holder"),
+        acquired_at_ms: get_int(f, "acquired_at_ms").unwrap_or(0),
+        expires_at_ms: get_int(f, "expires_at_ms").unwrap_or(0),
+    }
 }
 
 fn exec_from(f: &Fields) -> Execution {
@@ -276,6 +299,7 @@ fn exec_from(f: &Fields) -> Execution {
         created_by_request_id: get_str(f, "created_by_request_id"),
         modified_by_request_id: get_str(f, "modified_by_request_id"),
         compute_platform: get_str(f, "compute_platform"),
+        lock: get_opt_str(f, "lock"),
         version: get_int(f, "version").unwrap_or(0) as u64,
     }
 }
@@ -864,6 +888,96 @@ impl Store for FirestoreStore {
         }
     }
 
+    async fn create_execution_locked(
+        &self,
+        e: &Execution,
+        lock: &Lock,
+        now_ms: i64,
+    ) -> Result<LockedCreate, StoreError> {
+        let (exec_doc, lock_doc) = (self.exec_doc(&e.id), self.doc("locks", &lock.name));
+        // Both documents are read inside the transaction: a concurrent taker's commit makes
+        // this one abort and retry, and it then sees the new holder.
+        self.transact("create execution with lock", move |tx| {
+            let (exec_doc, lock_doc) = (exec_doc.clone(), lock_doc.clone());
+            async move {
+                if let Some(cur) = tx.get(&lock_doc).await? {
+                    let cur = lock_from(&cur.fields);
+                    if cur.expires_at_ms >= now_ms {
+                        return Ok(Step::Abort(LockedCreate::Held(cur)));
+                    }
+                }
+                if tx.get(&exec_doc).await?.is_some() {
+                    return Err(StoreError::AlreadyExists(e.id.clone()));
+                }
+                let writes = vec![
+                    create(tx.store.document(exec_doc, exec_fields(e))),
+                    upsert(tx.store.document(lock_doc, lock_fields(lock))),
+                ];
+                Ok(Step::Commit(writes, LockedCreate::Created))
+            }
+        })
+        .await
+    }
+
+    async fn get_lock(&self, name: &str) -> Result<Option<Lock>, StoreError> {
+        Ok(self
+            .get_doc(&self.doc("locks", name), None)
+            .await?
+            .map(|d| lock_from(&d.fields)))
+    }
+
+    async fn list_locks(&self) -> Result<Vec<Lock>, StoreError> {
+        let mut v: Vec<Lock> = self
+            .query_top(query(&self.col("locks")))
+            .await?
+            .iter()
+            .map(|d| lock_from(&d.fields))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    async fn renew_lock(
+        &self,
+        name: &str,
+        execution_id: &str,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let doc = self.doc("locks", name);
+        self.transact("renew lock", move |tx| {
+            let doc = doc.clone();
+            async move {
+                let Some(cur) = tx.get(&doc).await? else {
+                    return Ok(Step::Abort(false));
+                };
+                let mut cur = lock_from(&cur.fields);
+                if cur.execution_id != execution_id {
+                    return Ok(Step::Abort(false));
+                }
+                cur.expires_at_ms = expires_at_ms;
+                let d = tx.store.document(doc, lock_fields(&cur));
+                Ok(Step::Commit(vec![upsert(d)], true))
+            }
+        })
+        .await
+    }
+
+    async fn release_lock(&self, name: &str, execution_id: &str) -> Result<bool, StoreError> {
+        let doc = self.doc("locks", name);
+        self.transact("release lock", move |tx| {
+            let doc = doc.clone();
+            async move {
+                match tx.get(&doc).await? {
+                    Some(cur) if lock_from(&cur.fields).execution_id == execution_id => {
+                        Ok(Step::Commit(vec![delete(doc)], true))
+                    }
+                    _ => Ok(Step::Abort(false)),
+                }
+            }
+        })
+        .await
+    }
+
     async fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
         Ok(self
             .get_doc(&self.exec_doc(id), None)
@@ -972,6 +1086,7 @@ impl Store for FirestoreStore {
                 next.created_by_request_id = cur.created_by_request_id;
                 next.compute_platform = cur.compute_platform;
                 next.timeout_secs = cur.timeout_secs;
+                next.lock = cur.lock;
                 next.version = cur.version + 1;
                 let doc = tx.store.document(name, exec_fields(&next));
                 Ok(Step::Commit(vec![upsert(doc)], true))

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use runvoy_domain::ports::{
-    Claim, ClaimOutcome, ListQuery, LogStats, ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS,
-    UserChange, UserUpdate,
+    Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, ServerLogLine, Store, StoreError,
+    USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
 use runvoy_domain::{Execution, LogRecord, Role, Status, Stream, User};
 use runvoy_proto::ReconcileReport;
@@ -96,6 +96,14 @@ CREATE TABLE IF NOT EXISTS reconcile_reports (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     report TEXT NOT NULL
 );
+-- Named locks, each held by one unfinished execution until its lease ends.
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    acquired_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
 -- One row, rewritten by the readiness check to tell whether writes work again.
 CREATE TABLE IF NOT EXISTS write_probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -111,6 +119,8 @@ const EXECUTION_COLUMNS_ADDED: &[(&str, &str)] = &[
     ("argv", "TEXT"),
     // Email of the user whose kill request was accepted; NULL when nobody asked for one.
     ("stopped_by", "TEXT"),
+    // The lock the execution took; NULL when none.
+    ("lock_name", "TEXT"),
 ];
 
 fn migrate_executions(c: &Connection) -> Result<(), StoreError> {
@@ -261,7 +271,7 @@ impl SqliteStore {
 const EXEC_COLS: &str = "id, created_by, command, image, status, exit_code, created_at_ms, completed_at_ms, \
     timeout_secs, timed_out, failure_reason, logs_complete, log_lines, kill_requested_at_ms, \
     created_by_request_id, modified_by_request_id, compute_platform, version, dropped_log_lines, \
-    dropped_log_bytes, argv, stopped_by";
+    dropped_log_bytes, argv, stopped_by, lock_name";
 
 fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<Execution> {
     let status: String = r.get(4)?;
@@ -290,6 +300,37 @@ fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<Execution> {
             .get::<_, Option<String>>(20)?
             .and_then(|j| serde_json::from_str(&j).ok()),
         stopped_by: r.get(21)?,
+        lock: r.get(22)?,
+    })
+}
+
+fn insert_execution(c: &Connection, e: &Execution) -> Result<(), StoreError> {
+    c.execute(
+        &format!("INSERT INTO executions ({EXEC_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)"),
+        params![
+            e.id, e.created_by, e.command, e.image, e.status.as_str(), e.exit_code,
+            e.created_at_ms, e.completed_at_ms, e.timeout_secs.map(|v| v as i64), e.timed_out,
+            e.failure_reason, e.logs_complete, e.log_lines.map(|v| v as i64),
+            e.kill_requested_at_ms, e.created_by_request_id, e.modified_by_request_id,
+            e.compute_platform, e.version as i64, e.dropped_log_lines as i64,
+            e.dropped_log_bytes as i64,
+            e.argv.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default()),
+            e.stopped_by, e.lock
+        ],
+    )
+    .map_err(|err| if is_constraint(&err) { StoreError::AlreadyExists(e.id.clone()) } else { unavailable(err) })?;
+    Ok(())
+}
+
+const LOCK_COLS: &str = "name, execution_id, holder, acquired_at_ms, expires_at_ms";
+
+fn lock_from_row(r: &Row<'_>) -> rusqlite::Result<Lock> {
+    Ok(Lock {
+        name: r.get(0)?,
+        execution_id: r.get(1)?,
+        holder: r.get(2)?,
+        acquired_at_ms: r.get(3)?,
+        expires_at_ms: r.get(4)?,
     })
 }
 
@@ -387,22 +428,106 @@ fn parse_cursor(c: &str) -> Option<(i64, String)> {
 impl Store for SqliteStore {
     async fn create_execution(&self, e: &Execution) -> Result<(), StoreError> {
         let e = e.clone();
+        self.write(move |c| insert_execution(c, &e)).await
+    }
+
+    async fn create_execution_locked(
+        &self,
+        e: &Execution,
+        lock: &Lock,
+        now_ms: i64,
+    ) -> Result<LockedCreate, StoreError> {
+        let (e, lock) = (e.clone(), lock.clone());
         self.write(move |c| {
-            c.execute(
-                &format!("INSERT INTO executions ({EXEC_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"),
+            // One writer connection and one transaction: the check and both inserts are atomic.
+            let tx = c.transaction().map_err(unavailable)?;
+            let cur = tx
+                .query_row(
+                    &format!("SELECT {LOCK_COLS} FROM locks WHERE name = ?1"),
+                    [&lock.name],
+                    lock_from_row,
+                )
+                .optional()
+                .map_err(unavailable)?;
+            if let Some(cur) = cur
+                && cur.expires_at_ms >= now_ms
+            {
+                return Ok(LockedCreate::Held(cur));
+            }
+            insert_execution(&tx, &e)?;
+            tx.execute(
+                &format!("INSERT OR REPLACE INTO locks ({LOCK_COLS}) VALUES (?1,?2,?3,?4,?5)"),
                 params![
-                    e.id, e.created_by, e.command, e.image, e.status.as_str(), e.exit_code,
-                    e.created_at_ms, e.completed_at_ms, e.timeout_secs.map(|v| v as i64), e.timed_out,
-                    e.failure_reason, e.logs_complete, e.log_lines.map(|v| v as i64),
-                    e.kill_requested_at_ms, e.created_by_request_id, e.modified_by_request_id,
-                    e.compute_platform, e.version as i64, e.dropped_log_lines as i64,
-                    e.dropped_log_bytes as i64,
-                    e.argv.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default()),
-                    e.stopped_by
+                    lock.name,
+                    lock.execution_id,
+                    lock.holder,
+                    lock.acquired_at_ms,
+                    lock.expires_at_ms
                 ],
             )
-            .map_err(|err| if is_constraint(&err) { StoreError::AlreadyExists(e.id.clone()) } else { unavailable(err) })?;
-            Ok(())
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(LockedCreate::Created)
+        })
+        .await
+    }
+
+    async fn get_lock(&self, name: &str) -> Result<Option<Lock>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {LOCK_COLS} FROM locks WHERE name = ?1"),
+                [name],
+                lock_from_row,
+            )
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_locks(&self) -> Result<Vec<Lock>, StoreError> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!("SELECT {LOCK_COLS} FROM locks ORDER BY name"))
+                .map_err(unavailable)?;
+            st.query_map([], lock_from_row)
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn renew_lock(
+        &self,
+        name: &str,
+        execution_id: &str,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (name, id) = (name.to_owned(), execution_id.to_owned());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE locks SET expires_at_ms = ?3 WHERE name = ?1 AND execution_id = ?2",
+                    params![name, id, expires_at_ms],
+                )
+                .map_err(unavailable)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_lock(&self, name: &str, execution_id: &str) -> Result<bool, StoreError> {
+        let (name, id) = (name.to_owned(), execution_id.to_owned());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM locks WHERE name = ?1 AND execution_id = ?2",
+                    params![name, id],
+                )
+                .map_err(unavailable)?;
+            Ok(n == 1)
         })
         .await
     }

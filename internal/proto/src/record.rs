@@ -47,6 +47,24 @@ impl Stream {
             _ => None,
         }
     }
+
+    /// The small integer every store keeps instead of the name (stored data: never renumber).
+    pub fn code(self) -> i64 {
+        match self {
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+            Stream::System => 3,
+        }
+    }
+
+    /// The stream of a stored [`Stream::code`]; an unknown code reads as stdout.
+    pub fn from_code(code: i64) -> Stream {
+        match code {
+            2 => Stream::Stderr,
+            3 => Stream::System,
+            _ => Stream::Stdout,
+        }
+    }
 }
 
 /// One record written by the runner.

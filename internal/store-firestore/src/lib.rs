@@ -153,10 +153,14 @@ fn opt_int(n: Option<i64>) -> Value {
     n.map_or_else(null, int)
 }
 fn timestamp(ms: i64) -> Value {
-    v(ValueType::TimestampValue(Timestamp {
+    v(ValueType::TimestampValue(ts(ms)))
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }))
+    }
 }
 
 type Fields = HashMap<String, Value>;
@@ -347,26 +351,10 @@ fn active_admin(u: &User) -> bool {
     u.role == Role::Admin && !u.revoked && u.claim_expires_at_ms.is_none()
 }
 
-fn stream_code(s: Stream) -> i64 {
-    match s {
-        Stream::Stdout => 1,
-        Stream::Stderr => 2,
-        Stream::System => 3,
-    }
-}
-
-fn stream_from(code: i64) -> Stream {
-    match code {
-        2 => Stream::Stderr,
-        3 => Stream::System,
-        _ => Stream::Stdout,
-    }
-}
-
 fn record_value(r: &LogRecord) -> Value {
     let mut m = Fields::new();
     m.insert("seq".into(), uint(r.seq));
-    m.insert("stream".into(), int(stream_code(r.stream)));
+    m.insert("stream".into(), int(r.stream.code()));
     m.insert("ts_ms".into(), int(r.ts_ms));
     m.insert("data".into(), v(ValueType::BytesValue(r.data.clone())));
     m.insert("eol".into(), boolean(r.eol));
@@ -384,7 +372,7 @@ fn record_from(val: &Value) -> Option<LogRecord> {
     };
     Some(LogRecord {
         seq: get_int(f, "seq")? as u64,
-        stream: stream_from(get_int(f, "stream").unwrap_or(1)),
+        stream: Stream::from_code(get_int(f, "stream").unwrap_or(1)),
         ts_ms: get_int(f, "ts_ms").unwrap_or(0),
         data,
         eol: get_bool(f, "eol"),
@@ -1696,10 +1684,7 @@ impl FirestoreStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64)
             - 1_000;
-        let read_time = Timestamp {
-            seconds: since.div_euclid(1000),
-            nanos: (since.rem_euclid(1000) * 1_000_000) as i32,
-        };
+        let read_time = ts(since);
         let mut logs = query("logs");
         logs.r#where = Some(filter("last_seq", Op::GreaterThan, uint(after_seq)));
         let targets = [

@@ -399,22 +399,6 @@ fn active_admins(c: &Connection) -> Result<i64, StoreError> {
     .map_err(unavailable)
 }
 
-fn stream_code(s: Stream) -> i64 {
-    match s {
-        Stream::Stdout => 1,
-        Stream::Stderr => 2,
-        Stream::System => 3,
-    }
-}
-
-fn stream_from(code: i64) -> Stream {
-    match code {
-        2 => Stream::Stderr,
-        3 => Stream::System,
-        _ => Stream::Stdout,
-    }
-}
-
 fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
@@ -654,7 +638,7 @@ let tx = c.transaction().map_err(unavailable)?;
                 let mut st = tx.prepare_cached(&MULTI_INSERT).map_err(unavailable)?;
                 for chunk in &mut chunks {
                     let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(ROWS_PER_INSERT * 6);
-                    let keys: Vec<(i64, i64)> = chunk.iter().map(|r| (r.seq as i64, stream_code(r.stream))).collect();
+                    let keys: Vec<(i64, i64)> = chunk.iter().map(|r| (r.seq as i64, r.stream.code())).collect();
                     for (r, k) in chunk.iter().zip(&keys) {
                         args.extend_from_slice(&[&key, &k.0, &k.1, &r.ts_ms, &r.data, &r.eol]);
                     }
@@ -668,7 +652,7 @@ let tx = c.transaction().map_err(unavailable)?;
                     )
                     .map_err(unavailable)?;
                 for r in chunks.remainder() {
-                    st.execute(params![key, r.seq as i64, stream_code(r.stream), r.ts_ms, r.data, r.eol])
+                    st.execute(params![key, r.seq as i64, r.stream.code(), r.ts_ms, r.data, r.eol])
                         .map_err(unavailable)?;
                 }
             }
@@ -693,7 +677,7 @@ let tx = c.transaction().map_err(unavailable)?;
             st.query_map(params![id, after_seq as i64, limit as i64], |r| {
                 Ok(LogRecord {
                     seq: r.get::<_, i64>(0)? as u64,
-                    stream: stream_from(r.get(1)?),
+                    stream: Stream::from_code(r.get(1)?),
                     ts_ms: r.get(2)?,
                     data: r.get(3)?,
                     eol: r.get(4)?,

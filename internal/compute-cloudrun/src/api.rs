@@ -208,6 +208,16 @@ pub(crate) struct Api {
 
 impl Api {
     pub fn new(cfg: &CloudRunConfig, tokens: Arc<dyn TokenProvider>) -> Result<Api, String> {
+        Self::with_base(cfg, &cfg.base_url, tokens)
+    }
+
+    /// A client of another Google API with `/v2/` paths (Cloud Logging), with `cfg`'s retry
+    /// and timeout settings.
+    pub fn with_base(
+        cfg: &CloudRunConfig,
+        base: &str,
+        tokens: Arc<dyn TokenProvider>,
+    ) -> Result<Api, String> {
         let http = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
             .user_agent(concat!("runvoy/", env!("CARGO_PKG_VERSION")))
@@ -220,7 +230,7 @@ impl Api {
             .with_jitter();
         Ok(Api {
             http,
-            base: cfg.base_url.trim_end_matches('/').to_owned(),
+            base: base.trim_end_matches('/').to_owned(),
             tokens,
             backoff,
             poll: cfg.operation_poll,

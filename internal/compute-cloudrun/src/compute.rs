@@ -433,7 +433,8 @@ impl CloudRunCompute {
         self.executions.lock().expect("executions").remove(id);
     }
 
-    /// The `jobs.run` body: the run's settings as runner variables. Never environment values.
+    /// The `jobs.run` body: the run's settings as runner variables, then the run's own
+    /// environment. Secret values never travel here: the sidecar fetches them itself.
     pub fn run_body(&self, spec: &JobSpec) -> Value {
         let mut vars = vec![
             (EXECUTION_ID_ENV, spec.execution_id.clone()),
@@ -457,8 +458,12 @@ impl CloudRunCompute {
                 vars.push((name, limit.to_string()));
             }
         }
+        // The user's variables come after runvoy's; their names never start with `RUNVOY_`
+        // (the domain refuses those), so they cannot shadow the runner's settings.
         let env: Vec<Value> = vars
             .into_iter()
+            .map(|(n, v)| (n.to_owned(), v))
+            .chain(spec.env.iter().map(|(n, v)| (n.clone(), v.clone())))
             .map(|(n, v)| json!({ "name": n, "value": v }))
             .collect();
         json!({
@@ -494,11 +499,8 @@ impl CloudRunCompute {
         if spec.image.trim().is_empty() {
             return reject("a run on Cloud Run compute needs an image".into());
         }
-        if !spec.env.is_empty() {
-            // Overrides are readable by anyone who can read the execution: no secrets there.
-            return reject(
-                "environment variables cannot be passed to a run on Cloud Run compute yet".into(),
-            );
+        if let Some(name) = spec.env.keys().find(|n| n.starts_with("RUNVOY_")) {
+            return reject(format!("{name} is reserved for runvoy's own settings"));
         }
         if spec.stdin.is_some() {
             return reject(

@@ -10,22 +10,26 @@
 //!   Run gives executions no per-run labels, so the runvoy execution id travels in the runner's
 //!   `RUNVOY_EXECUTION_ID` variable and is read back from the execution's template; the id →
 //!   execution name mapping is cached in memory and found again by listing executions.
+//! * Logs the push path missed are read back from Cloud Logging ([`CloudLoggingSource`]).
 //! * State comes from `executions.get` and the task's `lastAttemptResult` (see
 //!   `map_state` in `compute.rs`).
 //!
-//! Environment values and standard input are refused: they would have to travel in the job
-//! execution's overrides, which Cloud Run shows to anyone who can read the execution.
+//! The run's environment travels in the runner's overrides, after runvoy's own settings:
+//! whoever may read the job execution can read it, so secret values never go there (the sidecar
+//! fetches them itself). Standard input is refused: it would have to travel the same way.
 //!
-//! The adapter is a crate of its own; `runvoyd serve` does not offer it yet.
+//! `runvoyd serve --compute cloudrun` (or `--backend gcp`) runs on it.
 
 mod api;
 mod auth;
 mod compute;
 mod config;
+mod logging;
 mod names;
 
 pub use api::{ApiError, GoogleStatus};
 pub use auth::{AdcTokenProvider, StaticToken, TokenProvider};
 pub use compute::{CloudRunCompute, EXECUTION_ID_ENV};
 pub use config::CloudRunConfig;
+pub use logging::CloudLoggingSource;
 pub use names::{job_name, valid_job_name};

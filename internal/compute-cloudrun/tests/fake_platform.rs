@@ -1,8 +1,6 @@
 //! The adapter against the in-repo fake of the Cloud Run Admin API: the Compute conformance
 //! suite (the fake plays the platform) and the requests the adapter sends.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +11,8 @@ use runvoy_domain::JobSpec;
 use runvoy_domain::new_execution_id;
 use runvoy_domain::ports::{Compute, ComputeError, ComputeState};
 use runvoy_domain::testing::{ComputePlatform, compute_conformance};
+use runvoy_fake_gcp::FakeCloudRun;
 use serde_json::{Value, json};
-use support::FakeCloudRun;
 
 const IMAGE: &str = "docker.io/library/alpine:3.20";
 const PARENT: &str = "projects/p1/locations/europe-west1";
@@ -239,14 +237,13 @@ async fn an_argv_run_passes_the_exact_words() {
 }
 
 #[tokio::test]
-async fn secrets_stdin_and_resource_requests_are_refused_before_any_call() {
+async fn reserved_names_stdin_and_resource_requests_are_refused_before_any_call() {
     let fake = FakeCloudRun::start().await;
     let c = compute(&fake);
     let mut s = spec(&new_execution_id(), "deploy");
-    s.env.insert("API_TOKEN".into(), "s3cr3t-value".into());
-    assert!(
-        matches!(c.start(&s).await, Err(ComputeError::Rejected(m)) if m.contains("environment"))
-    );
+    s.env
+        .insert("RUNVOY_TIMEOUT_SECONDS".into(), "s3cr3t-value".into());
+    assert!(matches!(c.start(&s).await, Err(ComputeError::Rejected(m)) if m.contains("reserved")));
     let mut s = spec(&new_execution_id(), "deploy");
     s.stdin = Some(b"input".to_vec());
     assert!(
@@ -263,6 +260,57 @@ async fn secrets_stdin_and_resource_requests_are_refused_before_any_call() {
     assert!(fake.requests().is_empty(), "nothing reaches Cloud Run");
     let all = format!("{:?}", fake.requests());
     assert!(!all.contains("s3cr3t"));
+}
+
+#[tokio::test]
+async fn the_runs_environment_reaches_the_runner_after_runvoys_settings() {
+    let fake = FakeCloudRun::start().await;
+    let c = compute(&fake);
+    let id = new_execution_id();
+    let mut s = spec(&id, "deploy");
+    s.env.insert("STAGE".into(), "prod eu".into());
+    s.env.insert("EMPTY".into(), String::new());
+    c.start(&s).await.expect("start");
+    let run = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with(":run"))
+        .expect("jobs.run");
+    let env = run.body["overrides"]["containerOverrides"][0]["env"]
+        .as_array()
+        .expect("env")
+        .clone();
+    let names: Vec<&str> = env.iter().filter_map(|v| v["name"].as_str()).collect();
+    let first_user = names
+        .iter()
+        .position(|n| !n.starts_with("RUNVOY_"))
+        .unwrap();
+    assert!(
+        names[first_user..]
+            .iter()
+            .all(|n| !n.starts_with("RUNVOY_"))
+    );
+    assert!(
+        env.iter()
+            .any(|v| v["name"] == "STAGE" && v["value"] == "prod eu")
+    );
+    assert!(env.iter().any(|v| v["name"] == "EMPTY" && v["value"] == ""));
+    // The execution the platform ran carries them in the runner container.
+    let name = fake.execution_of(&id).expect("execution");
+    let tpl = fake.execution_template(&name);
+    let runner = tpl["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "runner")
+        .unwrap();
+    assert!(
+        runner["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "STAGE")
+    );
 }
 
 #[tokio::test]

@@ -21,8 +21,65 @@ pub fn local_execution_name(execution_id: &str) -> String {
     format!("local-{execution_id}")
 }
 
+/// Where an entry comes from: the `cloud_run_job` resource and the execution's labels.
+#[derive(Debug, Clone)]
+pub struct EntrySource {
+    /// Project id.
+    pub project: String,
+    /// Region (`location` label).
+    pub location: String,
+    /// Job name (short).
+    pub job: String,
+    /// Execution name (short), the `run.googleapis.com/execution_name` label.
+    pub execution: String,
+}
+
+impl EntrySource {
+    /// A local execution published by `--gcp-local-sink-topic`.
+    pub fn local(project: &str, execution_id: &str) -> EntrySource {
+        EntrySource {
+            project: project.to_owned(),
+            location: "local".into(),
+            job: "runvoy-local".into(),
+            execution: local_execution_name(execution_id),
+        }
+    }
+
+    fn entry(&self, log: &str, insert_id: String, timestamp: &str, receive_ms: i64) -> Value {
+        json!({
+            "insertId": insert_id,
+            "resource": {"type": "cloud_run_job", "labels": {
+                "job_name": self.job, "location": self.location, "project_id": self.project}},
+            "timestamp": timestamp,
+            "receiveTimestamp": rfc3339(receive_ms),
+            "labels": {
+                "instanceId": "local",
+                "run.googleapis.com/execution_name": self.execution,
+                "run.googleapis.com/task_index": "0",
+                "run.googleapis.com/task_attempt": "0"
+            },
+            "logName": format!("projects/{}/logs/{log}", self.project)
+        })
+    }
+}
+
 /// The LogEntry Cloud Logging makes of one runner record line.
 pub fn log_entry(project: &str, execution_id: &str, rec: &RunnerRecord, receive_ms: i64) -> Value {
+    record_entry(
+        &EntrySource::local(project, execution_id),
+        execution_id,
+        rec,
+        receive_ms,
+    )
+}
+
+/// The LogEntry Cloud Logging makes of one runner record line of `src`'s execution.
+pub fn record_entry(
+    src: &EntrySource,
+    execution_id: &str,
+    rec: &RunnerRecord,
+    receive_ms: i64,
+) -> Value {
     let (seq, time) = match rec {
         RunnerRecord::Log(l) => (l.seq, l.time.clone()),
         RunnerRecord::Exit(x) => (x.seq, x.time.clone()),
@@ -32,20 +89,37 @@ pub fn log_entry(project: &str, execution_id: &str, rec: &RunnerRecord, receive_
     if let Some(o) = payload.as_object_mut() {
         o.remove("time");
     }
+    let mut e = src.entry(
+        "run.googleapis.com%2Fstdout",
+        format!("{execution_id}-{seq:06}"),
+        &time,
+        receive_ms,
+    );
+    e["jsonPayload"] = payload;
+    e
+}
+
+/// The `varlog/system` entry Cloud Run writes when a container of the execution exits
+/// ("Container called exit(N).").
+pub fn container_exit_entry(src: &EntrySource, container: &str, code: i32, now_ms: i64) -> Value {
+    let mut e = src.entry(
+        "run.googleapis.com%2Fvarlog%2Fsystem",
+        format!("{}-{container}-exit", src.execution),
+        &rfc3339(now_ms),
+        now_ms,
+    );
+    e["textPayload"] = json!(format!("Container called exit({code})."));
+    e["severity"] = json!(if code == 0 { "INFO" } else { "WARNING" });
+    e["labels"]["container_name"] = json!(container);
+    e
+}
+
+/// The Pub/Sub message a sink publishes for an entry.
+pub fn message(entry: &Value) -> Value {
     json!({
-        "insertId": format!("{execution_id}-{seq:06}"),
-        "jsonPayload": payload,
-        "resource": {"type": "cloud_run_job", "labels": {
-            "job_name": "runvoy-local", "location": "local", "project_id": project}},
-        "timestamp": time,
-        "receiveTimestamp": rfc3339(receive_ms),
-        "labels": {
-            "instanceId": "local",
-            "run.googleapis.com/execution_name": local_execution_name(execution_id),
-            "run.googleapis.com/task_index": "0",
-            "run.googleapis.com/task_attempt": "0"
-        },
-        "logName": format!("projects/{project}/logs/run.googleapis.com%2Fstdout")
+        "data": base64::engine::general_purpose::STANDARD
+            .encode(serde_json::to_vec(entry).expect("entry JSON")),
+        "attributes": {"logging.googleapis.com/timestamp": entry["timestamp"]}
     })
 }
 
@@ -130,20 +204,20 @@ impl EmulatorSink {
         exit: Option<&ExitInfo>,
         now_ms: i64,
     ) -> Result<usize, String> {
-        let msgs: Vec<Value> = runner_records(execution_id, records, exit, now_ms)
+        let src = EntrySource::local(&self.project, execution_id);
+        let entries: Vec<Value> = runner_records(execution_id, records, exit, now_ms)
             .iter()
-            .map(|r| {
-                let e = log_entry(&self.project, execution_id, r, now_ms);
-                json!({
-                    "data": base64::engine::general_purpose::STANDARD
-                        .encode(serde_json::to_vec(&e).expect("entry JSON")),
-                    "attributes": {"logging.googleapis.com/timestamp": e["timestamp"]}
-                })
-            })
+            .map(|r| record_entry(&src, execution_id, r, now_ms))
             .collect();
-        if msgs.is_empty() {
+        self.publish_entries(&entries).await
+    }
+
+    /// Publishes entries, one message each, in one publish call.
+    pub async fn publish_entries(&self, entries: &[Value]) -> Result<usize, String> {
+        if entries.is_empty() {
             return Ok(0);
         }
+        let msgs: Vec<Value> = entries.iter().map(message).collect();
         let n = msgs.len();
         let r = self
             .http

@@ -1,4 +1,4 @@
-//! An in-repo fake of the Cloud Run Admin API v2 endpoints the adapter uses, on port 0.
+//! A fake of the Cloud Run Admin API v2 endpoints runvoy uses, on port 0.
 //!
 //! It follows the REST reference (cloud.google.com/run/docs/reference/rest/v2): resource names
 //! `projects/{p}/locations/{l}/jobs/{j}[/executions/{e}[/tasks/{t}]]` and
@@ -12,10 +12,15 @@
 //! execution ends (error code 10 when it failed); `executions.cancel` goes through a
 //! `CANCELLING` state for one read; a cancelled running task reports `termSignal` 15; a sidecar
 //! failure says `Container 'sidecar' exited with an error.`; deleting an execution that still
-//! runs is refused with FAILED_PRECONDITION. Tests play the platform: they mark a task running
-//! and finish it with an exit code.
-
-#![allow(dead_code)]
+//! runs is refused with FAILED_PRECONDITION.
+//!
+//! Request bodies are checked as the real API checks them: an unknown field, a wrong type or an
+//! unknown enum value gets Google's `INVALID_ARGUMENT` answer (see [`crate::schema`]).
+//!
+//! Who plays the platform: a test ([`FakeCloudRun::set_running`], [`FakeCloudRun::finish`]),
+//! or a [`Platform`] given to [`FakeCloudRun::start_with`], which is told of every run and
+//! cancellation and reports back through the same methods (`runvoy-fake-gcp` runs the
+//! containers for real).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -97,20 +102,44 @@ struct Inner {
     injects: Vec<Inject>,
     seq: u64,
     page_cap: usize,
+    platform: Option<tokio::sync::mpsc::UnboundedSender<PlatformEvent>>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
 
-/// The running fake.
-pub struct FakeCloudRun {
-    pub url: String,
-    inner: Shared,
-    task: tokio::task::JoinHandle<()>,
+/// What the fake tells whoever plays the platform.
+#[derive(Debug, Clone)]
+pub enum PlatformEvent {
+    /// `jobs.run` created this execution (full resource name) with this task template,
+    /// overrides applied.
+    Run {
+        /// `projects/P/locations/L/jobs/J/executions/E`.
+        execution: String,
+        /// The task template (`containers`, `volumes`, `timeout`, ...).
+        template: Value,
+    },
+    /// `executions.cancel` of a running execution: stop its task, then report
+    /// [`FakeCloudRun::cancelled`].
+    Cancel {
+        /// Full resource name.
+        execution: String,
+    },
 }
 
-impl Drop for FakeCloudRun {
+/// The running fake.
+#[derive(Clone)]
+pub struct FakeCloudRun {
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    inner: Shared,
+    _task: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.task.abort();
+        self.0.abort();
     }
 }
 
@@ -155,23 +184,50 @@ fn query_param<'a>(q: &'a str, key: &str) -> Option<&'a str> {
 }
 
 impl FakeCloudRun {
-    /// Starts the fake on a free loopback port.
+    /// Starts the fake on a free loopback port; the caller plays the platform. Pages are
+    /// small (2 items), so clients must follow `nextPageToken`.
     pub async fn start() -> FakeCloudRun {
-        let inner: Shared = Arc::new(Mutex::new(Inner {
-            page_cap: 2, // small pages, so clients must follow nextPageToken
-            ..Default::default()
-        }));
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        Self::serve(listener, 2, None, axum::Router::new())
+    }
+
+    /// Serves the fake on `listener`, telling `platform` of runs and cancellations, with
+    /// `extra` routes (another fake API) on the same port.
+    pub fn start_with(
+        listener: tokio::net::TcpListener,
+        platform: tokio::sync::mpsc::UnboundedSender<PlatformEvent>,
+        extra: axum::Router,
+    ) -> FakeCloudRun {
+        Self::serve(listener, 100, Some(platform), extra)
+    }
+
+    fn serve(
+        listener: tokio::net::TcpListener,
+        page_cap: usize,
+        platform: Option<tokio::sync::mpsc::UnboundedSender<PlatformEvent>>,
+        extra: axum::Router,
+    ) -> FakeCloudRun {
+        let inner: Shared = Arc::new(Mutex::new(Inner {
+            page_cap,
+            platform,
+            ..Default::default()
+        }));
+        let app = extra.merge(
+            axum::Router::new()
+                .fallback(handle)
+                .with_state(inner.clone()),
+        );
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
-        FakeCloudRun { url, inner, task }
+        FakeCloudRun {
+            url,
+            inner,
+            _task: Arc::new(AbortOnDrop(task)),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -245,6 +301,24 @@ impl FakeCloudRun {
         });
     }
 
+    /// A cancelled execution's task has stopped (a [`Platform`](PlatformEvent::Cancel) reports
+    /// it).
+    pub fn cancelled(&self, name: &str) {
+        self.with(|i| {
+            if let Some(e) = i.execs.get_mut(name)
+                && !e.phase.terminal()
+            {
+                e.phase = Phase::Cancelled;
+                e.completed = Some(now_ms());
+            }
+        });
+    }
+
+    /// Whether an execution is over.
+    pub fn is_finished(&self, name: &str) -> bool {
+        self.with(|i| i.execs.get(name).is_none_or(|e| e.phase.terminal()))
+    }
+
     /// The sidecar container exits with 1 before the runner starts.
     pub fn fail_sidecar(&self, name: &str) {
         self.with(|i| {
@@ -272,7 +346,8 @@ impl FakeCloudRun {
     }
 }
 
-fn runner_env<'a>(template: &'a Value, name: &str) -> Option<&'a str> {
+/// The value of variable `name` of the `runner` container of a task template.
+pub fn runner_env<'a>(template: &'a Value, name: &str) -> Option<&'a str> {
     template["containers"]
         .as_array()?
         .iter()
@@ -283,7 +358,8 @@ fn runner_env<'a>(template: &'a Value, name: &str) -> Option<&'a str> {
         .as_str()
 }
 
-fn short(name: &str) -> &str {
+/// The last segment of a resource name.
+pub fn short(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
 }
 
@@ -519,6 +595,7 @@ fn store_job(i: &mut Inner, name: &str, body: &Value, generation: u64) -> Value 
 }
 
 fn check_job(body: &Value) -> Result<(), String> {
+    crate::schema::check_job(body)?;
     let cs = body["template"]["template"]["containers"]
         .as_array()
         .filter(|c| !c.is_empty())
@@ -772,8 +849,8 @@ fn route(i: &mut Inner, method: &Method, path: &str, query: &str, body: &Value) 
             match (m, verb) {
                 ("GET", None) => {
                     let v = e.json();
-                    // A cancellation is seen in progress once, then done.
-                    if e.phase == Phase::Cancelling {
+                    // Without a platform, a cancellation is seen in progress once, then done.
+                    if e.phase == Phase::Cancelling && i.platform.is_none() {
                         let x = i.execs.get_mut(&name).expect("exec");
                         x.phase = Phase::Cancelled;
                         x.completed = Some(now_ms());
@@ -788,14 +865,21 @@ fn route(i: &mut Inner, method: &Method, path: &str, query: &str, body: &Value) 
                             &format!("Execution '{}' is already finished.", seg[7]),
                         );
                     }
+                    let has_platform = i.platform.is_some();
                     let x = i.execs.get_mut(&name).expect("exec");
-                    x.phase = if x.was_running {
+                    // A platform stops even a task that has not reported running yet.
+                    x.phase = if x.was_running || has_platform {
                         Phase::Cancelling
                     } else {
                         x.completed = Some(now_ms());
                         Phase::Cancelled
                     };
                     let snap = x.json();
+                    if let Some(p) = &i.platform {
+                        let _ = p.send(PlatformEvent::Cancel {
+                            execution: name.clone(),
+                        });
+                    }
                     let op = new_op(
                         i,
                         &parent,
@@ -847,6 +931,9 @@ fn route(i: &mut Inner, method: &Method, path: &str, query: &str, body: &Value) 
 
 /// `jobs.run`: a new execution of the job's template with the overrides applied.
 fn run(i: &mut Inner, parent: &str, job_name: &str, job: &Value, body: &Value) -> Response {
+    if let Err(e) = crate::schema::check_run(body) {
+        return error(400, "INVALID_ARGUMENT", &e);
+    }
     let mut template = job["template"]["template"].clone();
     let ov = &body["overrides"];
     if let Some(cos) = ov["containerOverrides"].as_array() {
@@ -903,7 +990,14 @@ fn run(i: &mut Inner, parent: &str, job_name: &str, job: &Value, body: &Value) -
         started: None,
         completed: None,
     };
+    let template = e.template.clone();
     i.execs.insert(name.clone(), e);
+    if let Some(p) = &i.platform {
+        let _ = p.send(PlatformEvent::Run {
+            execution: name.clone(),
+            template,
+        });
+    }
     let op = new_op(i, parent, OpKind::Run { exec: name });
     ok(op_json(i, &op, false).expect("op"))
 }

@@ -24,14 +24,10 @@ pub enum CipherKind {
 #[derive(Debug, Args)]
 pub struct CipherArgs {
     /// What protects stored secrets: `local` (a key file in the data dir) or `kms` (a Cloud KMS
-    /// key, through Application Default Credentials).
-    #[arg(
-        long = "cipher",
-        env = "RUNVOY_CIPHER",
-        value_enum,
-        default_value = "local"
-    )]
-    kind: CipherKind,
+    /// key, through Application Default Credentials). Default: the backend's (`local`: local,
+    /// `gcp`: kms).
+    #[arg(long = "cipher", env = "RUNVOY_CIPHER", value_enum)]
+    kind: Option<CipherKind>,
     /// The Cloud KMS key of `--cipher kms`:
     /// projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY.
     #[arg(long, env = "RUNVOY_GCP_SECRETS_KMS_KEY")]
@@ -45,12 +41,20 @@ pub struct CipherArgs {
     gcp_kms_access_token: Option<String>,
 }
 
+impl CipherArgs {
+    /// Fills the kind when unset from the backend preset.
+    pub fn apply_backend(&mut self, gcp: bool) {
+        self.kind
+            .get_or_insert(if gcp { CipherKind::Kms } else { CipherKind::Local });
+    }
+}
+
 /// The longest the start-up round trip may take (KMS retries included).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Builds the cipher and makes one round trip with it; an error says why runvoyd cannot start.
 pub async fn start(args: &CipherArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn Cipher>> {
-    let cipher: Arc<dyn Cipher> = match args.kind {
+    let cipher: Arc<dyn Cipher> = match args.kind.unwrap_or(CipherKind::Local) {
         CipherKind::Local => {
             if args.gcp_secrets_kms_key.is_some() {
                 bail!("RUNVOY_GCP_SECRETS_KMS_KEY is set but --cipher is local; pass --cipher kms");

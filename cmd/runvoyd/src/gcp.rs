@@ -1,6 +1,6 @@
-//! `runvoyd serve --store …` and `--events …`: which store adapter runvoyd opens and whether
-//! the Google Cloud push endpoints are mounted. Kept apart from `serve.rs` so its wiring stays
-//! one call per choice.
+//! `runvoyd serve --store …`, `--compute …` and `--events …`: which store and compute adapters
+//! runvoyd opens and whether the Google Cloud push endpoints are mounted, with `--backend` as
+//! presets. Kept apart from `serve.rs` so its wiring stays one call per choice.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +9,11 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use runvoy_domain::Event;
 use runvoy_domain::clock::Clock;
-use runvoy_domain::ports::Store;
+use runvoy_compute_cloudrun::{
+    AdcTokenProvider, CloudLoggingSource, CloudRunCompute, CloudRunConfig, StaticToken,
+    TokenProvider,
+};
+use runvoy_domain::ports::{Compute, LogSource, Store};
 use runvoy_domain::processor::Processor;
 use runvoy_events_gcp::oidc::{GOOGLE_JWKS_URL, OidcConfig, Verifier};
 use runvoy_events_gcp::sink::EmulatorSink;
@@ -26,6 +30,15 @@ pub enum StoreKind {
     Firestore,
 }
 
+/// Compute adapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ComputeKind {
+    /// Processes on this machine (bubblewrap sandbox).
+    Local,
+    /// One Cloud Run Job execution per run (Admin API v2).
+    Cloudrun,
+}
+
 /// Event transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EventsKind {
@@ -36,29 +49,45 @@ pub enum EventsKind {
     Pubsub,
 }
 
-/// The store and event transport flags of `runvoyd serve`.
+/// The store, compute and event transport flags of `runvoyd serve`. Each kind left unset takes
+/// the `--backend` preset's choice.
 #[derive(Debug, Args)]
 pub struct GcpArgs {
-    /// Store adapter.
-    #[arg(
-        long = "store",
-        env = "RUNVOY_STORE",
-        value_enum,
-        default_value = "sqlite"
-    )]
-    pub store: StoreKind,
-    /// Event transport. `pubsub` mounts the push endpoints; local executions still deliver
-    /// their records over the in-process bus.
-    #[arg(
-        long = "events",
-        env = "RUNVOY_EVENTS",
-        value_enum,
-        default_value = "inproc"
-    )]
-    pub events: EventsKind,
-    /// Google Cloud project of the Firestore database (required with `--store firestore`).
+    /// Store adapter (default: the backend's; `local`: sqlite, `gcp`: firestore).
+    #[arg(long = "store", env = "RUNVOY_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+    /// Compute adapter (default: the backend's; `local`: local, `gcp`: cloudrun).
+    #[arg(long = "compute", env = "RUNVOY_COMPUTE", value_enum)]
+    pub compute: Option<ComputeKind>,
+    /// Event transport (default: the backend's; `local`: inproc, `gcp`: pubsub). `pubsub`
+    /// mounts the push endpoints; local executions still deliver their records over the
+    /// in-process bus.
+    #[arg(long = "events", env = "RUNVOY_EVENTS", value_enum)]
+    pub events: Option<EventsKind>,
+    /// Google Cloud project of the Firestore database and the Cloud Run jobs (required with
+    /// `--store firestore` and `--compute cloudrun`).
     #[arg(long, env = "RUNVOY_GCP_PROJECT_ID")]
     pub gcp_project_id: Option<String>,
+    /// Region of the Cloud Run jobs (required with `--compute cloudrun`).
+    #[arg(long, env = "RUNVOY_GCP_REGION")]
+    pub gcp_region: Option<String>,
+    /// The runvoy-sidecar image each job's sidecar container runs (required with
+    /// `--compute cloudrun`); it carries the runner binary it puts into the workspace.
+    #[arg(long, env = "RUNVOY_GCP_SIDECAR_IMAGE")]
+    pub gcp_sidecar_image: Option<String>,
+    /// Service account the jobs' tasks run as (default: the project's default compute account).
+    #[arg(long, env = "RUNVOY_GCP_JOB_SERVICE_ACCOUNT")]
+    pub gcp_job_service_account: Option<String>,
+    /// Base URL of the Cloud Run Admin API.
+    #[arg(long, env = "RUNVOY_GCP_CLOUDRUN_ENDPOINT", default_value = "https://run.googleapis.com")]
+    pub gcp_cloudrun_endpoint: String,
+    /// Base URL of the Cloud Logging API (read to fill gaps in the pushed logs).
+    #[arg(long, env = "RUNVOY_GCP_LOGGING_ENDPOINT", default_value = "https://logging.googleapis.com")]
+    pub gcp_logging_endpoint: String,
+    /// Test only, with both endpoints set: a fixed access token for Cloud Run and Cloud Logging
+    /// instead of Application Default Credentials.
+    #[arg(long, env = "RUNVOY_GCP_ACCESS_TOKEN", hide = true)]
+    pub gcp_access_token: Option<String>,
     /// Firestore database id.
     #[arg(long, env = "RUNVOY_GCP_FIRESTORE_DATABASE", default_value = DEFAULT_DATABASE)]
     pub gcp_firestore_database: String,
@@ -88,9 +117,67 @@ pub struct GcpArgs {
 }
 
 impl GcpArgs {
+    /// Fills the kinds left unset from the backend preset.
+    pub fn apply_backend(&mut self, gcp: bool) {
+        if gcp {
+            self.store.get_or_insert(StoreKind::Firestore);
+            self.compute.get_or_insert(ComputeKind::Cloudrun);
+            self.events.get_or_insert(EventsKind::Pubsub);
+        } else {
+            self.store.get_or_insert(StoreKind::Sqlite);
+            self.compute.get_or_insert(ComputeKind::Local);
+            self.events.get_or_insert(EventsKind::Inproc);
+        }
+    }
+
+    fn store_kind(&self) -> StoreKind {
+        self.store.unwrap_or(StoreKind::Sqlite)
+    }
+
+    /// The compute adapter chosen.
+    pub fn compute_kind(&self) -> ComputeKind {
+        self.compute.unwrap_or(ComputeKind::Local)
+    }
+
+    fn events_kind(&self) -> EventsKind {
+        self.events.unwrap_or(EventsKind::Inproc)
+    }
+
     /// Refuses inconsistent flags before anything is opened.
     pub fn check(&self) -> anyhow::Result<()> {
-        if self.events == EventsKind::Pubsub && !self.insecure_push {
+        if self.compute_kind() == ComputeKind::Cloudrun {
+            for (v, what) in [
+                (&self.gcp_project_id, "RUNVOY_GCP_PROJECT_ID (--gcp-project-id)"),
+                (&self.gcp_region, "RUNVOY_GCP_REGION (--gcp-region)"),
+                (&self.gcp_sidecar_image, "RUNVOY_GCP_SIDECAR_IMAGE (--gcp-sidecar-image)"),
+            ] {
+                if v.as_deref().is_none_or(str::is_empty) {
+                    bail!("--compute cloudrun needs {what}");
+                }
+            }
+            if self.events_kind() != EventsKind::Pubsub {
+                bail!(
+                    "--compute cloudrun needs --events pubsub: a Cloud Run job's records reach \
+                     runvoyd only through the log sink's push subscription"
+                );
+            }
+            if self.gcp_local_sink_topic.is_some() {
+                bail!("--gcp-local-sink-topic only applies with --compute local");
+            }
+        }
+        if self.gcp_access_token.is_some()
+            && (self.gcp_cloudrun_endpoint.starts_with("https://run.googleapis.com")
+                || self
+                    .gcp_logging_endpoint
+                    .starts_with("https://logging.googleapis.com"))
+        {
+            bail!(
+                "RUNVOY_GCP_ACCESS_TOKEN is for tests against RUNVOY_GCP_CLOUDRUN_ENDPOINT and \
+                 RUNVOY_GCP_LOGGING_ENDPOINT only; Google's APIs are reached with Application \
+                 Default Credentials"
+            );
+        }
+        if self.events_kind() == EventsKind::Pubsub && !self.insecure_push {
             if self.gcp_push_audience.as_deref().is_none_or(str::is_empty) {
                 bail!(
                     "--events pubsub needs RUNVOY_GCP_PUSH_AUDIENCE (--gcp-push-audience): the \
@@ -109,11 +196,11 @@ impl GcpArgs {
                 );
             }
         }
-        if self.insecure_push && self.events != EventsKind::Pubsub {
+        if self.insecure_push && self.events_kind() != EventsKind::Pubsub {
             bail!("--insecure-push only applies with --events pubsub");
         }
         if let Some(topic) = &self.gcp_local_sink_topic {
-            if self.events != EventsKind::Pubsub {
+            if self.events_kind() != EventsKind::Pubsub {
                 bail!("--gcp-local-sink-topic only applies with --events pubsub");
             }
             let host = std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_default();
@@ -130,7 +217,7 @@ impl GcpArgs {
 
     /// Opens the chosen store.
     pub async fn open_store(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-        match self.store {
+        match self.store_kind() {
             StoreKind::Sqlite => Ok(Arc::new(
                 SqliteStore::open(&data_dir.join("runvoy.db"))
                     .context("opening the SQLite store")?,
@@ -168,7 +255,7 @@ impl GcpArgs {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Option<axum::Router> {
-        if self.events != EventsKind::Pubsub {
+        if self.events_kind() != EventsKind::Pubsub {
             return None;
         }
         let auth = if self.insecure_push {
@@ -195,6 +282,34 @@ impl GcpArgs {
 }
 
 impl GcpArgs {
+    /// The Cloud Run compute and the Cloud Logging log source of `--compute cloudrun`.
+    pub fn cloudrun(
+        &self,
+        kill_grace_secs: u64,
+    ) -> anyhow::Result<(Arc<dyn Compute>, Arc<dyn LogSource>)> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut cfg = CloudRunConfig::new(
+            self.gcp_project_id.as_deref().unwrap_or_default(),
+            self.gcp_region.as_deref().unwrap_or_default(),
+            self.gcp_sidecar_image.as_deref().unwrap_or_default(),
+        );
+        cfg.base_url = self.gcp_cloudrun_endpoint.clone();
+        cfg.service_account = self.gcp_job_service_account.clone().unwrap_or_default();
+        // The runner needs the kill grace on top of the run's timeout to write its last record.
+        cfg.timeout_slack = cfg
+            .timeout_slack
+            .max(std::time::Duration::from_secs(kill_grace_secs + 30));
+        let tokens: Arc<dyn TokenProvider> = match &self.gcp_access_token {
+            Some(t) => Arc::new(StaticToken(t.clone())),
+            None => Arc::new(AdcTokenProvider::new().map_err(anyhow::Error::msg)?),
+        };
+        let logs = CloudLoggingSource::new(&cfg, &self.gcp_logging_endpoint, tokens.clone())?;
+        let compute = CloudRunCompute::new(cfg, tokens)?;
+        tracing::info!(project = ?self.gcp_project_id, region = ?self.gcp_region,
+            endpoint = %self.gcp_cloudrun_endpoint, "compute on Cloud Run Jobs");
+        Ok((Arc::new(compute), Arc::new(logs)))
+    }
+
     /// Starts delivering the local bus's events: to the processor in-process, or, with
     /// `--gcp-local-sink-topic`, records through the Pub/Sub emulator (state hints stay
     /// in-process: on Cloud Run they come from Cloud Run itself, not from the log stream).

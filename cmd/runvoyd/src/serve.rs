@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use crate::gcp::ComputeKind;
 use runvoy_api::AppState;
 use runvoy_api::auth::TokenSigner;
 use runvoy_api::ready::Readiness;
@@ -18,17 +19,19 @@ use runvoy_domain::clock::{Clock, SystemClock};
 use runvoy_domain::fault::{FaultyCompute, FaultyStore};
 use runvoy_domain::health::{MonitoredStore, StoreHealth};
 use runvoy_domain::hub::LogHub;
-use runvoy_domain::ports::{Compute, Store};
+use runvoy_domain::ports::{Compute, LogSource, Store};
 use runvoy_domain::processor::Processor;
 use runvoy_domain::service::{Service, ServiceConfig};
 use runvoy_domain::users::server_created_user;
 use runvoy_domain::{Role, auth};
 
-/// Backends `serve` can run on.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+/// Backends `serve` can run on: presets of `--store`, `--compute`, `--events` and `--cipher`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// Everything on this machine: SQLite, local processes, in-process events.
+    /// Everything on this machine: SQLite, local processes, in-process events, a key file.
     Local,
+    /// Google Cloud: Firestore, Cloud Run Jobs, Pub/Sub and Eventarc pushes, Cloud KMS.
+    Gcp,
 }
 
 /// Log output format.
@@ -52,8 +55,9 @@ pub enum IsolationArg {
 /// Flags of `runvoyd serve`; each also reads a `RUNVOY_*` variable.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Backend to run on.
-    #[arg(long, env = "RUNVOY_BACKEND", value_enum, default_value = "local")]
+    /// Backend to run on (a preset; `--store`, `--compute`, `--events` and `--cipher` override
+    /// its parts).
+    #[arg(long, env = "RUNVOY_BACKEND_PROVIDER", value_enum, default_value = "local")]
     backend: Backend,
     /// Directory for the database, workspaces and the admin key.
     #[arg(long, env = "RUNVOY_DATA_DIR")]
@@ -439,37 +443,14 @@ async fn sweep_and_log(p: &Processor, trigger: &str) {
     }
 }
 
-/// Runs the server until SIGTERM/SIGINT.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let server_log_queue = init_tracing(args.log_format);
-    let Backend::Local = args.backend;
-    args.gcp.check()?;
-    let dir_mode = data_dir_mode(args.isolation);
-    let data_dir = prepare_data_dir(
-        &args.data_dir.clone().unwrap_or_else(default_data_dir),
-        dir_mode,
-    )?;
-    let admin_key_file = data_dir.join("admin.key");
-    restrict_file(&admin_key_file)
-        .with_context(|| format!("setting permissions of {}", admin_key_file.display()))?;
-
-    // No start without a cipher that works both ways.
-    let cipher = crate::cipher::start(&args.cipher, &data_dir).await?;
-
-    let clock: Arc<dyn Clock> = match crate::testclock::from_env()? {
-        Some(c) => c,
-        None => Arc::new(SystemClock),
-    };
-    let mut store: Arc<dyn Store> = args.gcp.open_store(&data_dir).await?;
-    // Test-only: lets integration tests make the store or compute fail on demand.
-    let faults = std::env::var_os("RUNVOY_FAULT_INJECTION_DIR").map(PathBuf::from);
-    if let Some(dir) = &faults {
-        tracing::warn!(dir = %dir.display(), "fault injection enabled (for tests only)");
-        store = Arc::new(FaultyStore::new(store, dir));
-    }
-    // Every write is watched, so readiness can say when the store stops taking them.
-    let store_health = Arc::new(StoreHealth::new());
-    let store: Arc<dyn Store> = Arc::new(MonitoredStore::new(store, store_health.clone()));
+/// The local compute of `--compute local`, its sandbox proven by one probe run.
+fn local_compute(
+    args: &ServeArgs,
+    data_dir: &Path,
+    executions_dir: &Path,
+    dir_mode: u32,
+    bus: Bus,
+) -> anyhow::Result<(Arc<LocalCompute>, Enforcement)> {
     let isolation = match args.isolation {
         IsolationArg::Bwrap => Isolation::Bwrap,
         IsolationArg::Process => {
@@ -489,12 +470,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         workspace_bytes: nonzero(args.workspace_limit_mb << 20),
         tmp_bytes: Some(args.tmp_limit_mb.max(1) << 20),
     };
-    let executions_dir = data_dir.join("executions");
-    prepare_executions_dir(&executions_dir, dir_mode)?;
-    let (bus, bus_rx) = Bus::new(1024);
+    prepare_executions_dir(executions_dir, dir_mode)?;
     let compute = Arc::new(LocalCompute::new(
         LocalComputeConfig {
-            executions_dir: executions_dir.clone(),
+            executions_dir: executions_dir.to_path_buf(),
             runner_bin: match args.runner_bin.clone() {
                 Some(p) => p,
                 None => sibling_binary("runvoy-runner")?,
@@ -547,6 +526,66 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Isolation::Bwrap => runvoy_compute_local::sandbox::enforcement(),
         Isolation::Process => Enforcement::default(),
     };
+    Ok((compute, enforcement))
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    let server_log_queue = init_tracing(args.log_format);
+    let gcp = args.backend == Backend::Gcp;
+    args.gcp.apply_backend(gcp);
+    args.cipher.apply_backend(gcp);
+    args.gcp.check()?;
+    let dir_mode = data_dir_mode(args.isolation);
+    let data_dir = prepare_data_dir(
+        &args.data_dir.clone().unwrap_or_else(default_data_dir),
+        dir_mode,
+    )?;
+    let admin_key_file = data_dir.join("admin.key");
+    restrict_file(&admin_key_file)
+        .with_context(|| format!("setting permissions of {}", admin_key_file.display()))?;
+
+    // No start without a cipher that works both ways.
+    let cipher = crate::cipher::start(&args.cipher, &data_dir).await?;
+
+    let clock: Arc<dyn Clock> = match crate::testclock::from_env()? {
+        Some(c) => c,
+        None => Arc::new(SystemClock),
+    };
+    let mut store: Arc<dyn Store> = args.gcp.open_store(&data_dir).await?;
+    // Test-only: lets integration tests make the store or compute fail on demand.
+    let faults = std::env::var_os("RUNVOY_FAULT_INJECTION_DIR").map(PathBuf::from);
+    if let Some(dir) = &faults {
+        tracing::warn!(dir = %dir.display(), "fault injection enabled (for tests only)");
+        store = Arc::new(FaultyStore::new(store, dir));
+    }
+    // Every write is watched, so readiness can say when the store stops taking them.
+    let store_health = Arc::new(StoreHealth::new());
+    let store: Arc<dyn Store> = Arc::new(MonitoredStore::new(store, store_health.clone()));
+    let nonzero = |v: u64| (v > 0).then_some(v);
+    let (bus, bus_rx) = Bus::new(1024);
+    let executions_dir = data_dir.join("executions");
+    let (local, compute, log_source, isolation_name, enforcement) = match args.gcp.compute_kind()
+    {
+        ComputeKind::Local => {
+            let (local, enforcement) =
+                local_compute(&args, &data_dir, &executions_dir, dir_mode, bus)?;
+            let name = match args.isolation {
+                IsolationArg::Bwrap => "bubblewrap",
+                IsolationArg::Process => "none",
+            };
+            let compute: Arc<dyn Compute> = local.clone();
+            let source: Arc<dyn LogSource> =
+                Arc::new(RecordFileSource::new(executions_dir.clone()));
+            (Some(local), compute, source, name, enforcement)
+        }
+        ComputeKind::Cloudrun => {
+            drop(bus);
+            let (compute, source) = args.gcp.cloudrun(args.kill_grace)?;
+            // Each run is a Cloud Run task: a gVisor or microVM sandbox of its own.
+            (None, compute, source, "cloud-run", Enforcement::default())
+        }
+    };
     let hub = Arc::new(LogHub::new());
     let compute_port: Arc<dyn Compute> = match &faults {
         Some(dir) => Arc::new(FaultyCompute::new(compute.clone(), dir)),
@@ -555,7 +594,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut processor = Processor::new(
         store.clone(),
         compute_port.clone(),
-        Arc::new(RecordFileSource::new(executions_dir)),
+        log_source,
         hub.clone(),
         clock.clone(),
         args.kill_grace,
@@ -628,14 +667,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
-    // Re-attach to executions that were running when runvoyd stopped, then settle the rest.
-    for e in store.list_unsettled().await? {
-        let from = store
-            .log_stats(&e.id)
-            .await
-            .map(|s| s.contiguous)
-            .unwrap_or(0);
-        compute.watch(&e.id, from);
+    // Re-attach to local executions that were running when runvoyd stopped, then settle the
+    // rest.
+    if let Some(local) = &local {
+        for e in store.list_unsettled().await? {
+            let from = store
+                .log_stats(&e.id)
+                .await
+                .map(|s| s.contiguous)
+                .unwrap_or(0);
+            local.watch(&e.id, from);
+        }
     }
     {
         let p = processor.clone();
@@ -702,7 +744,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir.join("server.json"),
         serde_json::to_vec_pretty(&info)?,
     )?;
-    tracing::info!(%url, data_dir = %data_dir.display(), backend = "local", "runvoyd listening");
+    tracing::info!(%url, data_dir = %data_dir.display(), backend = ?args.backend,
+        store = ?args.gcp.store, compute = ?args.gcp.compute, events = ?args.gcp.events,
+        "runvoyd listening");
     eprintln!(
         "runvoyd: listening on {url} (data dir {})",
         data_dir.display()
@@ -739,13 +783,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .with_auth_failure_limit(args.auth_failure_burst, args.auth_failure_per_minute)
     .with_cipher(cipher.kind())
-    .with_isolation(
-        match isolation {
-            Isolation::Bwrap => "bubblewrap",
-            Isolation::Process => "none",
-        },
-        enforcement.limits,
-    )
+    .with_isolation(isolation_name, enforcement.limits)
     .with_readiness(Readiness {
         store: Some(store_health),
         checks: vec![free_space_check(data_dir.clone(), args.min_free_bytes)],

@@ -1,9 +1,11 @@
 //! `runvoy-fake-gcp`: the Cloud Run Admin API v2 and Cloud Logging `entries.list` fakes on one
 //! port, with every job execution run for real on local compute and its log entries published
-//! to a Pub/Sub emulator topic, as a log sink publishes them.
+//! to a Pub/Sub emulator topic, as a log sink publishes them; with `--kms-key`, also runvoy's
+//! Cloud KMS fake on a port of its own.
 //!
-//! Prints one JSON line `{"url": ...}` on stdout once it serves (and writes it to
-//! `STATE_DIR/fake.json`), then serves until SIGTERM/SIGINT.
+//! Prints one JSON line `{"url": ..., "kms_url": ...}` on stdout once it serves (and writes it
+//! to `STATE_DIR/fake.json`), then serves until SIGTERM/SIGINT. Every API accepts any bearer
+//! token; the KMS fake only `--kms-token`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +49,13 @@ struct Args {
     /// How the containers' processes are isolated.
     #[arg(long, value_enum, default_value = "bwrap")]
     isolation: IsolationArg,
+    /// Serve a Cloud KMS fake holding this CryptoKey
+    /// (`projects/P/locations/L/keyRings/R/cryptoKeys/K`).
+    #[arg(long)]
+    kms_key: Option<String>,
+    /// The one access token the KMS fake accepts.
+    #[arg(long, default_value = "fake-gcp-token")]
+    kms_token: String,
     /// First uid of the sandboxes (as `runvoyd serve --sandbox-uid-base`).
     #[arg(long, default_value_t = 1_900_000_000)]
     sandbox_uid_base: u32,
@@ -121,7 +130,17 @@ async fn main() -> anyhow::Result<()> {
     let fake = FakeCloudRun::start_with(listener, tx, logs.router());
     let platform = LocalPlatform::new(fake.clone(), compute, logs, sink);
     tokio::spawn(platform.drive(rx, bus_rx));
-    let line = serde_json::json!({ "url": fake.url }).to_string();
+    let kms = match &args.kms_key {
+        Some(key) => {
+            let kms = runvoy_cipher_kms::fake::FakeKms::start(&args.kms_token).await;
+            kms.add_key(key);
+            Some(kms)
+        }
+        None => None,
+    };
+    let line =
+        serde_json::json!({ "url": fake.url, "kms_url": kms.as_ref().map(|k| k.url()) })
+            .to_string();
     std::fs::write(state_dir.join("fake.json"), &line)?;
     println!("{line}");
     tracing::info!(url = %fake.url, "fake Cloud Run and Cloud Logging serving");

@@ -23,8 +23,9 @@ resource "google_cloud_run_v2_service" "orchestrator" {
     }
 
     containers {
-      image = local.runvoyd_image
-      args  = ["serve", "--backend", "gcp"]
+      image   = local.runvoyd_image
+      command = ["runvoyd"]
+      args    = ["serve", "--backend", "gcp"]
 
       ports {
         container_port = 8080
@@ -85,8 +86,9 @@ resource "google_cloud_run_v2_service" "processor" {
     }
 
     containers {
-      image = local.runvoyd_image
-      args  = ["serve", "--backend", "gcp"]
+      image   = local.runvoyd_image
+      command = ["runvoyd"]
+      args    = ["serve", "--backend", "gcp"]
 
       ports {
         container_port = 8080

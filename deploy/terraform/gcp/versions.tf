@@ -3,8 +3,9 @@ terraform {
 
   required_providers {
     google = {
-      source  = "hashicorp/google"
-      version = ">= 6.0"
+      source = "hashicorp/google"
+      # 6.8 added invoker_iam_disabled to google_cloud_run_v2_service.
+      version = ">= 6.8"
     }
   }
 }

@@ -87,9 +87,9 @@ variable "orchestrator_min_instances" {
 }
 
 variable "orchestrator_max_instances" {
-  description = "Most instances of the orchestrator."
+  description = "Most instances of the orchestrator. runvoyd signs log WebSocket tokens with a key each instance keeps in its own data dir (token.key), so a token one instance issued is refused by another: keep 1 until the instances share that key."
   type        = number
-  default     = 10
+  default     = 1
 }
 
 variable "processor_min_instances" {

@@ -8,7 +8,7 @@ GCP_LISTEN ?= 127.0.0.1:8090
 RELEASE_BIN := target/release
 DEBUG_BIN := target/debug
 
-.PHONY: run stop run-gcp-local stop-gcp-local deps build build-release runner-static test test-rust test-web lint fmt bench emulators clean
+.PHONY: run stop run-gcp-local stop-gcp-local deps build build-release runner-static test test-rust test-web lint lint-terraform fmt bench emulators clean
 
 ## deps: install what runvoy needs on this machine (bubblewrap for isolation; best effort).
 deps:
@@ -61,9 +61,17 @@ test-web: build
 	@bash scripts/deps.sh web
 	RUNVOYD_BIN=$(CURDIR)/$(DEBUG_BIN)/runvoyd bash internal/web/e2e/run.sh
 
-lint:
+lint: lint-terraform
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## lint-terraform: the Terraform's formatting, and its references and invariants checked without
+## providers (scripts/check_terraform.py, python-hcl2), with the checker's own tests.
+lint-terraform:
+	@bash scripts/deps.sh lint
+	terraform fmt -check -recursive deploy/terraform
+	python3 scripts/check_terraform.py deploy/terraform/gcp
+	python3 -m unittest discover -s scripts -p 'test_check_terraform.py'
 
 fmt:
 	$(CARGO) fmt --all

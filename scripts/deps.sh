@@ -3,10 +3,18 @@
 #   runtime: bubblewrap (runvoyd refuses to start without it unless --isolation process)
 #   test:    bubblewrap
 #   web:     Debian's chromium for the browser tests, and node/npm
+#   lint:    python-hcl2 (PyPI) for scripts/check_terraform.py
 set -euo pipefail
 what="${1:-runtime}"
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
+
+if [ "$what" = lint ]; then
+  python3 -c 'import hcl2' 2>/dev/null && exit 0
+  echo "installing: python-hcl2"
+  python3 -m pip install -q 'python-hcl2>=8,<9'
+  exit 0
+fi
 
 case "$what" in
   runtime|test) have bwrap || need+=(bubblewrap) ;;

@@ -8,7 +8,7 @@ GCP_LISTEN ?= 127.0.0.1:8090
 RELEASE_BIN := target/release
 DEBUG_BIN := target/debug
 
-.PHONY: run stop run-gcp-local stop-gcp-local deps build build-release runner-static test test-rust test-web lint lint-terraform fmt bench emulators clean
+.PHONY: run stop run-gcp-local stop-gcp-local deps build build-release runner-static test test-gcp-suites test-rust test-web lint lint-terraform fmt bench emulators clean
 
 ## deps: install what runvoy needs on this machine (bubblewrap for isolation; best effort).
 deps:
@@ -50,7 +50,16 @@ test:
 	@bash scripts/deps.sh web
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory test-gcp-suites
 	RUNVOYD_BIN=$(CURDIR)/$(DEBUG_BIN)/runvoyd bash internal/web/e2e/run.sh
+
+## test-gcp-suites: the integration suites again on the Google Cloud backends: `gcp-local`
+## (Firestore and Pub/Sub emulators, local compute) and `gcp` (`--backend gcp` on the emulators
+## and runvoy-fake-gcp). Needs the binaries built.
+GCP_SUITES := --test run --test crash --test faults --test access
+test-gcp-suites:
+	RUNVOY_TEST_BACKEND=gcp-local $(CARGO) test -p runvoy-testkit $(GCP_SUITES) --no-fail-fast
+	RUNVOY_TEST_BACKEND=gcp $(CARGO) test -p runvoy-testkit $(GCP_SUITES) --no-fail-fast
 
 test-rust:
 	@bash scripts/deps.sh test

@@ -30,6 +30,42 @@ pub enum StoreKind {
     Firestore,
 }
 
+/// Opens a store: SQLite in `data_dir`, or Firestore (the emulator with
+/// `FIRESTORE_EMULATOR_HOST`).
+pub async fn open_store(
+    kind: StoreKind,
+    data_dir: &Path,
+    project: Option<&str>,
+    database: &str,
+    prefix: &str,
+) -> anyhow::Result<Arc<dyn Store>> {
+    match kind {
+        StoreKind::Sqlite => Ok(Arc::new(
+            SqliteStore::open(&data_dir.join("runvoy.db")).context("opening the SQLite store")?,
+        )),
+        StoreKind::Firestore => {
+            // The Google client libraries link aws-lc-rs next to the ring the rest uses;
+            // rustls then needs the process default named.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let cfg = FirestoreConfig {
+                project_id: project
+                    .filter(|p| !p.is_empty())
+                    .context("--store firestore needs RUNVOY_GCP_PROJECT_ID (--gcp-project-id)")?
+                    .to_owned(),
+                database_id: database.to_owned(),
+                collection_prefix: prefix.to_owned(),
+            };
+            if let Ok(h) = std::env::var("FIRESTORE_EMULATOR_HOST") {
+                tracing::info!(host = %h, "using the Firestore emulator");
+            }
+            let store = FirestoreStore::connect(&cfg)
+                .await
+                .context("opening the Firestore store")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// Compute adapters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ComputeKind {
@@ -217,35 +253,14 @@ impl GcpArgs {
 
     /// Opens the chosen store.
     pub async fn open_store(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-        match self.store_kind() {
-            StoreKind::Sqlite => Ok(Arc::new(
-                SqliteStore::open(&data_dir.join("runvoy.db"))
-                    .context("opening the SQLite store")?,
-            )),
-            StoreKind::Firestore => {
-                // The Google client libraries link aws-lc-rs next to the ring the rest uses;
-                // rustls then needs the process default named.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let cfg = FirestoreConfig {
-                    project_id: self
-                        .gcp_project_id
-                        .clone()
-                        .filter(|p| !p.is_empty())
-                        .context(
-                            "--store firestore needs RUNVOY_GCP_PROJECT_ID (--gcp-project-id)",
-                        )?,
-                    database_id: self.gcp_firestore_database.clone(),
-                    collection_prefix: self.gcp_firestore_collection_prefix.clone(),
-                };
-                if let Ok(h) = std::env::var("FIRESTORE_EMULATOR_HOST") {
-                    tracing::info!(host = %h, "using the Firestore emulator");
-                }
-                let store = FirestoreStore::connect(&cfg)
-                    .await
-                    .context("opening the Firestore store")?;
-                Ok(Arc::new(store))
-            }
-        }
+        open_store(
+            self.store_kind(),
+            data_dir,
+            self.gcp_project_id.as_deref(),
+            &self.gcp_firestore_database,
+            &self.gcp_firestore_collection_prefix,
+        )
+        .await
     }
 
     /// The push routes, when `--events pubsub`.

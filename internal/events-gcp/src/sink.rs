@@ -212,13 +212,30 @@ impl EmulatorSink {
         self.publish_entries(&entries).await
     }
 
-    /// Publishes entries, one message each, in one publish call.
+    /// Publishes entries, one message each, in as few publish calls as Pub/Sub's limits allow
+    /// (1,000 messages and 10 MB per request).
     pub async fn publish_entries(&self, entries: &[Value]) -> Result<usize, String> {
-        if entries.is_empty() {
-            return Ok(0);
+        const MAX_MESSAGES: usize = 1000;
+        const MAX_BYTES: usize = 9 << 20;
+        let mut batch: Vec<Value> = Vec::new();
+        let mut bytes = 0;
+        for e in entries {
+            let m = message(e);
+            let size = m["data"].as_str().map_or(0, str::len) + 100;
+            if !batch.is_empty() && (batch.len() == MAX_MESSAGES || bytes + size > MAX_BYTES) {
+                self.publish_batch(std::mem::take(&mut batch)).await?;
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(m);
         }
-        let msgs: Vec<Value> = entries.iter().map(message).collect();
-        let n = msgs.len();
+        if !batch.is_empty() {
+            self.publish_batch(batch).await?;
+        }
+        Ok(entries.len())
+    }
+
+    async fn publish_batch(&self, msgs: Vec<Value>) -> Result<(), String> {
         let r = self
             .http
             .post(&self.publish_url)
@@ -231,7 +248,7 @@ impl EmulatorSink {
             let body = r.text().await.unwrap_or_default();
             return Err(format!("{}: HTTP {status}: {body}", self.publish_url));
         }
-        Ok(n)
+        Ok(())
     }
 }
 

@@ -971,8 +971,14 @@ fn run(i: &mut Inner, parent: &str, job_name: &str, job: &Value, body: &Value) -
         template["timeout"] = json!(t);
     }
     i.seq += 1;
+    // Five lowercase letters, as Cloud Run names executions; unique for 26^5 runs.
+    let mut n = i.seq;
     let suffix: String = (0..5)
-        .map(|k| (b'a' + ((i.seq as usize * 7 + k * 13) % 26) as u8) as char)
+        .map(|_| {
+            let c = (b'a' + (n % 26) as u8) as char;
+            n /= 26;
+            c
+        })
         .collect();
     let job_short = short(job_name).to_owned();
     let name = format!("{job_name}/executions/{job_short}-{suffix}");

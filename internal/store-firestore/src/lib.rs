@@ -127,6 +127,12 @@ fn grpc(what: &str, s: GrpcStatus) -> StoreError {
     StoreError::Unavailable(format!("firestore {what}: {:?}: {}", s.code(), s.message()))
 }
 
+/// Whether an error made by [`grpc`] is Firestore aborting a transaction for contention (a
+/// read inside it timed out on a lock, or its commit lost a race): worth running it again.
+fn is_aborted(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(m) if m.starts_with("firestore ") && m.contains(": Aborted: "))
+}
+
 // ---- values -------------------------------------------------------------------------------
 
 fn v(t: ValueType) -> Value {
@@ -750,6 +756,13 @@ impl FirestoreStore {
                 Ok(Step::Abort(out)) => {
                     self.rollback(id).await;
                     return Ok(out);
+                }
+                Err(e) if is_aborted(&e) && attempt < TX_ATTEMPTS => {
+                    tracing::debug!(%what, attempt, error = %e, "Firestore transaction aborted, retrying");
+                    // Rolled back, so it cannot be named as the transaction to retry.
+                    self.rollback(id).await;
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                    continue;
                 }
                 Err(e) => {
                     self.rollback(id.clone()).await;

@@ -3,8 +3,13 @@
 //! [`TestServer::start`] runs `runvoyd serve` on port 0 in a fresh temp dir, waits for its
 //! `server.json`, and hands out the admin key, a typed [`runvoy_client::Client`] and ready-made
 //! `runvoy` commands. Build the binaries first (`cargo build --bins`; `make test` does).
+//!
+//! `RUNVOY_TEST_BACKEND` picks the backend every server runs on ([`backend`]).
+
+pub mod backend;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,6 +45,10 @@ pub struct TestServer {
     child: Option<Child>,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// The emulators' and fakes' side, on a Google Cloud test backend.
+    gcp: Option<Arc<backend::GcpSetup>>,
+    /// Whether this server's push subscription follows it (not for a second instance).
+    owns_push: bool,
 }
 
 impl TestServer {
@@ -60,12 +69,23 @@ impl TestServer {
             .prefix("runvoy-test")
             .tempdir_in(parent)
             .expect("temp dir");
+        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let gcp = match backend::test_backend() {
+            backend::TestBackend::Local => None,
+            kind => Some(Arc::new(backend::GcpSetup::new(
+                kind,
+                dir.path(),
+                &extra_args,
+            ))),
+        };
         let mut s = TestServer {
             url: String::new(),
             admin_key: String::new(),
             dir,
             child: None,
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            gcp,
+            owns_push: true,
+            extra_args,
             envs: envs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -92,6 +112,8 @@ impl TestServer {
             child: None,
             extra_args: first.extra_args.clone(),
             envs: first.envs.clone(),
+            gcp: first.gcp.clone(),
+            owns_push: false,
         };
         s.spawn();
         s
@@ -102,9 +124,18 @@ impl TestServer {
         self.dir.path().join("data")
     }
 
+    /// Where local compute keeps the executions' directories: runvoyd's data dir, or the
+    /// fake platform's on the `gcp` test backend.
+    pub fn executions_dir(&self) -> PathBuf {
+        self.gcp
+            .as_ref()
+            .and_then(|g| g.executions_dir())
+            .unwrap_or_else(|| self.data_dir().join("executions"))
+    }
+
     /// Ids of the executions local compute keeps a directory for (not its own `.sandbox`).
     pub fn execution_dirs(&self) -> Vec<String> {
-        std::fs::read_dir(self.data_dir().join("executions"))
+        std::fs::read_dir(self.executions_dir())
             .map(|d| {
                 d.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -123,6 +154,11 @@ impl TestServer {
             .append(true)
             .open(self.dir.path().join("runvoyd.log"))
             .expect("log file");
+        let (backend_args, backend_env) = self
+            .gcp
+            .as_ref()
+            .map(|g| g.args_env())
+            .unwrap_or_default();
         let child = Command::new(bin("runvoyd"))
             .arg("serve")
             .arg("--data-dir")
@@ -134,7 +170,9 @@ impl TestServer {
                 "--log-format",
                 "json",
             ])
+            .args(&backend_args)
             .args(&self.extra_args)
+            .envs(backend_env)
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUNVOY_LOG", "info")
             .stdin(Stdio::null())
@@ -149,6 +187,9 @@ impl TestServer {
                 && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw)
             {
                 self.url = v["url"].as_str().expect("url").to_owned();
+                if let Some(g) = self.gcp.as_ref().filter(|_| self.owns_push) {
+                    g.push_to(&self.url);
+                }
                 return;
             }
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -163,9 +204,15 @@ impl TestServer {
         }
     }
 
-    /// The server's log so far.
+    /// The server's log so far (and the fake platform's, on the `gcp` test backend).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("runvoyd.log")).unwrap_or_default()
+        let mut log =
+            std::fs::read_to_string(self.dir.path().join("runvoyd.log")).unwrap_or_default();
+        if let Some(p) = self.gcp.as_ref().and_then(|g| g.fake_log_path()) {
+            log.push_str("\n---- runvoy-fake-gcp log ----\n");
+            log.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+        }
+        log
     }
 
     /// A typed client with the admin key.
@@ -186,6 +233,17 @@ impl TestServer {
             .env("RUNVOY_CONFIG", self.dir.path().join("cli-config.yaml"))
             .env("NO_COLOR", "1")
             .env_remove("RUNVOY_USER_TEST");
+        c
+    }
+
+    /// A `runvoyd` command (e.g. `admin create`) on this server's store: its environment, and
+    /// on a Google Cloud test backend the Firestore settings.
+    pub fn runvoyd(&self) -> Command {
+        let mut c = Command::new(bin("runvoyd"));
+        if let Some(g) = &self.gcp {
+            c.envs(g.args_env().1).env("RUNVOY_STORE", "firestore");
+        }
+        c.envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         c
     }
 
@@ -226,16 +284,19 @@ impl TestServer {
         let c = self.client();
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(e) = c.get_execution(id).await {
-                if e.status.is_terminal() && e.logs_complete {
-                    return e;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "execution {id} not settled in time: {e:?}\nlog:\n{}",
-                    self.log()
-                );
+            let e = c.get_execution(id).await;
+            if let Ok(e) = &e
+                && e.status.is_terminal()
+                && e.logs_complete
+            {
+                return e.clone();
             }
+            // Also when the server does not answer: a dead server must fail the test, not hang it.
+            assert!(
+                Instant::now() < deadline,
+                "execution {id} not settled in time: {e:?}\nlog:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -262,7 +323,7 @@ impl TestServer {
 }
 
 /// Stops every supervisor under a data dir (executions outlive runvoyd by design; tests clean up).
-fn kill_supervisors(data: &Path) {
+pub(crate) fn kill_supervisors(data: &Path) {
     let Ok(rd) = std::fs::read_dir(data.join("executions")) else {
         return;
     };

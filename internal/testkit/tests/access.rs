@@ -894,7 +894,8 @@ async fn cli_creates_claims_lists_rotates_and_traces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runvoyd_admin_create_adds_a_user_to_a_running_server() {
     let s = TestServer::start();
-    let out = std::process::Command::new(runvoy_testkit::bin("runvoyd"))
+    let out = s
+        .runvoyd()
         .args([
             "admin",
             "create",

@@ -80,8 +80,7 @@ async fn kill9_while_20_executions_stream_loses_nothing() {
     let still_running = jobs
         .iter()
         .filter(|(id, ..)| {
-            !s.data_dir()
-                .join("executions")
+            !s.executions_dir()
                 .join(id)
                 .join("exit.json")
                 .exists()
@@ -121,7 +120,11 @@ async fn kill9_while_20_executions_stream_loses_nothing() {
             .map(|l| l.message.clone())
             .collect();
         let want: Vec<String> = (1..=*lines).map(|i| i.to_string()).collect();
-        assert_eq!(out, want, "execution {id}: output lines");
+        let others: Vec<_> = logs.iter().filter(|l| l.stream != Stream::Stdout).collect();
+        assert_eq!(
+            out, want,
+            "execution {id}: output lines ({n} records; not stdout: {others:?}); {e:?}"
+        );
     }
 
     let done = tokio::time::timeout(Duration::from_secs(120), resumed)

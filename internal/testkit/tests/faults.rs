@@ -187,8 +187,7 @@ async fn a_sigkilled_supervisor_fails_its_execution_without_waiting_for_a_sweep(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let pid_file = s
-        .data_dir()
-        .join("executions")
+        .executions_dir()
         .join(&id)
         .join("supervisor.pid");
     let pid: i32 = std::fs::read_to_string(&pid_file)

@@ -27,6 +27,10 @@ use utoipa::{Modify, OpenApi};
         crate::users::rotate_key,
         crate::users::me,
         crate::trace::get,
+        crate::images::register,
+        crate::images::list,
+        crate::images::get,
+        crate::images::unregister,
     ),
     components(schemas(
         runvoy_proto::RunRequest, runvoy_proto::RunResponse, runvoy_proto::Execution,
@@ -41,6 +45,8 @@ use utoipa::{Modify, OpenApi};
         runvoy_proto::RevokeUserRequest, runvoy_proto::SetRoleRequest,
         runvoy_proto::UserChangeResponse, runvoy_proto::TraceResponse,
         runvoy_proto::TraceLogLine, runvoy_proto::TraceResources,
+        runvoy_proto::RegisterImageRequest, runvoy_proto::ImageInfo, runvoy_proto::ImageList,
+        runvoy_proto::UnregisterImageResponse,
     )),
     modifiers(&Security, &Aliases)
 )]
@@ -112,7 +118,11 @@ mod tests {
         let doc = ApiDoc::openapi();
         let mut missing = Vec::new();
         for (method, path, _) in crate::api_routes() {
-            let item = doc.paths.paths.get(&format!("/api/v1{path}"));
+            // OpenAPI has no catch-all parameter: `{*id}` is documented as `{id}`.
+            let item = doc
+                .paths
+                .paths
+                .get(&format!("/api/v1{}", path.replace("{*", "{")));
             let op = item.and_then(|i| match method {
                 "GET" => i.get.as_ref(),
                 "POST" => i.post.as_ref(),

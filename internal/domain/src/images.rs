@@ -16,6 +16,8 @@ use crate::service::{Caller, Service};
 
 /// Longest image reference accepted, in bytes.
 pub const MAX_IMAGE_REF: usize = 256;
+/// Longest image id: a reference at its longest, `:latest` and `-` with 8 hex digits.
+pub const MAX_IMAGE_ID: usize = MAX_IMAGE_REF + 16;
 /// Longest service account accepted, in bytes.
 pub const MAX_SERVICE_ACCOUNT: usize = 254;
 /// The registry of a reference that names none (what Docker pulls from).
@@ -201,10 +203,14 @@ fn valid_registry(r: &str) -> bool {
 /// contains `.` or `:` or is `localhost`; the tag defaults to `latest`; a digest
 /// (`@sha256:<64 hex>`) is kept. The message says what is wrong.
 pub fn parse_reference(s: &str) -> Result<ImageRef, String> {
+    parse_bounded(s, MAX_IMAGE_REF)
+}
+
+fn parse_bounded(s: &str, max: usize) -> Result<ImageRef, String> {
     if s.is_empty() {
         return Err("the image reference is empty".into());
     }
-    if s.len() > MAX_IMAGE_REF {
+    if s.len() > max {
         return Err(format!(
             "the image reference is longer than {MAX_IMAGE_REF} characters"
         ));
@@ -311,6 +317,20 @@ pub fn image_id(r: &ImageRef, c: &ImageConfig) -> String {
     );
     let digest = Sha256::digest(text.as_bytes());
     format!("{}-{}", r.short(), hex::encode(&digest[..4]))
+}
+
+/// True when `s` has the shape of an image id (`<reference>-<8 hex>`): only such strings are
+/// looked up by id, so no odd name ever reaches a store's key space.
+pub fn is_image_id(s: &str) -> bool {
+    s.len() <= MAX_IMAGE_ID
+        && s.rsplit_once('-').is_some_and(|(r, hex)| {
+            hex.len() == 8
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                // The id's prefix may be longer than the reference (`:latest` added).
+                && parse_bounded(r, MAX_IMAGE_ID).is_ok()
+        })
 }
 
 /// What a name resolved to among the registered images.
@@ -507,7 +527,7 @@ impl Service {
     /// The image `query` names: its id, or a reference that matches exactly one registered
     /// image (404 when none, 409 `IMAGE_AMBIGUOUS` when several).
     pub async fn get_image(&self, query: &str) -> Result<Image, DomainError> {
-        if let Some(i) = self.store.get_image(query).await? {
+        if let Some(i) = self.image_by_id(query).await? {
             return Ok(i);
         }
         match resolve(&self.store.list_images().await?, query) {
@@ -536,7 +556,7 @@ impl Service {
     pub(crate) async fn image_for_run(&self, asked: Option<&str>) -> Result<RunImage, DomainError> {
         let host = &self.config.default_image;
         let registered = match asked {
-            Some(q) => match self.store.get_image(q).await? {
+            Some(q) => match self.image_by_id(q).await? {
                 Some(i) => Some(i),
                 None => match resolve(&self.store.list_images().await?, q) {
                     Resolved::One(i) => Some(*i),
@@ -577,6 +597,14 @@ impl Service {
             reference: image.image.clone(),
             image: Some(image),
         })
+    }
+
+    /// The image of id `id`; `None` without asking the store when `id` has no id's shape.
+    async fn image_by_id(&self, id: &str) -> Result<Option<Image>, DomainError> {
+        if !is_image_id(id) {
+            return Ok(None);
+        }
+        Ok(self.store.get_image(id).await?)
     }
 
     fn not_supported(&self, reference: &str, id: Option<&str>) -> DomainError {
@@ -754,6 +782,29 @@ mod tests {
             image_id(&r("alpine:3.19"), &c),
             image_id(&r("alpine:3.20"), &c)
         );
+    }
+
+    #[test]
+    fn only_id_shaped_names_are_looked_up_by_id() {
+        let id = image_id(&r("ghcr.io/acme/tool:1"), &ImageConfig::default());
+        assert!(is_image_id(&id), "{id}");
+        let longest = image_id(&r(&"a".repeat(MAX_IMAGE_REF)), &ImageConfig::default());
+        assert_eq!(longest.len(), MAX_IMAGE_ID);
+        assert!(is_image_id(&longest));
+        for not in [
+            "alpine",
+            "alpine:3.19",
+            "alpine:3.19-0123abc",
+            "alpine:3.19-0123ABCD",
+            "alpine:3.19-0123abcg",
+            ".",
+            "__x__-01234567",
+            "-01234567",
+        ] {
+            assert!(!is_image_id(not), "{not}");
+        }
+        // A tag can look like an id's tail; it is then looked up by id first, then by name.
+        assert!(is_image_id("alpine:1.0-deadbeef"));
     }
 
     fn img(reference: &str, config: ImageConfig, is_default: bool) -> Image {

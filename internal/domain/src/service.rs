@@ -145,14 +145,17 @@ fn validate_run(req: &RunRequest) -> Result<(), DomainError> {
     let bad = |m: String| Err(DomainError::Invalid(m));
     command_of(req)?;
     stdin_of(req)?;
+    // An image id is longer than its reference.
     if let Some(img) = &req.image
         && (img.trim().is_empty()
-            || img.len() > 256
+            || img.len() > crate::images::MAX_IMAGE_ID
             || img.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
-        return bad(
-            "image must be a non-empty reference without whitespace, at most 256 characters".into(),
-        );
+        return bad(format!(
+            "image must be a non-empty reference or image id without whitespace, at most {} \
+             characters",
+            crate::images::MAX_IMAGE_ID
+        ));
     }
     runvoy_proto::check_env(&req.env).map_err(DomainError::Invalid)?;
     if let Some(l) = &req.lock

@@ -657,6 +657,20 @@ async fn the_registry_works_the_same_on_the_firestore_store() {
     );
     let g = call(&s, "GET", "/images/ghcr.io/acme/race:3", Some(&key), None).await;
     assert_eq!(g.status, StatusCode::OK);
+    // Names Firestore could not take as document ids are never looked up as ids: a 4xx, not
+    // a store error.
+    let g = call(&s, "GET", "/images/__odd__", Some(&key), None).await;
+    assert_eq!(g.status, StatusCode::NOT_FOUND, "{}", g.body);
+    let a = call(
+        &s,
+        "POST",
+        "/run",
+        Some(&key),
+        Some(json!({"command": "true", "image": "__odd__"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert_eq!(a.body["code"], codes::IMAGE_NOT_SUPPORTED);
     let d = call(
         &s,
         "DELETE",

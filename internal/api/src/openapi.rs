@@ -158,4 +158,41 @@ mod tests {
         assert!(schemas["ErrorBody"]["properties"]["lock"].is_object());
         assert!(schemas["LockHolder"]["properties"]["execution_id"].is_object());
     }
+
+    #[test]
+    fn the_image_routes_and_fields_are_documented() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let paths = &doc["paths"];
+        assert!(paths["/api/v1/images/register"]["post"]["responses"]["201"].is_object());
+        assert!(paths["/api/v1/images"]["get"].is_object());
+        let one = &paths["/api/v1/images/{id}"];
+        for method in ["get", "delete"] {
+            assert!(
+                one[method]["responses"]["409"]["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("IMAGE_AMBIGUOUS"),
+                "{method}: {one}"
+            );
+        }
+        let info = &doc["components"]["schemas"]["ImageInfo"]["properties"];
+        for f in [
+            "image_id",
+            "image",
+            "registry",
+            "image_name",
+            "image_tag",
+            "cpu",
+            "memory",
+            "timeout",
+            "service_account",
+            "is_default",
+            "created_by",
+            "created_at",
+        ] {
+            assert!(info[f].is_object(), "ImageInfo.{f}");
+        }
+        let req = &doc["components"]["schemas"]["RegisterImageRequest"]["properties"];
+        assert!(req["is_default"].is_object() && req["service_account"].is_object());
+    }
 }

@@ -50,6 +50,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
         Cmd::Health(h) => crate::health::run(&client(&overrides)?, h, ui).await,
         Cmd::Playbook(p) => crate::playbook::run(&overrides, p, ui).await,
         Cmd::Users(u) => crate::users::run(&overrides, u, ui).await,
+        Cmd::Images(i) => crate::images::run(&client(&overrides)?, i, ui).await,
         Cmd::Claim { token, force } => crate::users::claim(&overrides, &token, force, ui).await,
         Cmd::Trace { request_id, output } => {
             crate::users::trace(&client(&overrides)?, &request_id, output).await

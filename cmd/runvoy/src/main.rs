@@ -21,6 +21,7 @@ macro_rules! out {
 
 mod commands;
 mod health;
+mod images;
 mod playbook;
 mod stream;
 mod ui;
@@ -86,6 +87,9 @@ pub enum Cmd {
     /// Manage users and API keys: create, list, revoke, set-role, rotate-key.
     #[command(subcommand)]
     Users(users::UsersCmd),
+    /// The image registry: register, list, show, unregister.
+    #[command(subcommand)]
+    Images(images::ImagesCmd),
     /// Redeem a claim token from your admin and save the API key to the config file.
     Claim {
         /// The one-time claim token.

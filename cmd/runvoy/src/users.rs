@@ -223,7 +223,8 @@ pub async fn trace(client: &Client, id: &str, output: Output) -> anyhow::Result<
     Ok(0)
 }
 
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+/// A plain-text table: columns padded to their widest cell, two spaces apart.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {

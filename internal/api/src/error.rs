@@ -76,6 +76,15 @@ impl From<DomainError> for ApiError {
             DomainError::ImageNotSupported(m) => {
                 ApiError::new(StatusCode::BAD_REQUEST, codes::IMAGE_NOT_SUPPORTED, m)
             }
+            DomainError::ImageNotFound(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, codes::IMAGE_NOT_FOUND, m)
+            }
+            DomainError::ImageAmbiguous(m) => {
+                ApiError::new(StatusCode::CONFLICT, codes::IMAGE_AMBIGUOUS, m)
+            }
+            DomainError::ImageRejected(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, codes::IMAGE_REJECTED, m)
+            }
             DomainError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, m),
             DomainError::LockHeld { message, holder } => {
                 let mut e = ApiError::new(StatusCode::CONFLICT, codes::LOCK_HELD, message);

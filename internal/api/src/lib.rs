@@ -8,6 +8,7 @@ pub mod error;
 mod executions;
 mod extract;
 mod health;
+mod images;
 pub mod links;
 mod openapi;
 pub mod policy;
@@ -206,6 +207,11 @@ pub(crate) fn api_routes() -> Vec<ApiRoute> {
         route("POST", "/users/rotate-key", users::rotate_key),
         route("GET", "/users/me", users::me),
         route("GET", "/trace/{request_id}", trace::get),
+        route("GET", "/images", images::list),
+        route("POST", "/images/register", images::register),
+        // A catch-all: image ids and references contain '/'.
+        route("GET", "/images/{*id}", images::get),
+        route("DELETE", "/images/{*id}", images::unregister),
     ]
 }
 

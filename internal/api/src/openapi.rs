@@ -27,6 +27,10 @@ use utoipa::{Modify, OpenApi};
         crate::users::rotate_key,
         crate::users::me,
         crate::trace::get,
+        crate::images::register,
+        crate::images::list,
+        crate::images::get,
+        crate::images::unregister,
     ),
     components(schemas(
         runvoy_proto::RunRequest, runvoy_proto::RunResponse, runvoy_proto::Execution,
@@ -41,6 +45,8 @@ use utoipa::{Modify, OpenApi};
         runvoy_proto::RevokeUserRequest, runvoy_proto::SetRoleRequest,
         runvoy_proto::UserChangeResponse, runvoy_proto::TraceResponse,
         runvoy_proto::TraceLogLine, runvoy_proto::TraceResources,
+        runvoy_proto::RegisterImageRequest, runvoy_proto::ImageInfo, runvoy_proto::ImageList,
+        runvoy_proto::UnregisterImageResponse,
     )),
     modifiers(&Security, &Aliases)
 )]
@@ -112,7 +118,11 @@ mod tests {
         let doc = ApiDoc::openapi();
         let mut missing = Vec::new();
         for (method, path, _) in crate::api_routes() {
-            let item = doc.paths.paths.get(&format!("/api/v1{path}"));
+            // OpenAPI has no catch-all parameter: `{*id}` is documented as `{id}`.
+            let item = doc
+                .paths
+                .paths
+                .get(&format!("/api/v1{}", path.replace("{*", "{")));
             let op = item.and_then(|i| match method {
                 "GET" => i.get.as_ref(),
                 "POST" => i.post.as_ref(),
@@ -147,5 +157,42 @@ mod tests {
         assert!(schemas["Execution"]["properties"]["lock"].is_object());
         assert!(schemas["ErrorBody"]["properties"]["lock"].is_object());
         assert!(schemas["LockHolder"]["properties"]["execution_id"].is_object());
+    }
+
+    #[test]
+    fn the_image_routes_and_fields_are_documented() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let paths = &doc["paths"];
+        assert!(paths["/api/v1/images/register"]["post"]["responses"]["201"].is_object());
+        assert!(paths["/api/v1/images"]["get"].is_object());
+        let one = &paths["/api/v1/images/{id}"];
+        for method in ["get", "delete"] {
+            assert!(
+                one[method]["responses"]["409"]["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("IMAGE_AMBIGUOUS"),
+                "{method}: {one}"
+            );
+        }
+        let info = &doc["components"]["schemas"]["ImageInfo"]["properties"];
+        for f in [
+            "image_id",
+            "image",
+            "registry",
+            "image_name",
+            "image_tag",
+            "cpu",
+            "memory",
+            "timeout",
+            "service_account",
+            "is_default",
+            "created_by",
+            "created_at",
+        ] {
+            assert!(info[f].is_object(), "ImageInfo.{f}");
+        }
+        let req = &doc["components"]["schemas"]["RegisterImageRequest"]["properties"];
+        assert!(req["is_default"].is_object() && req["service_account"].is_object());
     }
 }

@@ -116,6 +116,11 @@ pub const POLICY: &[Rule] = &[
     // The caller's own user (email, role): what a client needs to show only what it may do.
     key("GET",    "/users/me",                    Resource::None,          [A, A, A, A]),
     key("GET",    "/trace/{request_id}",          Resource::None,          [A, N, N, N]),
+    // Developers run with images (`POST /run`) and may see them; viewers only see them.
+    key("GET",    "/images",                      Resource::None,          [A, A, A, A]),
+    key("GET",    "/images/{*id}",                Resource::None,          [A, A, A, A]),
+    key("POST",   "/images/register",             Resource::None,          [A, A, N, N]),
+    key("DELETE", "/images/{*id}",                Resource::None,          [A, A, N, N]),
 ];
 
 /// The rule of a matched route (`path` with or without the `/api/v1` prefix).
@@ -159,6 +164,23 @@ mod tests {
         let r = lookup("DELETE", "/executions/{id}").unwrap();
         assert_eq!(r.access.grant(Role::Developer), Grant::Own);
         assert_eq!(r.access.grant(Role::Viewer), Grant::Deny);
+    }
+
+    #[test]
+    fn admins_and_operators_manage_images_everyone_reads_them() {
+        for (method, path) in [("POST", "/images/register"), ("DELETE", "/images/{*id}")] {
+            let r = lookup(method, path).unwrap();
+            assert_eq!(r.access.grant(Role::Admin), Grant::All);
+            assert_eq!(r.access.grant(Role::Operator), Grant::All);
+            assert_eq!(r.access.grant(Role::Developer), Grant::Deny);
+            assert_eq!(r.access.grant(Role::Viewer), Grant::Deny);
+        }
+        for path in ["/images", "/images/{*id}"] {
+            let r = lookup("GET", path).unwrap();
+            for role in Role::ALL {
+                assert_eq!(r.access.grant(role), Grant::All, "{role:?} {path}");
+            }
+        }
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub(crate) async fn get(
         related_resources: TraceResources {
             executions: t.executions.iter().map(|e| e.to_api()).collect(),
             users: t.users.iter().map(user_to_api).collect(),
+            images: t.images.iter().map(|i| i.to_api()).collect(),
         },
     }))
 }

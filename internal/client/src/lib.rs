@@ -306,6 +306,41 @@ impl Client {
         self.send(self.http.get(url)).await
     }
 
+    /// `POST /images/register` (admin, operator): the image as stored, and whether it is new
+    /// (201) rather than registered before with the same configuration (200).
+    pub async fn register_image(
+        &self,
+        req: &runvoy_proto::RegisterImageRequest,
+    ) -> Result<(runvoy_proto::ImageInfo, bool), ClientError> {
+        let resp = self
+            .http
+            .post(self.url("images/register")?)
+            .json(req)
+            .send()
+            .await
+            .map_err(ClientError::from_reqwest)?;
+        let created = resp.status() == reqwest::StatusCode::CREATED;
+        Ok((decode(resp).await?, created))
+    }
+
+    /// `GET /images`: every registered image, sorted by id.
+    pub async fn list_images(&self) -> Result<runvoy_proto::ImageList, ClientError> {
+        self.send(self.http.get(self.url("images")?)).await
+    }
+
+    /// `GET /images/{id}`: one image, by id or by a reference matching exactly one.
+    pub async fn get_image(&self, id: &str) -> Result<runvoy_proto::ImageInfo, ClientError> {
+        self.send(self.http.get(self.image_url(id)?)).await
+    }
+
+    /// `DELETE /images/{id}` (admin, operator).
+    pub async fn unregister_image(
+        &self,
+        id: &str,
+    ) -> Result<runvoy_proto::UnregisterImageResponse, ClientError> {
+        self.send(self.http.delete(self.image_url(id)?)).await
+    }
+
     /// Follows the logs of `id` over the WebSocket from record `after_seq + 1`. Nothing is
     /// connected until the first [`LogFollower::next`].
     pub fn follow_logs(&self, id: &str, after_seq: u64) -> LogFollower {
@@ -331,6 +366,20 @@ impl Client {
             segs.pop_if_empty().push("executions").push(id);
             segs.extend(rest);
         }
+        Ok(url)
+    }
+
+    fn image_url(&self, id: &str) -> Result<Url, ClientError> {
+        if id.is_empty() {
+            return Err(ClientError::InvalidInput("empty image id".into()));
+        }
+        let mut url = self.api.clone();
+        // One segment: the '/' of a reference is escaped (%2F), which the server decodes.
+        url.path_segments_mut()
+            .map_err(|_| ClientError::InvalidInput("base URL cannot have a path".into()))?
+            .pop_if_empty()
+            .push("images")
+            .push(id);
         Ok(url)
     }
 

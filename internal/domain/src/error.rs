@@ -17,6 +17,15 @@ pub enum DomainError {
     /// The run names an image this compute backend cannot run (400 `IMAGE_NOT_SUPPORTED`).
     #[error("{0}")]
     ImageNotSupported(String),
+    /// The run names an image that is not registered (400 `IMAGE_NOT_FOUND`).
+    #[error("{0}")]
+    ImageNotFound(String),
+    /// The name matches several registered images (409 `IMAGE_AMBIGUOUS`).
+    #[error("{0}")]
+    ImageAmbiguous(String),
+    /// Compute refused to prepare an image being registered (400 `IMAGE_REJECTED`).
+    #[error("{0}")]
+    ImageRejected(String),
     /// Conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),

@@ -215,6 +215,26 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.recent_reports(limit).await
     }
+    async fn register_image(
+        &self,
+        image: &crate::images::Image,
+        default: crate::ports::MakeDefault,
+    ) -> Result<crate::ports::Registered, StoreError> {
+        self.check()?;
+        self.inner.register_image(image, default).await
+    }
+    async fn get_image(&self, id: &str) -> Result<Option<crate::images::Image>, StoreError> {
+        self.check()?;
+        self.inner.get_image(id).await
+    }
+    async fn list_images(&self) -> Result<Vec<crate::images::Image>, StoreError> {
+        self.check()?;
+        self.inner.list_images().await
+    }
+    async fn delete_image(&self, id: &str) -> Result<Option<crate::images::Image>, StoreError> {
+        self.check()?;
+        self.inner.delete_image(id).await
+    }
     async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError> {
         self.check()?;
         self.inner.probe_write(now_ms).await
@@ -271,6 +291,9 @@ impl Compute for FaultyCompute {
     }
     fn runs_images(&self) -> bool {
         self.inner.runs_images()
+    }
+    async fn prepare_image(&self, image: &crate::images::ImageSpec) -> Result<(), ComputeError> {
+        self.inner.prepare_image(image).await
     }
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
         self.take(COMPUTE_START_FAILURES, "start")?;

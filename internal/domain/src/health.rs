@@ -265,6 +265,22 @@ impl Store for MonitoredStore {
     async fn recent_reports(&self, limit: usize) -> Result<Vec<ReconcileReport>, StoreError> {
         self.inner.recent_reports(limit).await
     }
+    async fn register_image(
+        &self,
+        image: &crate::images::Image,
+        default: crate::ports::MakeDefault,
+    ) -> Result<crate::ports::Registered, StoreError> {
+        self.seen(self.inner.register_image(image, default).await)
+    }
+    async fn get_image(&self, id: &str) -> Result<Option<crate::images::Image>, StoreError> {
+        self.inner.get_image(id).await
+    }
+    async fn list_images(&self) -> Result<Vec<crate::images::Image>, StoreError> {
+        self.inner.list_images().await
+    }
+    async fn delete_image(&self, id: &str) -> Result<Option<crate::images::Image>, StoreError> {
+        self.seen(self.inner.delete_image(id).await)
+    }
     async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError> {
         self.seen(self.inner.probe_write(now_ms).await)
     }

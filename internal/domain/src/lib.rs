@@ -19,6 +19,7 @@ pub mod fault;
 pub mod follow;
 pub mod health;
 pub mod hub;
+pub mod images;
 pub mod model;
 pub mod ports;
 pub mod processor;
@@ -29,5 +30,6 @@ pub mod users;
 
 pub use error::DomainError;
 pub use event::Event;
+pub use images::{Image, ImageSpec};
 pub use model::*;
 pub use runvoy_proto::{Status, record::Stream};

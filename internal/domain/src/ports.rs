@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use runvoy_proto::Status;
 
+use crate::images::{Image, ImageSpec};
 use crate::model::{Execution, ExitInfo, JobSpec, LogRecord, User};
 use runvoy_proto::ReconcileReport;
 
@@ -126,6 +127,27 @@ pub enum LockedCreate {
     Created,
     /// Another execution holds the lock (its lease runs); nothing was written.
     Held(Lock),
+}
+
+/// Whether [`Store::register_image`] makes the image the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MakeDefault {
+    /// Yes: the image becomes the default and the previous default stops being it.
+    Yes,
+    /// Only when no image is the default (the first image registered).
+    IfNone,
+    /// No (an image that already is the default stays it).
+    No,
+}
+
+/// Result of [`Store::register_image`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The image as stored now (for an image registered before, the stored one, with its
+    /// first registration's creator and time).
+    pub image: Image,
+    /// False when an image of that id existed already.
+    pub created: bool,
 }
 
 /// How long a used claim is kept after its use, so that a second use answers
@@ -254,6 +276,22 @@ pub trait Store: Send + Sync + 'static {
     async fn save_report(&self, report: &ReconcileReport, keep: usize) -> Result<(), StoreError>;
     /// The newest `limit` reconcile reports, newest first.
     async fn recent_reports(&self, limit: usize) -> Result<Vec<ReconcileReport>, StoreError>;
+    /// Registers an image in one atomic step: inserts it unless an image of its id exists
+    /// (then the stored one is kept), and applies `default`. The default moves in the same
+    /// step, so at no time are two images the default. An image that becomes or stops being
+    /// the default gets `image.modified_by_request_id`.
+    async fn register_image(
+        &self,
+        image: &Image,
+        default: MakeDefault,
+    ) -> Result<Registered, StoreError>;
+    /// Reads one image by id.
+    async fn get_image(&self, id: &str) -> Result<Option<Image>, StoreError>;
+    /// Every image, sorted by id.
+    async fn list_images(&self) -> Result<Vec<Image>, StoreError>;
+    /// Deletes an image by id and returns it as it was (`None` when there was none). Deleting
+    /// the default leaves no default.
+    async fn delete_image(&self, id: &str) -> Result<Option<Image>, StoreError>;
     /// Makes one small durable write (a single-row heartbeat at `now_ms`) to tell whether the
     /// store accepts writes again: what the readiness check asks after writes failed.
     async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError>;
@@ -317,6 +355,13 @@ pub trait Compute: Send + Sync + 'static {
     /// image other than the server's default is refused: an execution never records an image
     /// it did not run in.
     fn runs_images(&self) -> bool;
+    /// Prepares an image being registered, so runs in it can start (on Cloud Run: the job of
+    /// the image). Called on every registration, a repeated one included, so it must be
+    /// idempotent. [`ComputeError::Rejected`] refuses the registration (400
+    /// `IMAGE_REJECTED`); nothing is stored then. The default has nothing to prepare.
+    async fn prepare_image(&self, _image: &ImageSpec) -> Result<(), ComputeError> {
+        Ok(())
+    }
     /// Starts an execution. Must be idempotent for the same id.
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError>;
     /// Reads the authoritative state.

@@ -145,14 +145,17 @@ fn validate_run(req: &RunRequest) -> Result<(), DomainError> {
     let bad = |m: String| Err(DomainError::Invalid(m));
     command_of(req)?;
     stdin_of(req)?;
+    // An image id is longer than its reference.
     if let Some(img) = &req.image
         && (img.trim().is_empty()
-            || img.len() > 256
+            || img.len() > crate::images::MAX_IMAGE_ID
             || img.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
-        return bad(
-            "image must be a non-empty reference without whitespace, at most 256 characters".into(),
-        );
+        return bad(format!(
+            "image must be a non-empty reference or image id without whitespace, at most {} \
+             characters",
+            crate::images::MAX_IMAGE_ID
+        ));
     }
     runvoy_proto::check_env(&req.env).map_err(DomainError::Invalid)?;
     if let Some(l) = &req.lock
@@ -214,36 +217,40 @@ impl Service {
     /// Validates, records (STARTING) and starts an execution.
     pub async fn run(&self, caller: &Caller, req: RunRequest) -> Result<Execution, DomainError> {
         validate_run(&req)?;
-        let resources = resources(req.resources.as_ref(), &self.config.max_resources)?;
-        if let Some(img) = &req.image
-            && *img != self.config.default_image
-            && !self.compute.runs_images()
-        {
-            return Err(DomainError::ImageNotSupported(format!(
-                "the {} compute backend runs commands with this machine's own programs and cannot \
-                 run image {img:?}; leave out the image (images run only on a compute backend \
-                 that runs containers)",
-                self.compute.platform()
-            )));
+        let mut resources = resources(req.resources.as_ref(), &self.config.max_resources)?;
+        let run_image = self.image_for_run(req.image.as_deref()).await?;
+        // A registered image's cpu, memory and timeout are the run's defaults: what the run
+        // sets itself wins, and what it inherits is held to the same maxima.
+        if let Some(img) = &run_image.image {
+            let cpu = resources.cpu_millis.map_or(img.cpu_millis, |_| None);
+            let memory = resources.memory_mb.map_or(img.memory_mb, |_| None);
+            crate::images::check_image_resources(
+                &format!("image {}", img.id),
+                cpu,
+                memory,
+                &self.config.max_resources,
+            )?;
+            resources.cpu_millis = resources.cpu_millis.or(cpu);
+            resources.memory_mb = resources.memory_mb.or(memory);
         }
+        let timeout = req
+            .timeout
+            .or(run_image.image.as_ref().and_then(|i| i.timeout_secs));
         let (command, argv) = command_of(&req)?;
         let stdin = stdin_of(&req)?;
         let now = self.clock.now_ms();
-        let image = req
-            .image
-            .clone()
-            .unwrap_or_else(|| self.config.default_image.clone());
+        let image = run_image.id;
         let mut e = Execution {
             id: new_execution_id(),
             created_by: caller.user.email.clone(),
             command: command.clone(),
             argv: argv.clone(),
-            image: image.clone(),
+            image,
             status: Status::Starting,
             exit_code: None,
             created_at_ms: now,
             completed_at_ms: None,
-            timeout_secs: req.timeout,
+            timeout_secs: timeout,
             timed_out: false,
             failure_reason: None,
             logs_complete: false,
@@ -278,9 +285,9 @@ impl Service {
             command,
             argv,
             stdin,
-            image,
+            image: run_image.reference,
             env: req.env,
-            timeout_secs: req.timeout,
+            timeout_secs: timeout,
             kill_grace_secs: self.config.kill_grace_secs,
             banner: vec![format!(
                 "### runvoy runner: execution {} started by {} (request {})",

@@ -19,11 +19,12 @@ use runvoy_proto::{ReconcileIssue, ReconcileReport, Status, record::Stream};
 mod cipher;
 pub use cipher::cipher_conformance;
 
+use crate::images::{Image, ImageConfig, image_id, parse_reference};
 use crate::model::{Execution, ExitInfo, JobSpec, LogRecord, Role, User};
 use crate::ports::{
     Claim, ClaimOutcome, Compute, ComputeError, ComputeState, ListQuery, Lock, LockedCreate,
-    LogSource, LogStats, ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS, UserChange,
-    UserUpdate,
+    LogSource, LogStats, MakeDefault, Registered, ServerLogLine, Store, StoreError,
+    USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
 
 /// A new STARTING execution created at `now_ms`.
@@ -52,6 +53,32 @@ pub fn execution(id: &str, now_ms: i64) -> Execution {
         compute_platform: "fake".into(),
         lock: None,
         version: 0,
+    }
+}
+
+/// An image of `reference` (which must parse) with `memory_mb`, registered by request `rid`
+/// at `now_ms`, not the default.
+pub fn image(reference: &str, memory_mb: Option<u64>, rid: &str, now_ms: i64) -> Image {
+    let r = parse_reference(reference).expect("a valid reference");
+    let config = ImageConfig {
+        memory_mb,
+        ..Default::default()
+    };
+    Image {
+        id: image_id(&r, &config),
+        image: reference.to_owned(),
+        registry: r.registry.clone(),
+        name: r.name.clone(),
+        tag: r.tag_part(),
+        cpu_millis: None,
+        memory_mb,
+        timeout_secs: None,
+        service_account: None,
+        is_default: false,
+        created_by: "ops@example.com".into(),
+        created_at_ms: now_ms,
+        created_by_request_id: rid.to_owned(),
+        modified_by_request_id: rid.to_owned(),
     }
 }
 
@@ -100,6 +127,7 @@ struct Mem {
     reports: Vec<ReconcileReport>,
     lose: HashMap<String, HashSet<u64>>,
     locks: BTreeMap<String, Lock>,
+    images: BTreeMap<String, Image>,
 }
 
 impl Mem {
@@ -574,6 +602,56 @@ impl Store for MemStore {
         self.check()?;
         let m = self.m.lock().expect("mem");
         Ok(m.reports.iter().take(limit).cloned().collect())
+    }
+    async fn register_image(
+        &self,
+        image: &Image,
+        default: MakeDefault,
+    ) -> Result<Registered, StoreError> {
+        self.check()?;
+        let mut m = self.m.lock().expect("mem");
+        let created = !m.images.contains_key(&image.id);
+        if created {
+            let mut i = image.clone();
+            i.is_default = false;
+            m.images.insert(i.id.clone(), i);
+        }
+        let make = match default {
+            MakeDefault::Yes => true,
+            MakeDefault::IfNone => !m.images.values().any(|i| i.is_default),
+            MakeDefault::No => false,
+        };
+        if make && !m.images[&image.id].is_default {
+            for i in m.images.values_mut() {
+                if i.is_default || i.id == image.id {
+                    i.is_default = i.id == image.id;
+                    i.modified_by_request_id = image.modified_by_request_id.clone();
+                }
+            }
+        }
+        Ok(Registered {
+            image: m.images[&image.id].clone(),
+            created,
+        })
+    }
+    async fn get_image(&self, id: &str) -> Result<Option<Image>, StoreError> {
+        self.check()?;
+        Ok(self.m.lock().expect("mem").images.get(id).cloned())
+    }
+    async fn list_images(&self) -> Result<Vec<Image>, StoreError> {
+        self.check()?;
+        Ok(self
+            .m
+            .lock()
+            .expect("mem")
+            .images
+            .values()
+            .cloned()
+            .collect())
+    }
+    async fn delete_image(&self, id: &str) -> Result<Option<Image>, StoreError> {
+        self.check()?;
+        Ok(self.m.lock().expect("mem").images.remove(id))
     }
     async fn probe_write(&self, _now_ms: i64) -> Result<(), StoreError> {
         self.check()
@@ -1425,6 +1503,215 @@ pub async fn store_conformance(s: &dyn Store) {
     );
 
     lock_conformance(s).await;
+    image_conformance(s).await;
+}
+
+/// The ids of the default images in `s` (the registry allows at most one).
+async fn defaults(s: &dyn Store) -> Vec<String> {
+    s.list_images()
+        .await
+        .expect("list images")
+        .into_iter()
+        .filter(|i| i.is_default)
+        .map(|i| i.id)
+        .collect()
+}
+
+/// Images: every field round-trips, registration is idempotent, the first image becomes the
+/// default, the default moves atomically (never two, concurrent registrations included) and
+/// deleting it leaves none.
+async fn image_conformance(s: &dyn Store) {
+    assert!(s.list_images().await.expect("list images").is_empty());
+    assert_eq!(
+        s.get_image("alpine:latest-00000000").await.expect("get"),
+        None
+    );
+    assert_eq!(
+        s.delete_image("alpine:latest-00000000")
+            .await
+            .expect("delete"),
+        None
+    );
+
+    // Every field, optional ones set, round-trips; ids with '/', ':' and '@' are fine.
+    let mut full = image(
+        "ghcr.io/acme/tools/cli:1.2@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        Some(2048),
+        "r-full",
+        1_000,
+    );
+    full.cpu_millis = Some(1500);
+    full.timeout_secs = Some(600);
+    full.service_account = Some("runner@p.iam.gserviceaccount.com".into());
+    let got = s
+        .register_image(&full, MakeDefault::No)
+        .await
+        .expect("register");
+    assert_eq!(
+        got,
+        Registered {
+            image: full.clone(),
+            created: true
+        }
+    );
+    assert_eq!(
+        s.get_image(&full.id).await.expect("get"),
+        Some(full.clone())
+    );
+    assert_eq!(defaults(s).await, Vec::<String>::new(), "MakeDefault::No");
+
+    // The first image registered with IfNone while none is the default becomes it.
+    let a = image("alpine:3.19", None, "r-a", 2_000);
+    let got = s
+        .register_image(&a, MakeDefault::IfNone)
+        .await
+        .expect("register");
+    assert!(got.created && got.image.is_default, "{got:?}");
+    assert_eq!(defaults(s).await, vec![a.id.clone()]);
+
+    // Registering again stores nothing new: the first registration is kept.
+    let mut again = a.clone();
+    again.created_at_ms = 9_999;
+    again.created_by = "other@example.com".into();
+    again.created_by_request_id = "r-again".into();
+    again.modified_by_request_id = "r-again".into();
+    let got = s
+        .register_image(&again, MakeDefault::IfNone)
+        .await
+        .expect("register again");
+    assert!(!got.created);
+    assert_eq!(
+        (
+            got.image.created_at_ms,
+            got.image.created_by.as_str(),
+            got.image.modified_by_request_id.as_str()
+        ),
+        (2_000, "ops@example.com", "r-a"),
+        "an idempotent registration changes nothing"
+    );
+    assert_eq!(
+        s.list_images().await.expect("list").len(),
+        2,
+        "no duplicate"
+    );
+
+    // IfNone while a default exists: not the default.
+    let b = image("alpine:3.20", None, "r-b", 3_000);
+    let got = s
+        .register_image(&b, MakeDefault::IfNone)
+        .await
+        .expect("register");
+    assert!(got.created && !got.image.is_default);
+    assert_eq!(defaults(s).await, vec![a.id.clone()]);
+
+    // Yes moves the default; the previous default is marked changed by the same request.
+    let c = image("alpine:3.20", Some(512), "r-c", 4_000);
+    assert_ne!(b.id, c.id);
+    let got = s
+        .register_image(&c, MakeDefault::Yes)
+        .await
+        .expect("register");
+    assert!(got.created && got.image.is_default);
+    assert_eq!(defaults(s).await, vec![c.id.clone()]);
+    let old = s.get_image(&a.id).await.expect("get").expect("a");
+    assert!(!old.is_default);
+    assert_eq!(old.modified_by_request_id, "r-c");
+    assert_eq!(old.created_by_request_id, "r-a");
+
+    // Yes on an image registered before moves it there too.
+    let mut b_default = b.clone();
+    b_default.modified_by_request_id = "r-b2".into();
+    let got = s
+        .register_image(&b_default, MakeDefault::Yes)
+        .await
+        .expect("register");
+    assert!(!got.created && got.image.is_default);
+    assert_eq!(got.image.modified_by_request_id, "r-b2");
+    assert_eq!(got.image.created_by_request_id, "r-b");
+    assert_eq!(defaults(s).await, vec![b.id.clone()]);
+    // ... and No or IfNone on the default keeps it the default.
+    let got = s
+        .register_image(&b, MakeDefault::No)
+        .await
+        .expect("register");
+    assert!(got.image.is_default);
+    assert_eq!(defaults(s).await, vec![b.id.clone()]);
+
+    // Sorted by id.
+    let ids: Vec<String> = s
+        .list_images()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    assert_eq!(ids.len(), 4);
+
+    // Deleting the default leaves none; the next IfNone registration becomes the default.
+    let gone = s
+        .delete_image(&b.id)
+        .await
+        .expect("delete")
+        .expect("was there");
+    assert!(gone.is_default);
+    assert_eq!(s.get_image(&b.id).await.expect("get"), None);
+    assert_eq!(s.delete_image(&b.id).await.expect("delete again"), None);
+    assert_eq!(defaults(s).await, Vec::<String>::new());
+    let got = s
+        .register_image(&a, MakeDefault::IfNone)
+        .await
+        .expect("register");
+    assert!(
+        !got.created && got.image.is_default,
+        "an existing image fills the vacancy"
+    );
+    assert_eq!(defaults(s).await, vec![a.id.clone()]);
+
+    // Concurrent registrations asking for the default: exactly one default afterwards, and it
+    // is one of them.
+    let racers: Vec<Image> = (0..6u64)
+        .map(|n| {
+            image(
+                &format!("registry.example.com/race/app:{n}"),
+                None,
+                &format!("r-race{n}"),
+                5_000,
+            )
+        })
+        .collect();
+    let reg = |i: usize| s.register_image(&racers[i], MakeDefault::Yes);
+    let (r0, r1, r2, r3, r4, r5) = tokio::join!(reg(0), reg(1), reg(2), reg(3), reg(4), reg(5));
+    for r in [r0, r1, r2, r3, r4, r5] {
+        assert!(r.expect("register").created);
+    }
+    let d = defaults(s).await;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(racers.iter().any(|r| r.id == d[0]), "{d:?}");
+
+    // Concurrent first registrations (IfNone) after the default is gone: exactly one wins.
+    s.delete_image(&d[0]).await.expect("delete");
+    let firsts: Vec<Image> = (0..6u64)
+        .map(|n| {
+            image(
+                &format!("registry.example.com/first/app:{n}"),
+                None,
+                &format!("r-first{n}"),
+                6_000,
+            )
+        })
+        .collect();
+    let reg = |i: usize| s.register_image(&firsts[i], MakeDefault::IfNone);
+    let (r0, r1, r2, r3, r4, r5) = tokio::join!(reg(0), reg(1), reg(2), reg(3), reg(4), reg(5));
+    let won = [r0, r1, r2, r3, r4, r5]
+        .map(|r| r.expect("register"))
+        .iter()
+        .filter(|r| r.image.is_default)
+        .count();
+    assert_eq!(won, 1, "exactly one first image becomes the default");
+    assert_eq!(defaults(s).await.len(), 1);
 }
 
 /// Locks: taken atomically with the execution, refused while held, lapsed leases replaced,

@@ -67,6 +67,8 @@ pub struct Trace {
     pub executions: Vec<Execution>,
     /// Users it created or last changed.
     pub users: Vec<User>,
+    /// Images it registered or last changed (a default moved to or from them).
+    pub images: Vec<crate::images::Image>,
     /// The server's log lines carrying its id, oldest first.
     pub logs: Vec<ServerLogLine>,
 }
@@ -238,6 +240,16 @@ impl Service {
         Ok(Trace {
             executions: self.store.executions_by_request(request_id).await?,
             users: self.store.users_by_request(request_id).await?,
+            // Images are few: filtering the list is one read, and no store needs an index.
+            images: self
+                .store
+                .list_images()
+                .await?
+                .into_iter()
+                .filter(|i| {
+                    i.created_by_request_id == request_id || i.modified_by_request_id == request_id
+                })
+                .collect(),
             logs: self.store.server_logs(request_id, TRACE_LOG_LIMIT).await?,
         })
     }

@@ -153,6 +153,22 @@ impl Store for CountingStore {
     async fn recent_reports(&self, limit: usize) -> Result<Vec<ReconcileReport>, StoreError> {
         self.inner.recent_reports(limit).await
     }
+    async fn register_image(
+        &self,
+        i: &runvoy_domain::Image,
+        d: MakeDefault,
+    ) -> Result<Registered, StoreError> {
+        self.inner.register_image(i, d).await
+    }
+    async fn get_image(&self, id: &str) -> Result<Option<runvoy_domain::Image>, StoreError> {
+        self.inner.get_image(id).await
+    }
+    async fn list_images(&self) -> Result<Vec<runvoy_domain::Image>, StoreError> {
+        self.inner.list_images().await
+    }
+    async fn delete_image(&self, id: &str) -> Result<Option<runvoy_domain::Image>, StoreError> {
+        self.inner.delete_image(id).await
+    }
     async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
         self.inner.probe_write(now).await
     }

@@ -529,6 +529,93 @@ pub struct UserChangeResponse {
     pub user: User,
 }
 
+/// `POST /api/v1/images/register` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RegisterImageRequest {
+    /// Image reference: `[registry/]name[:tag][@sha256:digest]` (at most 256 characters).
+    pub image: String,
+    /// CPU for runs in this image, in cores (fractions allowed); at most the server's maximum
+    /// for runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// Memory for runs in this image, in MiB; at most the server's maximum for runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Timeout in seconds of runs in this image that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Identity the runs get from compute (a Cloud Run service account email).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// `true` makes it the default image (the previous default stops being it); absent makes
+    /// it the default only when no image is; `false` never does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_default: Option<bool>,
+}
+
+/// A registered image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImageInfo {
+    /// Deterministic id: `<name>:<tag>-<8 hex>` (`<name>@<digest>-<8 hex>` for a digest); the
+    /// hex covers the registry, name, tag and configuration.
+    pub image_id: String,
+    /// The reference as registered.
+    pub image: String,
+    /// Registry host (`docker.io` when the reference names none).
+    pub registry: String,
+    /// Repository path without the registry.
+    pub image_name: String,
+    /// Tag (`latest` when none was given), digest, or `tag@digest`.
+    pub image_tag: String,
+    /// CPU of runs in this image, in cores; absent: the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// Memory of runs in this image, in MiB; absent: the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Timeout in seconds of runs that set none; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Service account of the runs; absent: compute's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// Runs that name no image use the default image; at most one image is.
+    pub is_default: bool,
+    /// Email of the user who registered it.
+    pub created_by: String,
+    /// RFC 3339 time it was registered.
+    pub created_at: String,
+    /// Request that registered it.
+    #[serde(default)]
+    pub created_by_request_id: String,
+    /// Last request that changed it.
+    #[serde(default)]
+    pub modified_by_request_id: String,
+}
+
+/// `GET /api/v1/images` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImageList {
+    /// Sorted by image id.
+    pub images: Vec<ImageInfo>,
+}
+
+/// `DELETE /api/v1/images/{id}` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnregisterImageResponse {
+    /// Human message.
+    pub message: String,
+    /// The removed image's id.
+    pub image_id: String,
+    /// The image as it was.
+    pub image: ImageInfo,
+}
+
 /// One server log line of a traced request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -554,6 +641,9 @@ pub struct TraceResources {
     /// Users.
     #[serde(default)]
     pub users: Vec<User>,
+    /// Images (registered, or made or unmade the default).
+    #[serde(default)]
+    pub images: Vec<ImageInfo>,
 }
 
 /// `GET /api/v1/trace/{request_id}` answer.
@@ -617,9 +707,15 @@ pub fn shell_quote(w: &str) -> std::borrow::Cow<'_, str> {
 pub mod codes {
     /// 400: the request is malformed or a field is invalid.
     pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
-    /// 400: the run names an image, and this server's compute backend does not run images
+    /// 400: the run names (or defaults to) an image this server's compute backend cannot run
     /// (the local backend runs commands with the host's own programs).
     pub const IMAGE_NOT_SUPPORTED: &str = "IMAGE_NOT_SUPPORTED";
+    /// 400: the run names an image that is not registered.
+    pub const IMAGE_NOT_FOUND: &str = "IMAGE_NOT_FOUND";
+    /// 400: compute refused to prepare the image being registered; nothing was stored.
+    pub const IMAGE_REJECTED: &str = "IMAGE_REJECTED";
+    /// 409: the name matches several registered images; name one by its image id.
+    pub const IMAGE_AMBIGUOUS: &str = "IMAGE_AMBIGUOUS";
     /// 401: no credentials.
     pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
     /// 401: unknown API key.

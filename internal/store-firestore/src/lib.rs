@@ -14,6 +14,9 @@
 //! * `users/{email}`, `user_keys/{key_hash}` (keeps key hashes unique), `claims/{token_hash}`.
 //! * `locks/{name}`: the execution holding each lock and its lease; taken in the transaction
 //!   that creates the execution.
+//! * `images/{image_id}` and `meta/default_image` (the id of the default image): every change
+//!   of the default is a transaction that reads and writes that one document, so two
+//!   concurrent changes conflict and one retries, and there is never more than one default.
 //! * `server_logs/{order}`, `reports/{order}`, `meta/write_probe`.
 //!
 //! Unclaimed users, their key documents and claims carry `expires_at` (a timestamp) for a TTL
@@ -38,10 +41,10 @@ use firestore::gcloud_sdk::prost_types::Timestamp;
 use firestore::gcloud_sdk::tonic::{Code, Status as GrpcStatus};
 use firestore::{FirestoreDb, FirestoreDbOptions};
 use runvoy_domain::ports::{
-    Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, ServerLogLine, Store, StoreError,
-    USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
+    Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, MakeDefault, Registered,
+    ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
-use runvoy_domain::{Execution, LogRecord, Role, Status, Stream, User};
+use runvoy_domain::{Execution, Image, LogRecord, Role, Status, Stream, User};
 use runvoy_proto::ReconcileReport;
 
 /// Most records in one log batch document: the write goal is one document per 500 lines.
@@ -127,11 +130,6 @@ fn grpc(what: &str, s: GrpcStatus) -> StoreError {
     StoreError::Unavailable(format!("firestore {what}: {:?}: {}", s.code(), s.message()))
 }
 
-/// Whether an error made by [`grpc`] is Firestore aborting a transaction for contention (a
-/// read inside it timed out on a lock, or its commit lost a race): worth running it again.
-fn is_aborted(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable(m) if m.starts_with("firestore ") && m.contains(": Aborted: "))
-}
 
 // ---- values -------------------------------------------------------------------------------
 
@@ -353,6 +351,57 @@ fn user_from(f: &Fields) -> User {
     }
 }
 
+/// An image's fields; `is_default` is not one of them (`meta/default_image` says which is).
+fn image_fields(i: &Image) -> Fields {
+    let mut f = Fields::new();
+    f.insert("id".into(), string(&i.id));
+    f.insert("image".into(), string(&i.image));
+    f.insert("registry".into(), string(&i.registry));
+    f.insert("name".into(), string(&i.name));
+    f.insert("tag".into(), string(&i.tag));
+    f.insert("cpu_millis".into(), i.cpu_millis.map_or_else(null, uint));
+    f.insert("memory_mb".into(), i.memory_mb.map_or_else(null, uint));
+    f.insert(
+        "timeout_secs".into(),
+        i.timeout_secs.map_or_else(null, uint),
+    );
+    f.insert(
+        "service_account".into(),
+        i.service_account.as_deref().map_or_else(null, string),
+    );
+    f.insert("created_by".into(), string(&i.created_by));
+    f.insert("created_at_ms".into(), int(i.created_at_ms));
+    f.insert(
+        "created_by_request_id".into(),
+        string(&i.created_by_request_id),
+    );
+    f.insert(
+        "modified_by_request_id".into(),
+        string(&i.modified_by_request_id),
+    );
+    f
+}
+
+fn image_from(f: &Fields, default_id: Option<&str>) -> Image {
+    let id = get_str(f, "id");
+    Image {
+        is_default: default_id == Some(id.as_str()),
+        image: get_str(f, "image"),
+        registry: get_str(f, "registry"),
+        name: get_str(f, "name"),
+        tag: get_str(f, "tag"),
+        cpu_millis: get_int(f, "cpu_millis").map(|n| n as u64),
+        memory_mb: get_int(f, "memory_mb").map(|n| n as u64),
+        timeout_secs: get_int(f, "timeout_secs").map(|n| n as u64),
+        service_account: get_opt_str(f, "service_account"),
+        created_by: get_str(f, "created_by"),
+        created_at_ms: get_int(f, "created_at_ms").unwrap_or(0),
+        created_by_request_id: get_str(f, "created_by_request_id"),
+        modified_by_request_id: get_str(f, "modified_by_request_id"),
+        id,
+    }
+}
+
 fn active_admin(u: &User) -> bool {
     u.role == Role::Admin && !u.revoked && u.claim_expires_at_ms.is_none()
 }
@@ -567,14 +616,30 @@ enum Step<T> {
 struct Tx {
     store: FirestoreStore,
     id: Vec<u8>,
+    /// Set when a read was aborted (the emulator's pessimistic locks time out under
+    /// contention): the transaction is retried like one whose commit was aborted.
+    aborted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Tx {
+    fn note<T>(&self, r: Result<T, GrpcStatus>, what: &str) -> Result<T, StoreError> {
+        r.map_err(|s| {
+            if s.code() == Code::Aborted {
+                self.aborted.store(true, Ordering::Relaxed);
+            }
+            grpc(what, s)
+        })
+    }
     async fn get(&self, name: &str) -> Result<Option<Document>, StoreError> {
-        self.store.get_doc(name, Some(self.id.clone())).await
+        let r = self.store.get_doc_raw(name, Some(self.id.clone())).await;
+        self.note(r, "get")
     }
     async fn query(&self, parent: &str, q: StructuredQuery) -> Result<Vec<Document>, StoreError> {
-        self.store.run_query(parent, q, Some(self.id.clone())).await
+        let r = self
+            .store
+            .run_query_raw(parent, q, Some(self.id.clone()))
+            .await;
+        self.note(r, "query")
     }
 }
 
@@ -646,6 +711,14 @@ impl FirestoreStore {
         name: &str,
         tx: Option<Vec<u8>>,
     ) -> Result<Option<Document>, StoreError> {
+        self.get_doc_raw(name, tx).await.map_err(|s| grpc("get", s))
+    }
+
+    async fn get_doc_raw(
+        &self,
+        name: &str,
+        tx: Option<Vec<u8>>,
+    ) -> Result<Option<Document>, GrpcStatus> {
         let req = GetDocumentRequest {
             name: name.to_owned(),
             consistency_selector: tx
@@ -655,7 +728,7 @@ impl FirestoreStore {
         match self.client().get_document(req).await {
             Ok(r) => Ok(Some(r.into_inner())),
             Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(grpc("get", s)),
+            Err(s) => Err(s),
         }
     }
 
@@ -665,20 +738,26 @@ impl FirestoreStore {
         q: StructuredQuery,
         tx: Option<Vec<u8>>,
     ) -> Result<Vec<Document>, StoreError> {
+        self.run_query_raw(parent, q, tx)
+            .await
+            .map_err(|s| grpc("query", s))
+    }
+
+    async fn run_query_raw(
+        &self,
+        parent: &str,
+        q: StructuredQuery,
+        tx: Option<Vec<u8>>,
+    ) -> Result<Vec<Document>, GrpcStatus> {
         let req = RunQueryRequest {
             parent: parent.to_owned(),
             query_type: Some(run_query_request::QueryType::StructuredQuery(q)),
             consistency_selector: tx.map(run_query_request::ConsistencySelector::Transaction),
             ..Default::default()
         };
-        let mut stream = self
-            .client()
-            .run_query(req)
-            .await
-            .map_err(|s| grpc("query", s))?
-            .into_inner();
+        let mut stream = self.client().run_query(req).await?.into_inner();
         let mut out = Vec::new();
-        while let Some(r) = stream.message().await.map_err(|s| grpc("query", s))? {
+        while let Some(r) = stream.message().await? {
             if let Some(d) = r.document {
                 out.push(d);
             }
@@ -746,9 +825,11 @@ impl FirestoreStore {
                 .map_err(|s| grpc("begin transaction", s))?
                 .into_inner()
                 .transaction;
+            let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let step = body(Tx {
                 store: self.clone(),
                 id: id.clone(),
+                aborted: aborted.clone(),
             })
             .await;
             let (writes, out) = match step {
@@ -757,9 +838,8 @@ impl FirestoreStore {
                     self.rollback(id).await;
                     return Ok(out);
                 }
-                Err(e) if is_aborted(&e) && attempt < TX_ATTEMPTS => {
-                    tracing::debug!(%what, attempt, error = %e, "Firestore transaction aborted, retrying");
-                    // Rolled back, so it cannot be named as the transaction to retry.
+                Err(_) if aborted.load(Ordering::Relaxed) && attempt < TX_ATTEMPTS => {
+                    tracing::debug!(%what, attempt, "Firestore transaction read aborted, retrying");
                     self.rollback(id).await;
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
                     continue;
@@ -871,6 +951,24 @@ impl FirestoreStore {
                 return Ok(out);
             }
         }
+    }
+}
+
+impl FirestoreStore {
+    fn default_image_doc(&self) -> String {
+        self.doc("meta", "default_image")
+    }
+
+    /// The id of the default image, read in `tx` or outside any transaction.
+    async fn default_image_id(&self, tx: Option<&Tx>) -> Result<Option<String>, StoreError> {
+        let name = self.default_image_doc();
+        let doc = match tx {
+            Some(t) => t.get(&name).await?,
+            None => self.get_doc(&name, None).await?,
+        };
+        Ok(doc
+            .map(|d| get_str(&d.fields, "image_id"))
+            .filter(|id| !id.is_empty()))
     }
 }
 
@@ -1627,6 +1725,105 @@ impl Store for FirestoreStore {
             .iter()
             .filter_map(|d| serde_json::from_str(&get_str(&d.fields, "report")).ok())
             .collect())
+    }
+
+    async fn register_image(
+        &self,
+        image: &Image,
+        default: MakeDefault,
+    ) -> Result<Registered, StoreError> {
+        let (image_doc, pointer_doc) = (self.doc("images", &image.id), self.default_image_doc());
+        self.transact("register image", move |tx| {
+            let (image_doc, pointer_doc) = (image_doc.clone(), pointer_doc.clone());
+            async move {
+                let current = tx.store.default_image_id(Some(&tx)).await?;
+                let existing = tx
+                    .get(&image_doc)
+                    .await?
+                    .map(|d| image_from(&d.fields, current.as_deref()));
+                let created = existing.is_none();
+                let mut stored = existing.unwrap_or_else(|| Image {
+                    is_default: false,
+                    ..image.clone()
+                });
+                let make = match default {
+                    MakeDefault::Yes => current.as_deref() != Some(image.id.as_str()),
+                    MakeDefault::IfNone => current.is_none(),
+                    MakeDefault::No => false,
+                };
+                let rid = &image.modified_by_request_id;
+                let mut writes = Vec::new();
+                if make {
+                    if let Some(prev) = &current
+                        && let Some(d) = tx.get(&tx.store.doc("images", prev)).await?
+                    {
+                        let mut old = image_from(&d.fields, None);
+                        old.modified_by_request_id = rid.clone();
+                        writes.push(upsert(tx.store.document(d.name, image_fields(&old))));
+                    }
+                    let mut f = Fields::new();
+                    f.insert("image_id".into(), string(&image.id));
+                    writes.push(upsert(tx.store.document(pointer_doc.clone(), f)));
+                    stored.is_default = true;
+                    stored.modified_by_request_id = rid.clone();
+                }
+                if created || make {
+                    writes.push(upsert(
+                        tx.store.document(image_doc.clone(), image_fields(&stored)),
+                    ));
+                }
+                let out = Registered {
+                    image: stored,
+                    created,
+                };
+                Ok(if writes.is_empty() {
+                    Step::Abort(out)
+                } else {
+                    Step::Commit(writes, out)
+                })
+            }
+        })
+        .await
+    }
+
+    async fn get_image(&self, id: &str) -> Result<Option<Image>, StoreError> {
+        let Some(d) = self.get_doc(&self.doc("images", id), None).await? else {
+            return Ok(None);
+        };
+        let current = self.default_image_id(None).await?;
+        Ok(Some(image_from(&d.fields, current.as_deref())))
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>, StoreError> {
+        let docs = self.query_top(query(&self.col("images"))).await?;
+        let current = self.default_image_id(None).await?;
+        let mut out: Vec<Image> = docs
+            .iter()
+            .map(|d| image_from(&d.fields, current.as_deref()))
+            .collect();
+        // By id as Rust orders strings (document names escape '/').
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn delete_image(&self, id: &str) -> Result<Option<Image>, StoreError> {
+        let (image_doc, pointer_doc) = (self.doc("images", id), self.default_image_doc());
+        self.transact("delete image", move |tx| {
+            let (image_doc, pointer_doc) = (image_doc.clone(), pointer_doc.clone());
+            async move {
+                let current = tx.store.default_image_id(Some(&tx)).await?;
+                let Some(d) = tx.get(&image_doc).await? else {
+                    return Ok(Step::Abort(None));
+                };
+                let img = image_from(&d.fields, current.as_deref());
+                let mut writes = vec![delete(image_doc.clone())];
+                if img.is_default {
+                    writes.push(delete(pointer_doc.clone()));
+                }
+                Ok(Step::Commit(writes, Some(img)))
+            }
+        })
+        .await
     }
 
     async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError> {

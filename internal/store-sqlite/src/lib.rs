@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use runvoy_domain::ports::{
-    Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, ServerLogLine, Store, StoreError,
-    USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
+    Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, MakeDefault, Registered,
+    ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
-use runvoy_domain::{Execution, LogRecord, Role, Status, Stream, User};
+use runvoy_domain::{Execution, Image, LogRecord, Role, Status, Stream, User};
 use runvoy_proto::ReconcileReport;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -104,6 +104,24 @@ CREATE TABLE IF NOT EXISTS locks (
     acquired_at_ms INTEGER NOT NULL,
     expires_at_ms INTEGER NOT NULL
 );
+-- Registered images. The partial unique index keeps at most one default, whatever writes.
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    image TEXT NOT NULL,
+    registry TEXT NOT NULL,
+    name TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    cpu_millis INTEGER,
+    memory_mb INTEGER,
+    timeout_secs INTEGER,
+    service_account TEXT,
+    is_default INTEGER NOT NULL DEFAULT 0,
+    created_by TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    created_by_request_id TEXT NOT NULL,
+    modified_by_request_id TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS images_one_default ON images (is_default) WHERE is_default = 1;
 -- One row, rewritten by the readiness check to tell whether writes work again.
 CREATE TABLE IF NOT EXISTS write_probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -396,6 +414,40 @@ fn active_admins(c: &Connection) -> Result<i64, StoreError> {
         [],
         |r| r.get(0),
     )
+    .map_err(unavailable)
+}
+
+const IMAGE_COLS: &str = "id, image, registry, name, tag, cpu_millis, memory_mb, timeout_secs, \
+    service_account, is_default, created_by, created_at_ms, created_by_request_id, \
+    modified_by_request_id";
+
+fn image_from_row(r: &Row<'_>) -> rusqlite::Result<Image> {
+    let opt_u64 = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.map(|n| n as u64));
+    Ok(Image {
+        id: r.get(0)?,
+        image: r.get(1)?,
+        registry: r.get(2)?,
+        name: r.get(3)?,
+        tag: r.get(4)?,
+        cpu_millis: opt_u64(5)?,
+        memory_mb: opt_u64(6)?,
+        timeout_secs: opt_u64(7)?,
+        service_account: r.get(8)?,
+        is_default: r.get(9)?,
+        created_by: r.get(10)?,
+        created_at_ms: r.get(11)?,
+        created_by_request_id: r.get(12)?,
+        modified_by_request_id: r.get(13)?,
+    })
+}
+
+fn get_image(c: &Connection, id: &str) -> Result<Option<Image>, StoreError> {
+    c.query_row(
+        &format!("SELECT {IMAGE_COLS} FROM images WHERE id = ?1"),
+        [id],
+        image_from_row,
+    )
+    .optional()
     .map_err(unavailable)
 }
 
@@ -1063,6 +1115,109 @@ let tx = c.transaction().map_err(unavailable)?;
                 .iter()
                 .filter_map(|r| serde_json::from_str(r).ok())
                 .collect())
+        })
+        .await
+    }
+
+    async fn register_image(
+        &self,
+        image: &Image,
+        default: MakeDefault,
+    ) -> Result<Registered, StoreError> {
+        let image = image.clone();
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let created = tx
+                .execute(
+                    &format!(
+                        "INSERT OR IGNORE INTO images ({IMAGE_COLS}) \
+                         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,0,?10,?11,?12,?13)"
+                    ),
+                    params![
+                        image.id,
+                        image.image,
+                        image.registry,
+                        image.name,
+                        image.tag,
+                        image.cpu_millis.map(|v| v as i64),
+                        image.memory_mb.map(|v| v as i64),
+                        image.timeout_secs.map(|v| v as i64),
+                        image.service_account,
+                        image.created_by,
+                        image.created_at_ms,
+                        image.created_by_request_id,
+                        image.modified_by_request_id
+                    ],
+                )
+                .map_err(unavailable)?
+                == 1;
+            let current: Option<String> = tx
+                .query_row("SELECT id FROM images WHERE is_default = 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(unavailable)?;
+            let make = match default {
+                MakeDefault::Yes => current.as_deref() != Some(image.id.as_str()),
+                MakeDefault::IfNone => current.is_none(),
+                MakeDefault::No => false,
+            };
+            if make {
+                // Unmark first: the unique index allows one default at any point.
+                tx.execute(
+                    "UPDATE images SET is_default = 0, modified_by_request_id = ?1 \
+                     WHERE is_default = 1",
+                    [&image.modified_by_request_id],
+                )
+                .map_err(unavailable)?;
+                tx.execute(
+                    "UPDATE images SET is_default = 1, modified_by_request_id = ?1 WHERE id = ?2",
+                    params![image.modified_by_request_id, image.id],
+                )
+                .map_err(unavailable)?;
+            }
+            let stored = get_image(&tx, &image.id)?
+                .ok_or_else(|| unavailable("registered image vanished"))?;
+            tx.commit().map_err(unavailable)?;
+            Ok(Registered {
+                image: stored,
+                created,
+            })
+        })
+        .await
+    }
+
+    async fn get_image(&self, id: &str) -> Result<Option<Image>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| get_image(c, &id)).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>, StoreError> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!("SELECT {IMAGE_COLS} FROM images ORDER BY id"))
+                .map_err(unavailable)?;
+            st.query_map([], image_from_row)
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn delete_image(&self, id: &str) -> Result<Option<Image>, StoreError> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let img = get_image(&tx, &id)?;
+            if img.is_some() {
+                tx.execute("DELETE FROM images WHERE id = ?1", [&id])
+                    .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(img)
         })
         .await
     }

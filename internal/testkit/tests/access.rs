@@ -117,6 +117,22 @@ async fn every_route_for_every_role_as_owner_and_non_owner() {
         keys.insert(role_name(role), key);
     }
     let others_exec = run_sleep(&s, &root).await;
+    let register = |image: String| {
+        let (s, root) = (&s, root.clone());
+        async move {
+            let a = call(
+                s,
+                "POST",
+                "/images/register",
+                Some(&root),
+                Some(json!({ "image": image, "is_default": false })),
+            )
+            .await;
+            assert!(a.status.is_success(), "register {image}: {}", a.body);
+            a.body["image_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let walk_image = register("registry.example.com/walk/app:1".into()).await;
     let some_request = call(&s, "GET", "/executions", Some(&root), None).await;
     let some_rid = some_request.headers["x-request-id"]
         .to_str()
@@ -150,13 +166,26 @@ async fn every_route_for_every_role_as_owner_and_non_owner() {
                     assert_eq!(a.status, StatusCode::CREATED);
                     secrets.push(a.body["claim_token"].as_str().unwrap().to_owned());
                 }
+                // Throwaway images for the route that unregisters one.
+                let image = if rule.method == "DELETE" && rule.path == "/images/{*id}" {
+                    register(format!("registry.example.com/walk/gone:{n}")).await
+                } else {
+                    walk_image.clone()
+                };
                 let path = rule
                     .path
+                    .replace("{*id}", &image)
                     .replace("{id}", &exec)
                     .replace("{token}", "rvc_0000000000000000unknown")
                     .replace("{request_id}", &some_rid);
                 let body = match rule.path {
                     "/run" => Some(json!({"command": "true"})),
+                    "/images/register" => {
+                        // Not the default: the local backend could not run commands in it.
+                        Some(
+                            json!({"image": format!("registry.example.com/walk/new:{n}"), "is_default": false}),
+                        )
+                    }
                     "/users/create" => {
                         Some(json!({"email": format!("new{n}@example.com"), "role": "viewer"}))
                     }

@@ -33,7 +33,12 @@ pub struct CreateArgs {
     #[arg(long, env = "RUNVOY_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Backend whose store to use, as `runvoyd serve --backend`.
-    #[arg(long, env = "RUNVOY_BACKEND_PROVIDER", value_enum, default_value = "local")]
+    #[arg(
+        long,
+        env = "RUNVOY_BACKEND_PROVIDER",
+        value_enum,
+        default_value = "local"
+    )]
     backend: crate::serve::Backend,
     /// Store adapter (default: the backend's).
     #[arg(long, env = "RUNVOY_STORE", value_enum)]

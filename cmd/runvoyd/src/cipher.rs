@@ -44,8 +44,11 @@ pub struct CipherArgs {
 impl CipherArgs {
     /// Fills the kind when unset from the backend preset.
     pub fn apply_backend(&mut self, gcp: bool) {
-        self.kind
-            .get_or_insert(if gcp { CipherKind::Kms } else { CipherKind::Local });
+        self.kind.get_or_insert(if gcp {
+            CipherKind::Kms
+        } else {
+            CipherKind::Local
+        });
     }
 }
 

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use runvoy_domain::Event;
-use runvoy_domain::clock::Clock;
 use runvoy_compute_cloudrun::{
     AdcTokenProvider, CloudLoggingSource, CloudRunCompute, CloudRunConfig, StaticToken,
     TokenProvider,
 };
+use runvoy_domain::Event;
+use runvoy_domain::clock::Clock;
 use runvoy_domain::ports::{Compute, LogSource, Store};
 use runvoy_domain::processor::Processor;
 use runvoy_events_gcp::oidc::{GOOGLE_JWKS_URL, OidcConfig, Verifier};
@@ -115,10 +115,18 @@ pub struct GcpArgs {
     #[arg(long, env = "RUNVOY_GCP_JOB_SERVICE_ACCOUNT")]
     pub gcp_job_service_account: Option<String>,
     /// Base URL of the Cloud Run Admin API.
-    #[arg(long, env = "RUNVOY_GCP_CLOUDRUN_ENDPOINT", default_value = "https://run.googleapis.com")]
+    #[arg(
+        long,
+        env = "RUNVOY_GCP_CLOUDRUN_ENDPOINT",
+        default_value = "https://run.googleapis.com"
+    )]
     pub gcp_cloudrun_endpoint: String,
     /// Base URL of the Cloud Logging API (read to fill gaps in the pushed logs).
-    #[arg(long, env = "RUNVOY_GCP_LOGGING_ENDPOINT", default_value = "https://logging.googleapis.com")]
+    #[arg(
+        long,
+        env = "RUNVOY_GCP_LOGGING_ENDPOINT",
+        default_value = "https://logging.googleapis.com"
+    )]
     pub gcp_logging_endpoint: String,
     /// Test only, with both endpoints set: a fixed access token for Cloud Run and Cloud Logging
     /// instead of Application Default Credentials.
@@ -183,9 +191,15 @@ impl GcpArgs {
     pub fn check(&self) -> anyhow::Result<()> {
         if self.compute_kind() == ComputeKind::Cloudrun {
             for (v, what) in [
-                (&self.gcp_project_id, "RUNVOY_GCP_PROJECT_ID (--gcp-project-id)"),
+                (
+                    &self.gcp_project_id,
+                    "RUNVOY_GCP_PROJECT_ID (--gcp-project-id)",
+                ),
                 (&self.gcp_region, "RUNVOY_GCP_REGION (--gcp-region)"),
-                (&self.gcp_sidecar_image, "RUNVOY_GCP_SIDECAR_IMAGE (--gcp-sidecar-image)"),
+                (
+                    &self.gcp_sidecar_image,
+                    "RUNVOY_GCP_SIDECAR_IMAGE (--gcp-sidecar-image)",
+                ),
             ] {
                 if v.as_deref().is_none_or(str::is_empty) {
                     bail!("--compute cloudrun needs {what}");
@@ -202,7 +216,9 @@ impl GcpArgs {
             }
         }
         if self.gcp_access_token.is_some()
-            && (self.gcp_cloudrun_endpoint.starts_with("https://run.googleapis.com")
+            && (self
+                .gcp_cloudrun_endpoint
+                .starts_with("https://run.googleapis.com")
                 || self
                     .gcp_logging_endpoint
                     .starts_with("https://logging.googleapis.com"))

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::gcp::ComputeKind;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use crate::gcp::ComputeKind;
 use runvoy_api::AppState;
 use runvoy_api::auth::TokenSigner;
 use runvoy_api::ready::Readiness;
@@ -57,7 +57,12 @@ pub enum IsolationArg {
 pub struct ServeArgs {
     /// Backend to run on (a preset; `--store`, `--compute`, `--events` and `--cipher` override
     /// its parts).
-    #[arg(long, env = "RUNVOY_BACKEND_PROVIDER", value_enum, default_value = "local")]
+    #[arg(
+        long,
+        env = "RUNVOY_BACKEND_PROVIDER",
+        value_enum,
+        default_value = "local"
+    )]
     backend: Backend,
     /// Directory for the database, workspaces and the admin key.
     #[arg(long, env = "RUNVOY_DATA_DIR")]
@@ -565,8 +570,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let nonzero = |v: u64| (v > 0).then_some(v);
     let (bus, bus_rx) = Bus::new(1024);
     let executions_dir = data_dir.join("executions");
-    let (local, compute, log_source, isolation_name, enforcement) = match args.gcp.compute_kind()
-    {
+    let (local, compute, log_source, isolation_name, enforcement) = match args.gcp.compute_kind() {
         ComputeKind::Local => {
             let (local, enforcement) =
                 local_compute(&args, &data_dir, &executions_dir, dir_mode, bus)?;

@@ -666,6 +666,20 @@ impl Compute for CloudRunCompute {
         true
     }
 
+    /// Registering an image creates its job (or repairs it when it drifted), so the first run
+    /// in it does not wait for a job to be created.
+    async fn prepare_image(
+        &self,
+        image: &runvoy_domain::images::ImageSpec,
+    ) -> Result<(), ComputeError> {
+        if image.image.trim().is_empty() {
+            return Err(ComputeError::Rejected(
+                "an image reference is required".into(),
+            ));
+        }
+        self.ensure_job(&image.image).await.map(|_| ())
+    }
+
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
         self.validate(spec)?;
         let lock = self.start_lock(&spec.execution_id);

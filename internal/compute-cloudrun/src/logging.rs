@@ -57,8 +57,16 @@ impl CloudLoggingSource {
     }
 }
 
+/// How long Cloud Logging may take to ingest a line after it was written: Google documents no
+/// bound; entries usually arrive within seconds.
+const INGESTION_LAG_MS: i64 = 60_000;
+
 #[async_trait]
 impl LogSource for CloudLoggingSource {
+    fn settle_ms(&self) -> i64 {
+        INGESTION_LAG_MS
+    }
+
     async fn read_records(
         &self,
         execution_id: &str,

@@ -263,6 +263,36 @@ async fn reserved_names_stdin_and_resource_requests_are_refused_before_any_call(
 }
 
 #[tokio::test]
+async fn registering_an_image_creates_its_job_once() {
+    let fake = FakeCloudRun::start().await;
+    let c = compute(&fake);
+    let spec = runvoy_domain::images::ImageSpec {
+        id: "alpine:3.20-0123abcd".into(),
+        image: IMAGE.into(),
+        cpu_millis: None,
+        memory_mb: None,
+        timeout_secs: None,
+        service_account: None,
+    };
+    c.prepare_image(&spec).await.expect("prepare");
+    let job = format!("{PARENT}/jobs/{}", runvoy_compute_cloudrun::job_name(IMAGE));
+    assert_eq!(
+        fake.job(&job).expect("the image's job")["template"]["template"]["maxRetries"],
+        0
+    );
+    let posts = |f: &FakeCloudRun| {
+        f.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/jobs"))
+            .count()
+    };
+    assert_eq!(posts(&fake), 1);
+    // A repeated registration finds the job as it is: no second create.
+    compute(&fake).prepare_image(&spec).await.expect("again");
+    assert_eq!(posts(&fake), 1);
+}
+
+#[tokio::test]
 async fn the_runs_environment_reaches_the_runner_after_runvoys_settings() {
     let fake = FakeCloudRun::start().await;
     let c = compute(&fake);

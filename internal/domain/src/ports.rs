@@ -381,6 +381,12 @@ pub trait Compute: Send + Sync + 'static {
 /// read again when stored logs have a gap.
 #[async_trait]
 pub trait LogSource: Send + Sync + 'static {
+    /// How long after an execution ended this source may still lack its last records
+    /// (ingestion lag). An execution whose final record never came counts as complete only
+    /// once this has passed since it ended. Local record files lag by nothing.
+    fn settle_ms(&self) -> i64 {
+        0
+    }
     /// Records with `seq > after_seq`, ascending, and the final record when present.
     async fn read_records(
         &self,

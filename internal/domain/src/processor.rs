@@ -439,6 +439,13 @@ impl Processor {
         )))
     }
 
+    /// Whether the log source's ingestion lag has passed since the execution ended (it ends
+    /// now when it is not terminal yet).
+    fn settled(&self, e: &Execution, now: i64) -> bool {
+        let lag = self.logs.settle_ms();
+        lag <= 0 || e.completed_at_ms.is_some_and(|t| now - t >= lag)
+    }
+
     fn kill_reason(&self, e: &Execution, now: i64) -> Option<String> {
         if e.status.is_terminal() {
             // E.g. marked FAILED because starting it seemed to fail, yet compute runs it.
@@ -476,10 +483,12 @@ impl Processor {
             repaired = rep.added;
             stats = rep.stats;
             source_read = rep.source_read;
-            if runner.is_none() && !e.status.is_terminal() {
-                // Compute did not say how the runner ended, but its final record did.
-                if let Some(r) = rep.exit {
-                    expected = expected.or(Some(r.lines));
+            if let Some(r) = rep.exit {
+                // The final record says how many records there are, also when it was ingested
+                // after the execution was settled (a lagging source).
+                expected = expected.or(Some(r.lines));
+                if runner.is_none() && !e.status.is_terminal() {
+                    // Compute did not say how the runner ended, but its final record did.
                     runner = Some(r);
                 }
             }
@@ -498,10 +507,11 @@ impl Processor {
                 // Still missing: leave incomplete so the next sweep tries again.
                 next.log_lines = Some(n);
             }
-            None if source_read && stats.contiguous == stats.max_seq => {
+            None if source_read && stats.contiguous == stats.max_seq && self.settled(&e, now) => {
                 // No final record will ever come (runner killed hard or never started): what
                 // the durable source holds is all there is. (When the source could not be
-                // read, the store may lack records it holds: not complete yet.)
+                // read, the store may lack records it holds: not complete yet; when it may
+                // still be ingesting them, a later sweep decides.)
                 next.logs_complete = true;
                 next.log_lines = Some(stats.contiguous);
             }
@@ -653,7 +663,15 @@ impl Processor {
             since_ms: Some(now - YOUNG_WINDOW_MS),
             ..Default::default()
         };
-        let (young, _) = self.store.list_executions(&q).await?;
+        let (mut young, _) = self.store.list_executions(&q).await?;
+        // Ended, but their logs are not complete yet: waiting for a lagging log source.
+        if self.logs.settle_ms() > 0 {
+            young.extend(self.store.list_unsettled().await?.into_iter().filter(|e| {
+                e.status.is_terminal()
+                    && !e.logs_complete
+                    && e.created_at_ms >= now - YOUNG_WINDOW_MS
+            }));
+        }
         report.checked = young.len() as u64;
         for e in &young {
             self.reconcile_into(e, &mut report).await?;

@@ -84,6 +84,52 @@ impl Rig {
 }
 
 #[tokio::test]
+async fn a_lagging_source_is_given_time_before_logs_without_a_final_record_count_as_complete() {
+    let r = rig();
+    r.source.set_settle_ms(60_000);
+    let x = r.create(1, Status::Running).await;
+    // The task ended; the source has ingested only part of what the runner wrote.
+    r.source.set(&x, records(3), None);
+    r.compute.set(
+        &x,
+        ComputeState::Exited(ComputeExit {
+            runner: None,
+            process_exit_code: Some(0),
+            failure: None,
+        }),
+    );
+    r.p.reconcile(&x).await.unwrap();
+    let e = r.get(&x).await;
+    assert!(e.status.is_terminal());
+    assert!(!e.logs_complete, "the source may still be ingesting: {e:?}");
+    // The rest, and the final record, are ingested later: they complete the logs.
+    r.clock.advance_ms(5_000);
+    r.source.set(&x, records(5), Some(exit_info(0, 5)));
+    r.p.sweep_young().await.unwrap();
+    let e = r.get(&x).await;
+    assert!(e.logs_complete);
+    assert_eq!(e.log_lines, Some(5));
+    // Without a final record at all, the logs complete once the lag has passed.
+    let y = r.create(2, Status::Running).await;
+    r.source.set(&y, records(2), None);
+    r.compute.set(
+        &y,
+        ComputeState::Exited(ComputeExit {
+            runner: None,
+            process_exit_code: Some(1),
+            failure: None,
+        }),
+    );
+    r.p.reconcile(&y).await.unwrap();
+    assert!(!r.get(&y).await.logs_complete);
+    r.clock.advance_ms(60_000);
+    r.p.sweep_young().await.unwrap();
+    let e = r.get(&y).await;
+    assert!(e.logs_complete);
+    assert_eq!(e.log_lines, Some(2));
+}
+
+#[tokio::test]
 async fn mem_store_conforms() {
     store_conformance(&MemStore::new()).await;
 }

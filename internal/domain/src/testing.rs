@@ -749,6 +749,7 @@ type SourceData = (Vec<LogRecord>, Option<ExitInfo>);
 pub struct FakeLogSource {
     data: Mutex<HashMap<String, SourceData>>,
     down: AtomicBool,
+    settle_ms: std::sync::atomic::AtomicI64,
 }
 
 impl FakeLogSource {
@@ -767,10 +768,18 @@ impl FakeLogSource {
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
     }
+    /// Makes the source lag like Cloud Logging ([`LogSource::settle_ms`]).
+    pub fn set_settle_ms(&self, ms: i64) {
+        self.settle_ms.store(ms, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
 impl LogSource for FakeLogSource {
+    fn settle_ms(&self) -> i64 {
+        self.settle_ms.load(Ordering::SeqCst)
+    }
+
     async fn read_records(
         &self,
         id: &str,

@@ -138,9 +138,8 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let line =
-        serde_json::json!({ "url": fake.url, "kms_url": kms.as_ref().map(|k| k.url()) })
-            .to_string();
+    let line = serde_json::json!({ "url": fake.url, "kms_url": kms.as_ref().map(|k| k.url()) })
+        .to_string();
     std::fs::write(state_dir.join("fake.json"), &line)?;
     println!("{line}");
     tracing::info!(url = %fake.url, "fake Cloud Run and Cloud Logging serving");

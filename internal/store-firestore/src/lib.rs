@@ -130,7 +130,6 @@ fn grpc(what: &str, s: GrpcStatus) -> StoreError {
     StoreError::Unavailable(format!("firestore {what}: {:?}: {}", s.code(), s.message()))
 }
 
-
 // ---- values -------------------------------------------------------------------------------
 
 fn v(t: ValueType) -> Value {

@@ -23,7 +23,8 @@ use crate::bin;
 /// Project id every test server uses on the emulators.
 pub const PROJECT: &str = "runvoy-test";
 /// The CryptoKey of the KMS fake in `gcp` mode.
-pub const KMS_KEY: &str = "projects/runvoy-test/locations/global/keyRings/runvoy/cryptoKeys/secrets";
+pub const KMS_KEY: &str =
+    "projects/runvoy-test/locations/global/keyRings/runvoy/cryptoKeys/secrets";
 const KMS_TOKEN: &str = "fake-gcp-token";
 
 /// A backend of the test servers.
@@ -122,12 +123,12 @@ impl GcpSetup {
         let pubsub_host = runvoy_emulators::shared_pubsub().host.clone();
         let firestore_host = runvoy_emulators::shared_firestore().host.clone();
         let topic = format!("projects/{PROJECT}/topics/{}", unique("logs"));
-        let (status, body) = emulator_call(
-            "PUT",
-            format!("http://{pubsub_host}/v1/{topic}"),
-            json!({}),
+        let (status, body) =
+            emulator_call("PUT", format!("http://{pubsub_host}/v1/{topic}"), json!({}));
+        assert!(
+            status == 200 || status == 409,
+            "creating {topic}: {status} {body}"
         );
-        assert!(status == 200 || status == 409, "creating {topic}: {status} {body}");
         let fake = (kind == TestBackend::Gcp).then(|| {
             let state_dir = dir.join("fake");
             let log = std::fs::File::create(dir.join("fake-gcp.log")).expect("fake log");
@@ -188,7 +189,10 @@ impl GcpSetup {
     /// runvoyd's flags and environment for this backend.
     pub(crate) fn args_env(&self) -> (Vec<String>, Vec<(String, String)>) {
         let mut env = vec![
-            ("FIRESTORE_EMULATOR_HOST".into(), self.firestore_host.clone()),
+            (
+                "FIRESTORE_EMULATOR_HOST".into(),
+                self.firestore_host.clone(),
+            ),
             ("PUBSUB_EMULATOR_HOST".into(), self.pubsub_host.clone()),
             ("RUNVOY_GCP_PROJECT_ID".into(), PROJECT.into()),
             (

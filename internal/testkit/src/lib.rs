@@ -9,8 +9,8 @@
 pub mod backend;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The directory holding the workspace's built binaries (`target/debug`).
@@ -154,11 +154,8 @@ impl TestServer {
             .append(true)
             .open(self.dir.path().join("runvoyd.log"))
             .expect("log file");
-        let (backend_args, backend_env) = self
-            .gcp
-            .as_ref()
-            .map(|g| g.args_env())
-            .unwrap_or_default();
+        let (backend_args, backend_env) =
+            self.gcp.as_ref().map(|g| g.args_env()).unwrap_or_default();
         let child = Command::new(bin("runvoyd"))
             .arg("serve")
             .arg("--data-dir")

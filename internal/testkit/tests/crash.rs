@@ -79,12 +79,7 @@ async fn kill9_while_20_executions_stream_loses_nothing() {
     );
     let still_running = jobs
         .iter()
-        .filter(|(id, ..)| {
-            !s.executions_dir()
-                .join(id)
-                .join("exit.json")
-                .exists()
-        })
+        .filter(|(id, ..)| !s.executions_dir().join(id).join("exit.json").exists())
         .count();
     eprintln!("executions still running when runvoyd restarts: {still_running} of 20");
 

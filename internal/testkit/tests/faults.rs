@@ -186,10 +186,7 @@ async fn a_sigkilled_supervisor_fails_its_execution_without_waiting_for_a_sweep(
         assert!(Instant::now() < deadline, "no output; log:\n{}", s.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid_file = s
-        .executions_dir()
-        .join(&id)
-        .join("supervisor.pid");
+    let pid_file = s.executions_dir().join(&id).join("supervisor.pid");
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .split_whitespace()

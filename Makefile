@@ -29,14 +29,15 @@ runner-static:
 run: deps build-release
 	@bash scripts/run.sh "$(RELEASE_BIN)" "$(DATA_DIR)" "$(LISTEN)"
 
-## run-gcp-local: the production event path on one machine (Firestore and Pub/Sub emulators,
-## records through a real push subscription), a sample run, everything left running.
+## run-gcp-local: `--backend gcp` on one machine (Firestore and Pub/Sub emulators, the Cloud Run,
+## Cloud Logging and KMS fakes of runvoy-fake-gcp, records through a real push subscription), a
+## sample run, everything left running.
 run-gcp-local: deps build-release
 	@bash scripts/run-gcp-local.sh "$(RELEASE_BIN)" "$(GCP_DATA_DIR)" "$(GCP_LISTEN)"
 
 ## stop-gcp-local: stop what `make run-gcp-local` started.
 stop-gcp-local:
-	@for p in runvoyd emulators; do if [ -f "$(GCP_DATA_DIR)/$$p.pid" ]; then kill "$$(cat $(GCP_DATA_DIR)/$$p.pid)" 2>/dev/null || true; rm -f "$(GCP_DATA_DIR)/$$p.pid"; echo "$$p stopped"; fi; done
+	@for p in runvoyd fake emulators; do if [ -f "$(GCP_DATA_DIR)/$$p.pid" ]; then kill "$$(cat $(GCP_DATA_DIR)/$$p.pid)" 2>/dev/null || true; rm -f "$(GCP_DATA_DIR)/$$p.pid"; echo "$$p stopped"; fi; done
 
 ## stop: stop the runvoyd started by `make run`.
 stop:

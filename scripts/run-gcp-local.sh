@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# `make run-gcp-local`: the production event path on one machine. Google's Firestore and Pub/Sub
-# emulators, runvoyd on Firestore with the push endpoints, and the local compute publishing each
-# record to the Pub/Sub emulator shaped as the Cloud Logging sink's LogEntries; a real push
-# subscription delivers them back to runvoyd. Leaves everything running (`make stop-gcp-local`).
+# `make run-gcp-local`: the Google Cloud backend on one machine. Google's Firestore and Pub/Sub
+# emulators, runvoy-fake-gcp (the Cloud Run Admin API, Cloud Logging and Cloud KMS fakes; it runs
+# each job execution's sidecar and runner for real on this machine and publishes their log
+# entries to the Pub/Sub emulator as a log sink would), and runvoyd with `--backend gcp` pointed
+# at them; a real push subscription delivers the entries to runvoyd. Leaves everything running
+# (`make stop-gcp-local`).
 set -euo pipefail
 bin="$1"; data="$2"; listen="$3"
 project=runvoy-local
 topic="projects/$project/topics/runvoy-logs"
 mkdir -p "$data"
-for p in runvoyd emulators; do
+for p in runvoyd fake emulators; do
   if [ -f "$data/$p.pid" ] && kill -0 "$(cat "$data/$p.pid")" 2>/dev/null; then
     echo "stopping the previous $p ($(cat "$data/$p.pid"))"
     kill "$(cat "$data/$p.pid")" || true
@@ -39,9 +41,29 @@ put() { # PUT on the Pub/Sub emulator's REST API; an existing resource is fine
 }
 put "$topic" '{}'
 
-RUNVOY_GCP_PROJECT_ID=$project nohup "$bin/runvoyd" serve --data-dir "$data" --listen "$listen" \
-  --no-client-config --store firestore --events pubsub --insecure-push \
-  --gcp-local-sink-topic "$topic" >"$data/runvoyd.log" 2>&1 &
+kms_key="projects/$project/locations/global/keyRings/runvoy/cryptoKeys/secrets"
+rm -f "$data/fake/fake.json"
+nohup "$bin/runvoy-fake-gcp" --state-dir "$data/fake" --pubsub-topic "$topic" --kms-key "$kms_key" \
+  --runvoyd-bin "$bin/runvoyd" --runner-bin "$bin/runvoy-runner" --sidecar-bin "$bin/runvoy-sidecar" \
+  >/dev/null 2>"$data/fake.log" &
+echo $! >"$data/fake.pid"
+for _ in $(seq 1 150); do
+  [ -s "$data/fake/fake.json" ] && break
+  if ! kill -0 "$(cat "$data/fake.pid")" 2>/dev/null; then
+    echo "runvoy-fake-gcp failed to start:" >&2; cat "$data/fake.log" >&2; exit 1
+  fi
+  sleep 0.2
+done
+fake_url=$(sed -n 's/.*"url": *"\([^"]*\)".*/\1/p' "$data/fake/fake.json")
+kms_url=$(sed -n 's/.*"kms_url": *"\([^"]*\)".*/\1/p' "$data/fake/fake.json")
+
+RUNVOY_GCP_PROJECT_ID=$project RUNVOY_GCP_REGION=local \
+  RUNVOY_GCP_SIDECAR_IMAGE=localhost/runvoy-sidecar:local \
+  RUNVOY_GCP_CLOUDRUN_ENDPOINT="$fake_url" RUNVOY_GCP_LOGGING_ENDPOINT="$fake_url" \
+  RUNVOY_GCP_ACCESS_TOKEN=local RUNVOY_GCP_SECRETS_KMS_KEY="$kms_key" \
+  RUNVOY_GCP_KMS_ENDPOINT="$kms_url" RUNVOY_GCP_KMS_ACCESS_TOKEN=fake-gcp-token \
+  nohup "$bin/runvoyd" serve --backend gcp --insecure-push --data-dir "$data" --listen "$listen" \
+  --no-client-config >"$data/runvoyd.log" 2>&1 &
 echo $! >"$data/runvoyd.pid"
 for _ in $(seq 1 150); do
   [ -s "$data/server.json" ] && break
@@ -56,8 +78,9 @@ put "projects/$project/subscriptions/runvoy-logs-push" \
 
 export RUNVOY_API_URL="$url" RUNVOY_API_KEY="$(cat "$data/admin.key")"
 echo
-echo "runvoyd is running at $url on Firestore (emulator $FIRESTORE_EMULATOR_HOST); records travel"
-echo "through the Pub/Sub emulator ($PUBSUB_EMULATOR_HOST, topic $topic) to $url/push/pubsub/logs."
+echo "runvoyd is running at $url with --backend gcp: Firestore (emulator $FIRESTORE_EMULATOR_HOST),"
+echo "Cloud Run and Cloud KMS (runvoy-fake-gcp at $fake_url); log entries travel through the Pub/Sub"
+echo "emulator ($PUBSUB_EMULATOR_HOST, topic $topic) to $url/push/pubsub/logs."
 echo
 "$bin/runvoy" run -- 'echo hello through Pub/Sub; for i in 1 2 3; do echo step $i; sleep 0.2; done'
 echo

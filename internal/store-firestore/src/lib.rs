@@ -120,6 +120,10 @@ struct Inner {
     writes: AtomicU64,
     /// Last order key handed out for server logs and reports (kept increasing in-process).
     last_order: AtomicI64,
+    /// One lock per execution whose records are being appended: this process's appends to one
+    /// execution (pushes, repairs, the local tailer) take turns instead of aborting each other's
+    /// transactions, which read the same log batches.
+    appending: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -665,6 +669,7 @@ impl FirestoreStore {
                 prefix: cfg.collection_prefix.clone(),
                 writes: AtomicU64::new(0),
                 last_order: AtomicI64::new(0),
+                appending: Default::default(),
             }),
         })
     }
@@ -861,6 +866,99 @@ impl FirestoreStore {
         Err(unavailable(format!(
             "firestore {what}: transaction kept aborting"
         )))
+    }
+
+    /// `append_logs` once it is this process's turn for the execution.
+    async fn append_logs_now(
+        &self,
+        execution_id: &str,
+        incoming: &BTreeMap<u64, &LogRecord>,
+        min: u64,
+        max: u64,
+    ) -> Result<(), StoreError> {
+        let parent = self.logs_parent(execution_id);
+        self.transact("append logs", move |tx| {
+            let parent = parent.clone();
+            async move {
+                // Usually nothing: records arrive in order, after every stored batch.
+                let stored = tx.store.batches(execution_id, min, max, Some(&tx)).await?;
+                let mut writes = Vec::new();
+                let mut fresh: Vec<LogRecord> = Vec::new();
+                let mut merges: BTreeMap<usize, Vec<LogRecord>> = BTreeMap::new();
+                for (seq, r) in incoming {
+                    match stored
+                        .iter()
+                        .position(|b| b.first <= *seq && *seq <= b.last)
+                    {
+                        // Inside a stored batch's range: already stored, or a hole in it.
+                        Some(i) if stored[i].seqs.contains(seq) => {}
+                        Some(i) => merges.entry(i).or_default().push((*r).clone()),
+                        None => fresh.push((*r).clone()),
+                    }
+                }
+                // New batches must not span a stored batch: split the fresh records at every
+                // stored range.
+                let mut run: Vec<LogRecord> = Vec::new();
+                let mut runs: Vec<Vec<LogRecord>> = Vec::new();
+                let firsts: Vec<u64> = stored.iter().map(|b| b.first).collect();
+                let mut k = 0;
+                for r in fresh {
+                    let mut crossed = false;
+                    while k < firsts.len() && firsts[k] < r.seq {
+                        k += 1;
+                        crossed = true;
+                    }
+                    if crossed && !run.is_empty() {
+                        runs.push(std::mem::take(&mut run));
+                    }
+                    run.push(r);
+                }
+                if !run.is_empty() {
+                    runs.push(run);
+                }
+                for run in &runs {
+                    for part in chunk(run) {
+                        let name = format!("{parent}/logs/{:020}", part[0].seq);
+                        writes.push(create(tx.store.document(name, batch_fields(part))));
+                    }
+                }
+                // Holes filled inside a stored batch (a repair): rewrite it with its records
+                // and the new ones, split again if it grew too large.
+                for (i, add) in merges {
+                    let b = &stored[i];
+                    let Some(doc) = tx.get(&b.name).await? else {
+                        return Err(unavailable("log batch vanished during a transaction"));
+                    };
+                    let mut all: BTreeMap<u64, LogRecord> = get_array(&doc.fields, "records")
+                        .iter()
+                        .filter_map(record_from)
+                        .map(|r| (r.seq, r))
+                        .collect();
+                    for r in add {
+                        all.entry(r.seq).or_insert(r);
+                    }
+                    let all: Vec<LogRecord> = all.into_values().collect();
+                    for (k, part) in chunk(&all).into_iter().enumerate() {
+                        if k == 0 {
+                            let mut w =
+                                upsert(tx.store.document(b.name.clone(), batch_fields(part)));
+                            w.current_document = b.update_time.map(|t| Precondition {
+                                condition_type: Some(ConditionType::UpdateTime(t)),
+                            });
+                            writes.push(w);
+                        } else {
+                            let name = format!("{parent}/logs/{:020}", part[0].seq);
+                            writes.push(create(tx.store.document(name, batch_fields(part))));
+                        }
+                    }
+                }
+                if writes.is_empty() {
+                    return Ok(Step::Abort(()));
+                }
+                Ok(Step::Commit(writes, ()))
+            }
+        })
+        .await
     }
 
     async fn rollback(&self, id: Vec<u8>) {
@@ -1210,90 +1308,19 @@ impl Store for FirestoreStore {
             *incoming.keys().next().expect("non-empty"),
             *incoming.keys().next_back().expect("non-empty"),
         );
-        let parent = self.logs_parent(execution_id);
-        let incoming = &incoming;
-        self.transact("append logs", move |tx| {
-            let parent = parent.clone();
-            async move {
-                // Usually nothing: records arrive in order, after every stored batch.
-                let stored = tx.store.batches(execution_id, min, max, Some(&tx)).await?;
-                let mut writes = Vec::new();
-                let mut fresh: Vec<LogRecord> = Vec::new();
-                let mut merges: BTreeMap<usize, Vec<LogRecord>> = BTreeMap::new();
-                for (seq, r) in incoming {
-                    match stored
-                        .iter()
-                        .position(|b| b.first <= *seq && *seq <= b.last)
-                    {
-                        // Inside a stored batch's range: already stored, or a hole in it.
-                        Some(i) if stored[i].seqs.contains(seq) => {}
-                        Some(i) => merges.entry(i).or_default().push((*r).clone()),
-                        None => fresh.push((*r).clone()),
-                    }
-                }
-                // New batches must not span a stored batch: split the fresh records at every
-                // stored range.
-                let mut run: Vec<LogRecord> = Vec::new();
-                let mut runs: Vec<Vec<LogRecord>> = Vec::new();
-                let firsts: Vec<u64> = stored.iter().map(|b| b.first).collect();
-                let mut k = 0;
-                for r in fresh {
-                    let mut crossed = false;
-                    while k < firsts.len() && firsts[k] < r.seq {
-                        k += 1;
-                        crossed = true;
-                    }
-                    if crossed && !run.is_empty() {
-                        runs.push(std::mem::take(&mut run));
-                    }
-                    run.push(r);
-                }
-                if !run.is_empty() {
-                    runs.push(run);
-                }
-                for run in &runs {
-                    for part in chunk(run) {
-                        let name = format!("{parent}/logs/{:020}", part[0].seq);
-                        writes.push(create(tx.store.document(name, batch_fields(part))));
-                    }
-                }
-                // Holes filled inside a stored batch (a repair): rewrite it with its records
-                // and the new ones, split again if it grew too large.
-                for (i, add) in merges {
-                    let b = &stored[i];
-                    let Some(doc) = tx.get(&b.name).await? else {
-                        return Err(unavailable("log batch vanished during a transaction"));
-                    };
-                    let mut all: BTreeMap<u64, LogRecord> = get_array(&doc.fields, "records")
-                        .iter()
-                        .filter_map(record_from)
-                        .map(|r| (r.seq, r))
-                        .collect();
-                    for r in add {
-                        all.entry(r.seq).or_insert(r);
-                    }
-                    let all: Vec<LogRecord> = all.into_values().collect();
-                    for (k, part) in chunk(&all).into_iter().enumerate() {
-                        if k == 0 {
-                            let mut w =
-                                upsert(tx.store.document(b.name.clone(), batch_fields(part)));
-                            w.current_document = b.update_time.map(|t| Precondition {
-                                condition_type: Some(ConditionType::UpdateTime(t)),
-                            });
-                            writes.push(w);
-                        } else {
-                            let name = format!("{parent}/logs/{:020}", part[0].seq);
-                            writes.push(create(tx.store.document(name, batch_fields(part))));
-                        }
-                    }
-                }
-                if writes.is_empty() {
-                    return Ok(Step::Abort(()));
-                }
-                Ok(Step::Commit(writes, ()))
-            }
-        })
-        .await
+        let turn = {
+            let mut m = self.inner.appending.lock().expect("append locks");
+            m.entry(execution_id.to_owned()).or_default().clone()
+        };
+        let _turn = turn.lock().await;
+        let res = self.append_logs_now(execution_id, &incoming, min, max).await;
+        drop(_turn);
+        let mut m = self.inner.appending.lock().expect("append locks");
+        // The last one out removes the lock (the map holds one reference, `turn` another).
+        if Arc::strong_count(&turn) == 2 {
+            m.remove(execution_id);
+        }
+        res
     }
 
     async fn read_logs(

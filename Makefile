@@ -94,6 +94,8 @@ emulators:
 ## bench: speed figures side by side (runvoy vs sh -c); see docs/BENCHMARKS.md.
 bench: deps build-release
 	$(RELEASE_BIN)/runvoy-bench --bin-dir $(RELEASE_BIN)
+	@echo "== Firestore writes per execution (Google's emulator counts no time, only writes)"
+	@$(CARGO) test -q -p runvoy-store-firestore --test emulator writes_per_execution_meet_the_goal -- --nocapture 2>&1 | grep "firestore writes per execution"
 
 clean:
 	$(CARGO) clean

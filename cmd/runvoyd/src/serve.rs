@@ -161,6 +161,11 @@ pub struct ServeArgs {
     /// Do not write a CLI config file for the local user.
     #[arg(long, env = "RUNVOY_NO_CLIENT_CONFIG")]
     no_client_config: bool,
+    /// The key that signs log-stream tokens, as hex (at least 32 bytes). Every instance of a
+    /// deployment needs the same one, or a token one instance issued is refused by another;
+    /// unset: a key kept in the data dir (`token.key`).
+    #[arg(long, env = "RUNVOY_TOKEN_KEY", hide_env_values = true)]
+    token_key: Option<String>,
     /// Failed authentications (bad key, bad WebSocket token, unknown claim token) allowed at
     /// once from one client address before answering 429.
     #[arg(long, env = "RUNVOY_AUTH_FAILURE_BURST", default_value_t = 20)]
@@ -373,6 +378,19 @@ fn prepare_executions_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting permissions of {}", dir.display()))
+}
+
+/// The signing key all instances share (`--token-key`).
+fn shared_token_key(hex_key: &str) -> anyhow::Result<Vec<u8>> {
+    match hex::decode(hex_key.trim()) {
+        Ok(k) if k.len() >= 32 => Ok(k),
+        Ok(k) => bail!(
+            "RUNVOY_TOKEN_KEY (--token-key) holds {} bytes; at least 32 are needed \
+             (e.g. `openssl rand -hex 32`)",
+            k.len()
+        ),
+        Err(_) => bail!("RUNVOY_TOKEN_KEY (--token-key) must be hex (e.g. `openssl rand -hex 32`)"),
+    }
 }
 
 /// The signing key for WebSocket tokens, kept in the data dir so tokens survive a restart.
@@ -737,7 +755,10 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     }
 
     // Everything on disk is in place before server.json says the server is up.
-    let signing_key = token_key(&data_dir)?;
+    let signing_key = match &args.token_key {
+        Some(hex_key) => shared_token_key(hex_key)?,
+        None => token_key(&data_dir)?,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -781,7 +802,10 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         service,
         TokenSigner::new(signing_key, 10 * 60 * 1000),
         env!("CARGO_PKG_VERSION").to_owned(),
-        "local".into(),
+        match args.backend {
+            Backend::Local => "local".into(),
+            Backend::Gcp => "gcp".into(),
+        },
         args.public_url.clone(),
         shutdown_rx,
     )

@@ -77,3 +77,8 @@ output "firestore_database" {
   description = "The Firestore database (RUNVOY_GCP_FIRESTORE_DATABASE)."
   value       = google_firestore_database.runvoy.name
 }
+
+output "token_key_secret" {
+  description = "Secret Manager secret holding the log-stream token key (RUNVOY_TOKEN_KEY); add its value once: openssl rand -hex 32 | gcloud secrets versions add SECRET --data-file=-."
+  value       = google_secret_manager_secret.token_key.secret_id
+}

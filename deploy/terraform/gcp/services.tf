@@ -49,6 +49,17 @@ resource "google_cloud_run_v2_service" "orchestrator" {
           value = env.value
         }
       }
+
+      # One signing key for every instance's log-stream tokens (secrets.tf).
+      env {
+        name = "RUNVOY_TOKEN_KEY"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.token_key.secret_id
+            version = "latest"
+          }
+        }
+      }
     }
   }
 
@@ -58,6 +69,7 @@ resource "google_cloud_run_v2_service" "orchestrator" {
     google_project_iam_member.firestore,
     google_project_iam_member.logs_viewer,
     google_kms_crypto_key_iam_member.secrets,
+    google_secret_manager_secret_iam_member.token_key,
     google_service_account_iam_member.orchestrator_acts_as_job,
   ]
 }
@@ -110,6 +122,17 @@ resource "google_cloud_run_v2_service" "processor" {
           value = env.value
         }
       }
+
+      # One signing key for every instance's log-stream tokens (secrets.tf).
+      env {
+        name = "RUNVOY_TOKEN_KEY"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.token_key.secret_id
+            version = "latest"
+          }
+        }
+      }
     }
   }
 
@@ -119,6 +142,7 @@ resource "google_cloud_run_v2_service" "processor" {
     google_project_iam_member.firestore,
     google_project_iam_member.logs_viewer,
     google_kms_crypto_key_iam_member.secrets,
+    google_secret_manager_secret_iam_member.token_key,
   ]
 }
 

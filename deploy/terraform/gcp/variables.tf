@@ -87,9 +87,9 @@ variable "orchestrator_min_instances" {
 }
 
 variable "orchestrator_max_instances" {
-  description = "Most instances of the orchestrator. runvoyd signs log WebSocket tokens with a key each instance keeps in its own data dir (token.key), so a token one instance issued is refused by another: keep 1 until the instances share that key."
+  description = "Most instances of the orchestrator. Every instance signs log-stream tokens with the key in the token-key secret (RUNVOY_TOKEN_KEY), so any instance accepts a token another issued."
   type        = number
-  default     = 1
+  default     = 10
 }
 
 variable "processor_min_instances" {

@@ -124,6 +124,11 @@ struct Inner {
     /// execution (pushes, repairs, the local tailer) take turns instead of aborting each other's
     /// transactions, which read the same log batches.
     appending: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// On Google's emulator only: its lock manager has no deadlock prevention (two
+    /// transactions that read a document and then both write it wait for each other until its
+    /// lock timeout), and it runs one read-write view at a time anyway, so this process runs
+    /// its transactions one after another there.
+    emulator_turns: Option<tokio::sync::Mutex<()>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -616,6 +621,23 @@ enum Step<T> {
 }
 
 /// Reads inside one transaction.
+/// A transaction begun and not yet committed or rolled back; dropping it rolls it back.
+struct OpenTx {
+    store: FirestoreStore,
+    id: Option<Vec<u8>>,
+}
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let store = self.store.clone();
+            rt.spawn(async move { store.rollback(id).await });
+        }
+    }
+}
+
 struct Tx {
     store: FirestoreStore,
     id: Vec<u8>,
@@ -670,6 +692,9 @@ impl FirestoreStore {
                 writes: AtomicU64::new(0),
                 last_order: AtomicI64::new(0),
                 appending: Default::default(),
+                emulator_turns: std::env::var_os("FIRESTORE_EMULATOR_HOST")
+                    .is_some()
+                    .then(|| tokio::sync::Mutex::new(())),
             }),
         })
     }
@@ -810,6 +835,10 @@ impl FirestoreStore {
     {
         let mut retry: Vec<u8> = Vec::new();
         for attempt in 1..=TX_ATTEMPTS {
+            let _turn = match &self.inner.emulator_turns {
+                Some(m) => Some(m.lock().await),
+                None => None,
+            };
             let options = pb::TransactionOptions {
                 mode: Some(pb::transaction_options::Mode::ReadWrite(
                     pb::transaction_options::ReadWrite {
@@ -829,6 +858,13 @@ impl FirestoreStore {
                 .map_err(|s| grpc("begin transaction", s))?
                 .into_inner()
                 .transaction;
+            // Firestore holds a transaction's locks until it ends: when this future is dropped
+            // midway (a push request the sender gave up on), roll back in the background rather
+            // than leave its locks to time out every other writer of the same documents.
+            let mut open = OpenTx {
+                store: self.clone(),
+                id: Some(id.clone()),
+            };
             let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let step = body(Tx {
                 store: self.clone(),
@@ -836,6 +872,10 @@ impl FirestoreStore {
                 aborted: aborted.clone(),
             })
             .await;
+            if !matches!(step, Ok(Step::Commit(..))) {
+                // Rolled back right below.
+                open.id = None;
+            }
             let (writes, out) = match step {
                 Ok(Step::Commit(w, out)) => (w, out),
                 Ok(Step::Abort(out)) => {
@@ -853,7 +893,9 @@ impl FirestoreStore {
                     return Err(e);
                 }
             };
-            match self.commit(writes, id.clone()).await {
+            let committed = self.commit(writes, id.clone()).await;
+            open.id = None;
+            match committed {
                 Ok(()) => return Ok(out),
                 Err(s) if s.code() == Code::Aborted && attempt < TX_ATTEMPTS => {
                     tracing::debug!(%what, attempt, "Firestore transaction aborted, retrying");

@@ -38,6 +38,16 @@ pub enum TestBackend {
     Gcp,
 }
 
+impl TestBackend {
+    /// The backend runvoyd reports (`/health`, `runvoy version`).
+    pub fn server_backend(self) -> &'static str {
+        match self {
+            TestBackend::Gcp => "gcp",
+            TestBackend::Local | TestBackend::GcpLocal => "local",
+        }
+    }
+}
+
 /// The backend `RUNVOY_TEST_BACKEND` names (panics on an unknown one, so a typo cannot turn a
 /// run into a `local` one).
 pub fn test_backend() -> TestBackend {

@@ -204,13 +204,17 @@ async fn a_sigkilled_supervisor_fails_its_execution_without_waiting_for_a_sweep(
     // reason, its logs complete.
     let e = s.wait_settled(&id, Duration::from_secs(60)).await;
     assert_eq!(e.status, Status::Failed, "{e:?}");
-    assert!(
-        e.failure_reason
-            .as_deref()
-            .unwrap_or("")
-            .contains("supervisor vanished"),
-        "{e:?}"
-    );
+    // On the `gcp` test backend the supervisor is the fake platform's: Cloud Run reports only
+    // that the task failed, with the runner's exit code.
+    if runvoy_testkit::backend::test_backend() != runvoy_testkit::backend::TestBackend::Gcp {
+        assert!(
+            e.failure_reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("supervisor vanished"),
+            "{e:?}"
+        );
+    }
     let logs = s.all_logs(&id).await;
     let n = logs.len() as u64;
     assert_eq!(e.log_lines, Some(n));

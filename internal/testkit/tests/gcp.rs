@@ -394,3 +394,56 @@ async fn a_viewer_on_one_instance_sees_live_what_another_instance_stores() {
     let want: Vec<String> = (1..=30).map(|i| format!("line{i}")).collect();
     assert_eq!(output, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_token_key_accept_each_others_stream_tokens() {
+    let key = "ab".repeat(32);
+    let mut env = firestore_env("tokens");
+    env.push(("RUNVOY_TOKEN_KEY".into(), key));
+    let a = start(&["--store", "firestore"], &env);
+    let b = TestServer::start_sharing(&a);
+    let r = a
+        .client()
+        .run(&runvoy_proto::RunRequest {
+            command: "echo shared".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("run");
+    // The token A issued opens the stream on B.
+    let on_b = r.websocket_url.replace(&a.url.replace("http", "ws"), &b.url.replace("http", "ws"));
+    assert_ne!(on_b, r.websocket_url);
+    tokio_tungstenite::connect_async(on_b)
+        .await
+        .expect("B accepts A's token");
+    // Without the shared key each instance keeps its own: B refuses A's token.
+    let c = start(&["--store", "firestore"], &firestore_env("tokens-own"));
+    let d = TestServer::start_sharing(&c);
+    let r = c
+        .client()
+        .run(&runvoy_proto::RunRequest {
+            command: "echo own".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("run");
+    let on_d = r.websocket_url.replace(&c.url.replace("http", "ws"), &d.url.replace("http", "ws"));
+    match tokio_tungstenite::connect_async(on_d).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    // A key too short is refused at start.
+    let out = Command::new(bin("runvoyd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .env("RUNVOY_TOKEN_KEY", "abcd")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least 32"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

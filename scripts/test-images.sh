@@ -3,7 +3,8 @@
 #   scripts/test-images.sh BIN_DIR
 # BIN_DIR holds the static binaries (`make static-bins`). It builds the images under tags of its
 # own, then checks, every container with --network none:
-#   - runvoyd: `--version`, host name resolution in the static binary, and `serve --backend gcp` starting on Cloud Run compute as the
+#   - runvoyd: `--version`, host name resolution in the static binary (/etc/hosts, and DNS when
+#     run as root), and `serve --backend gcp` starting on Cloud Run compute as the
 #     image's unprivileged user, with the image's data dir and no runner or sidecar binary;
 #   - runvoy-sidecar: with the job's args and a volume at /workspace it injects an executable
 #     runvoy-runner, writes the ready marker, listens on the probe port and exits 0 after a probe;
@@ -30,8 +31,10 @@ scratch_img="$repo/scratch-command:t"
 volume="$id-workspace"
 tmp=$(mktemp -d)
 containers=()
+dns_pid=
 
 cleanup() {
+  [ -z "$dns_pid" ] || kill "$dns_pid" 2>/dev/null || true
   for c in "${containers[@]}"; do docker rm -f "$c" >/dev/null 2>&1 || true; done
   docker volume rm -f "$volume" >/dev/null 2>&1 || true
   docker rmi -f "$runvoyd_img" "$sidecar_img" "$scratch_img" >/dev/null 2>&1 || true
@@ -54,6 +57,38 @@ wait_log() {
   done
   grep -qF -- "$3" <<<"$(docker logs "$1" 2>&1)"
 }
+
+# Waits up to $3 seconds for file $1 to contain $2.
+wait_file_line() {
+  for _ in $(seq 1 $(($3 * 10))); do
+    grep -qF -- "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# A DNS responder on 127.0.0.1:53 for the resolution check: A queries get 127.0.0.1, others an
+# empty answer; it logs each queried name.
+DNS_RESPONDER='
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+print("dns ready")
+while True:
+    data, peer = s.recvfrom(512)
+    end = data.index(b"\0", 12) + 5
+    question, qtype = data[12:end], struct.unpack(">H", data[end - 4:end - 2])[0]
+    labels, i = [], 0
+    while question[i]:
+        labels.append(question[i + 1:i + 1 + question[i]].decode())
+        i += 1 + question[i]
+    print("query", ".".join(labels), qtype)
+    answers = b""
+    if qtype == 1:
+        answers = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton("127.0.0.1")
+    header = data[:2] + b"\x81\x80" + struct.pack(">HHHH", 1, 1 if answers else 0, 0, 0)
+    s.sendto(header + question + answers, peer)
+'
 
 bash scripts/images.sh "$bin_dir" "$repo" t
 
@@ -122,6 +157,25 @@ ok "sidecar image: /workspace/.runvoy/runvoy-runner is in place ($(stat -c %A "$
 # sidecar exits 0 by itself.
 pid=$(docker inspect -f '{{.State.Pid}}' "$c")
 if [ "$(id -u)" = 0 ] && command -v nsenter >/dev/null; then
+  # While the sidecar waits, its network namespace (loopback only) also serves to check that the
+  # static runvoyd resolves names through a nameserver, as it must for Google's APIs: a DNS
+  # responder answering every A query with 127.0.0.1, and runvoyd pointed at it.
+  nsenter -t "$pid" -n python3 -u -c "$DNS_RESPONDER" >"$tmp/dns.log" 2>&1 &
+  dns_pid=$!
+  wait_file_line "$tmp/dns.log" "dns ready" 10 || fail "the test's DNS responder did not start: $(cat "$tmp/dns.log")"
+  echo "nameserver 127.0.0.1" >"$tmp/resolv.conf"
+  out=$(docker run --rm --network "container:$c" -v "$tmp/resolv.conf:/etc/resolv.conf:ro" \
+    -e FIRESTORE_EMULATOR_HOST=firestore.runvoy.test:1 "$runvoyd_img" \
+    admin create --store firestore --gcp-project-id test-project admin@example.com 2>&1) || true
+  grep -qF 'firestore.runvoy.test' "$tmp/dns.log" || fail "runvoyd sent no DNS query: $out"
+  grep -q '127.0.0.1:1.*Connection refused' <<<"$out" || {
+    echo "$out" >&2
+    fail "runvoyd did not resolve firestore.runvoy.test through DNS"
+  }
+  kill "$dns_pid"
+  dns_pid=
+  ok "runvoyd image: names resolve through DNS (firestore.runvoy.test -> 127.0.0.1)"
+
   nsenter -t "$pid" -n bash -c 'exec 3<>/dev/tcp/127.0.0.1/8081' || fail "cannot connect to the sidecar's probe port"
   code=$(timeout 30 docker wait "$c") || fail "the sidecar did not exit after the probe"
   [ "$code" = 0 ] || fail "the sidecar exited $code after the probe"
@@ -130,7 +184,8 @@ else
   # Without root the container's namespace cannot be entered: check the listening socket.
   grep -qE '^ *[0-9]+: 00000000:1F91 00000000:0000 0A' "/proc/$pid/net/tcp" ||
     fail "the sidecar does not listen on 0.0.0.0:8081"
-  ok "sidecar image: listens on 0.0.0.0:8081 (probe connection not tried: needs root for nsenter)"
+  ok "sidecar image: listens on 0.0.0.0:8081"
+  echo "note: not root: the probe connection and the DNS check were not run (they need nsenter)"
 fi
 
 # The runner container of the job: an image with neither libc nor shell, holding only the

@@ -3,7 +3,7 @@
 #   scripts/test-images.sh BIN_DIR
 # BIN_DIR holds the static binaries (`make static-bins`). It builds the images under tags of its
 # own, then checks, every container with --network none:
-#   - runvoyd: `--version`, host name resolution in the static binary (/etc/hosts, and DNS when
+#   - runvoyd: `--version`, its CA bundle and PATH, host name resolution in the static binary (/etc/hosts, and DNS when
 #     run as root), and `serve --backend gcp` starting on Cloud Run compute as the
 #     image's unprivileged user, with the image's data dir and no runner or sidecar binary;
 #   - runvoy-sidecar: with the job's args and a volume at /workspace it injects an executable
@@ -96,6 +96,20 @@ bash scripts/images.sh "$bin_dir" "$repo" t
 out=$(docker run --rm --network none "$runvoyd_img" --version) || fail "runvoyd --version exited $?"
 [[ "$out" == runvoyd\ * ]] || fail "runvoyd --version printed: $out"
 ok "runvoyd image: $out"
+
+# The CA bundle TLS to Google's APIs verifies against (rustls-native-certs reads SSL_CERT_FILE).
+c="$id-files"
+containers+=("$c")
+docker create --name "$c" "$runvoyd_img" >/dev/null
+docker cp "$c:/etc/ssl/certs/ca-certificates.crt" "$tmp/ca.crt"
+certs=$(grep -c 'BEGIN CERTIFICATE' "$tmp/ca.crt" || true)
+[ "$certs" -gt 0 ] || fail "the runvoyd image has no certificates in /etc/ssl/certs/ca-certificates.crt"
+env=$(docker inspect -f '{{join .Config.Env " "}}' "$runvoyd_img")
+for want in PATH=/usr/local/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt; do
+  [[ " $env " == *" $want "* ]] || fail "the runvoyd image's environment lacks $want: $env"
+done
+docker rm "$c" >/dev/null
+ok "runvoyd image: $certs CA certificates, PATH=/usr/local/bin"
 
 # Host names resolve in the static binary (glibc's built-in files and DNS lookups, no NSS
 # modules to load): `localhost` from the /etc/hosts Docker provides reaches a connect attempt.

@@ -28,8 +28,8 @@ build:
 build-release:
 	$(CARGO) build --release --workspace --bins
 
-## runner-static: the statically linked runner that container images ship
-## (target/x86_64-unknown-linux-gnu/release/runvoy-runner).
+## runner-static: the statically linked runner alone
+## (target/x86_64-unknown-linux-gnu/release/runvoy-runner; `static-bins` builds it too).
 runner-static:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -p runvoy-runner --release --target $(STATIC_TARGET)
 
@@ -44,7 +44,9 @@ images: static-bins
 
 ## test-images: builds the images under test tags and checks they start and work (needs a
 ## Docker engine; fails when none answers); removes what it created.
-test-images: static-bins
+test-images:
+	@bash scripts/test-images.sh --engine-only
+	$(MAKE) --no-print-directory static-bins
 	@bash scripts/test-images.sh "$(STATIC_BIN)"
 
 ## run: build, start runvoyd on the local backend, run a sample command end to end, leave it running.
@@ -65,7 +67,8 @@ stop-gcp-local:
 stop:
 	@if [ -f "$(DATA_DIR)/runvoyd.pid" ]; then kill "$$(cat $(DATA_DIR)/runvoyd.pid)" 2>/dev/null || true; rm -f "$(DATA_DIR)/runvoyd.pid"; echo "runvoyd stopped"; else echo "runvoyd is not running"; fi
 
-## test: every test (unit, conformance, integration with the real binaries, web end to end).
+## test: every test (unit, conformance, integration with the real binaries, web end to end, the
+## container images).
 # The integration and web tests start the real binaries: build them all first (`cargo test`
 # alone only builds the binaries of packages that have integration tests of their own).
 test:

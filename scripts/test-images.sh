@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the container images of deploy/docker (`make test-images`, part of `make test`):
 #   scripts/test-images.sh BIN_DIR
+#   scripts/test-images.sh --engine-only    (only checks that a Docker engine answers)
 # BIN_DIR holds the static binaries (`make static-bins`). It builds the images under tags of its
 # own, then checks, every container with --network none:
 #   - runvoyd: `--version`, its CA bundle and PATH, host name resolution in the static binary (/etc/hosts, and DNS when
@@ -14,13 +15,15 @@
 # It needs a Docker engine and fails when none answers. It removes what it created.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin_dir="${1:?usage: scripts/test-images.sh BIN_DIR}"
 
 if ! docker info >/dev/null 2>&1; then
   echo "FATAL: test-images needs a Docker engine and none answers (\`docker info\` failed)." >&2
   echo "       Start one (e.g. \`dockerd --bridge=none --iptables=false &\`, as .ci/run does) and rerun." >&2
   exit 1
 fi
+# --engine-only: just the check above, before the static binaries are built.
+[ "${1:-}" != --engine-only ] || exit 0
+bin_dir="${1:?usage: scripts/test-images.sh BIN_DIR | --engine-only}"
 
 started=$SECONDS
 id="rvtest$$"

@@ -6,9 +6,17 @@ LISTEN ?= 127.0.0.1:8080
 GCP_DATA_DIR ?= $(CURDIR)/.data-gcp
 GCP_LISTEN ?= 127.0.0.1:8090
 RELEASE_BIN := target/release
+# Statically linked binaries for the container images (`make static-bins`).
+STATIC_TARGET := x86_64-unknown-linux-gnu
+STATIC_BIN := target/$(STATIC_TARGET)/release
+# `make images`: the images are $(IMAGE_REPO)/runvoyd:$(IMAGE_TAG) and
+# $(IMAGE_REPO)/runvoy-sidecar:$(IMAGE_TAG); with IMAGE_REPO empty, runvoyd:dev and
+# runvoy-sidecar:dev. E.g. IMAGE_REPO=us-central1-docker.pkg.dev/PROJECT/runvoy IMAGE_TAG=latest.
+IMAGE_REPO ?=
+IMAGE_TAG ?= dev
 DEBUG_BIN := target/debug
 
-.PHONY: run stop run-gcp-local stop-gcp-local deps build build-release runner-static test test-gcp-suites test-rust test-web lint lint-terraform fmt bench emulators clean
+.PHONY: run stop run-gcp-local stop-gcp-local deps build build-release runner-static static-bins images test-images test test-gcp-suites test-rust test-web lint lint-terraform fmt bench emulators clean
 
 ## deps: install what runvoy needs on this machine (bubblewrap for isolation; best effort).
 deps:
@@ -20,10 +28,26 @@ build:
 build-release:
 	$(CARGO) build --release --workspace --bins
 
-## runner-static: the statically linked runner that container images ship
-## (target/x86_64-unknown-linux-gnu/release/runvoy-runner).
+## runner-static: the statically linked runner alone
+## (target/x86_64-unknown-linux-gnu/release/runvoy-runner; `static-bins` builds it too).
 runner-static:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -p runvoy-runner --release --target x86_64-unknown-linux-gnu
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -p runvoy-runner --release --target $(STATIC_TARGET)
+
+## static-bins: runvoyd, runvoy-sidecar and runvoy-runner statically linked (glibc, +crt-static)
+## in $(STATIC_BIN), for the FROM scratch images.
+static-bins:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(STATIC_TARGET) -p runvoyd -p runvoy-sidecar -p runvoy-runner --bins
+
+## images: the runvoyd and runvoy-sidecar images (deploy/docker) from the static binaries.
+images: static-bins
+	@bash scripts/images.sh "$(STATIC_BIN)" "$(IMAGE_REPO)" "$(IMAGE_TAG)"
+
+## test-images: builds the images under test tags and checks they start and work (needs a
+## Docker engine; fails when none answers); removes what it created.
+test-images:
+	@bash scripts/test-images.sh --engine-only
+	$(MAKE) --no-print-directory static-bins
+	@bash scripts/test-images.sh "$(STATIC_BIN)"
 
 ## run: build, start runvoyd on the local backend, run a sample command end to end, leave it running.
 run: deps build-release
@@ -43,7 +67,8 @@ stop-gcp-local:
 stop:
 	@if [ -f "$(DATA_DIR)/runvoyd.pid" ]; then kill "$$(cat $(DATA_DIR)/runvoyd.pid)" 2>/dev/null || true; rm -f "$(DATA_DIR)/runvoyd.pid"; echo "runvoyd stopped"; else echo "runvoyd is not running"; fi
 
-## test: every test (unit, conformance, integration with the real binaries, web end to end).
+## test: every test (unit, conformance, integration with the real binaries, web end to end, the
+## container images).
 # The integration and web tests start the real binaries: build them all first (`cargo test`
 # alone only builds the binaries of packages that have integration tests of their own).
 test:
@@ -53,6 +78,7 @@ test:
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory test-gcp-suites
 	RUNVOYD_BIN=$(CURDIR)/$(DEBUG_BIN)/runvoyd bash internal/web/e2e/run.sh
+	$(MAKE) --no-print-directory test-images
 
 ## test-gcp-suites: the integration suites again on the Google Cloud backends: `gcp-local`
 ## (Firestore and Pub/Sub emulators, local compute) and `gcp` (`--backend gcp` on the emulators

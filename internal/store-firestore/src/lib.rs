@@ -1355,7 +1355,9 @@ impl Store for FirestoreStore {
             m.entry(execution_id.to_owned()).or_default().clone()
         };
         let _turn = turn.lock().await;
-        let res = self.append_logs_now(execution_id, &incoming, min, max).await;
+        let res = self
+            .append_logs_now(execution_id, &incoming, min, max)
+            .await;
         drop(_turn);
         let mut m = self.inner.appending.lock().expect("append locks");
         // The last one out removes the lock (the map holds one reference, `turn` another).

@@ -411,7 +411,9 @@ async fn instances_sharing_a_token_key_accept_each_others_stream_tokens() {
         .await
         .expect("run");
     // The token A issued opens the stream on B.
-    let on_b = r.websocket_url.replace(&a.url.replace("http", "ws"), &b.url.replace("http", "ws"));
+    let on_b = r
+        .websocket_url
+        .replace(&a.url.replace("http", "ws"), &b.url.replace("http", "ws"));
     assert_ne!(on_b, r.websocket_url);
     tokio_tungstenite::connect_async(on_b)
         .await
@@ -427,7 +429,9 @@ async fn instances_sharing_a_token_key_accept_each_others_stream_tokens() {
         })
         .await
         .expect("run");
-    let on_d = r.websocket_url.replace(&c.url.replace("http", "ws"), &d.url.replace("http", "ws"));
+    let on_d = r
+        .websocket_url
+        .replace(&c.url.replace("http", "ws"), &d.url.replace("http", "ws"));
     match tokio_tungstenite::connect_async(on_d).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
         other => panic!("expected 401, got {other:?}"),

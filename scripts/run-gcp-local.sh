@@ -41,19 +41,24 @@ put() { # PUT on the Pub/Sub emulator's REST API; an existing resource is fine
 }
 put "$topic" '{}'
 
+wait_for() { # NAME FILE PIDFILE LOG: until the process writes FILE (30 s), or fail with its log
+  for _ in $(seq 1 150); do
+    [ -s "$2" ] && return 0
+    if ! kill -0 "$(cat "$3")" 2>/dev/null; then
+      echo "$1 failed to start:" >&2; cat "$4" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+  echo "$1 did not start in 30 s:" >&2; cat "$4" >&2; exit 1
+}
+
 kms_key="projects/$project/locations/global/keyRings/runvoy/cryptoKeys/secrets"
 rm -f "$data/fake/fake.json"
 nohup "$bin/runvoy-fake-gcp" --state-dir "$data/fake" --pubsub-topic "$topic" --kms-key "$kms_key" \
   --runvoyd-bin "$bin/runvoyd" --runner-bin "$bin/runvoy-runner" --sidecar-bin "$bin/runvoy-sidecar" \
   >/dev/null 2>"$data/fake.log" &
 echo $! >"$data/fake.pid"
-for _ in $(seq 1 150); do
-  [ -s "$data/fake/fake.json" ] && break
-  if ! kill -0 "$(cat "$data/fake.pid")" 2>/dev/null; then
-    echo "runvoy-fake-gcp failed to start:" >&2; cat "$data/fake.log" >&2; exit 1
-  fi
-  sleep 0.2
-done
+wait_for runvoy-fake-gcp "$data/fake/fake.json" "$data/fake.pid" "$data/fake.log"
 fake_url=$(sed -n 's/.*"url": *"\([^"]*\)".*/\1/p' "$data/fake/fake.json")
 kms_url=$(sed -n 's/.*"kms_url": *"\([^"]*\)".*/\1/p' "$data/fake/fake.json")
 
@@ -65,16 +70,10 @@ RUNVOY_GCP_PROJECT_ID=$project RUNVOY_GCP_REGION=local \
   nohup "$bin/runvoyd" serve --backend gcp --insecure-push --data-dir "$data" --listen "$listen" \
   --no-client-config >"$data/runvoyd.log" 2>&1 &
 echo $! >"$data/runvoyd.pid"
-for _ in $(seq 1 150); do
-  [ -s "$data/server.json" ] && break
-  if ! kill -0 "$(cat "$data/runvoyd.pid")" 2>/dev/null; then
-    echo "runvoyd failed to start:" >&2; cat "$data/runvoyd.log" >&2; exit 1
-  fi
-  sleep 0.2
-done
+wait_for runvoyd "$data/server.json" "$data/runvoyd.pid" "$data/runvoyd.log"
 url=$(sed -n 's/.*"url": *"\([^"]*\)".*/\1/p' "$data/server.json")
 put "projects/$project/subscriptions/runvoy-logs-push" \
-  "{\"topic\":\"$topic\",\"pushConfig\":{\"pushEndpoint\":\"$url/push/pubsub/logs\"},\"ackDeadlineSeconds\":10}"
+  "{\"topic\":\"$topic\",\"pushConfig\":{\"pushEndpoint\":\"$url/push/pubsub/logs\"},\"ackDeadlineSeconds\":60}"
 
 export RUNVOY_API_URL="$url" RUNVOY_API_KEY="$(cat "$data/admin.key")"
 echo

@@ -622,6 +622,30 @@ impl Processor {
                 format!("could not check locks: {err}"),
             )),
         }
+        // What compute keeps for each registered image (on Cloud Run: its job) exists and
+        // matches: deleted or edited behind runvoy's back, it is put back.
+        match self.store.list_images().await {
+            Ok(images) => {
+                for img in images {
+                    if let Err(err) = self.compute.prepare_image(&img.spec()).await {
+                        report.issues.push(issue(
+                            "error",
+                            "image",
+                            &img.id,
+                            "reported",
+                            format!("could not prepare image {}: {err}", img.image),
+                        ));
+                    }
+                }
+            }
+            Err(err) => report.issues.push(issue(
+                "error",
+                "image",
+                "",
+                "reported",
+                format!("could not list images: {err}"),
+            )),
+        }
         // Expired claims (and the unclaimed users they were for). WebSocket tokens are
         // stateless HMAC tokens: nothing stored, nothing to purge.
         match self.store.purge_unclaimed(now).await {

@@ -130,6 +130,25 @@ async fn a_lagging_source_is_given_time_before_logs_without_a_final_record_count
 }
 
 #[tokio::test]
+async fn the_full_sweep_prepares_every_registered_image_again() {
+    let r = rig();
+    for reference in ["alpine:3.20", "ghcr.io/acme/tool:1"] {
+        let img = crate::testing::image(reference, None, "rid", T0);
+        r.store
+            .register_image(&img, crate::ports::MakeDefault::IfNone)
+            .await
+            .unwrap();
+    }
+    r.p.sweep("schedule").await.unwrap();
+    let mut prepared = r.compute.prepared();
+    prepared.sort();
+    assert_eq!(prepared, ["alpine:3.20", "ghcr.io/acme/tool:1"]);
+    // The young sweep leaves images alone.
+    r.p.sweep_young().await.unwrap();
+    assert_eq!(r.compute.prepared().len(), 2);
+}
+
+#[tokio::test]
 async fn mem_store_conforms() {
     store_conformance(&MemStore::new()).await;
 }

@@ -662,6 +662,7 @@ impl Store for MemStore {
 #[derive(Default)]
 pub struct FakeCompute {
     states: Mutex<HashMap<String, ComputeState>>,
+    prepared: Mutex<Vec<String>>,
     kills: Mutex<Vec<String>>,
     cleaned: Mutex<Vec<String>>,
     state_failures: AtomicU64,
@@ -678,6 +679,10 @@ impl FakeCompute {
             .lock()
             .expect("fake")
             .insert(id.to_owned(), state);
+    }
+    /// Image references prepared so far, in order (with repeats).
+    pub fn prepared(&self) -> Vec<String> {
+        self.prepared.lock().expect("fake").clone()
     }
     /// Ids killed so far, in order (with repeats).
     pub fn kills(&self) -> Vec<String> {
@@ -700,6 +705,13 @@ impl Compute for FakeCompute {
     }
     fn runs_images(&self) -> bool {
         true
+    }
+    async fn prepare_image(&self, image: &crate::images::ImageSpec) -> Result<(), ComputeError> {
+        self.prepared
+            .lock()
+            .expect("fake")
+            .push(image.image.clone());
+        Ok(())
     }
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
         self.states

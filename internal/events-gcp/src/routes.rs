@@ -385,10 +385,12 @@ impl Inner {
                     .get(&cloud_execution)
                     .cloned();
                 let Some(id) = id else {
-                    return Err(self.unknown(
-                        format!("Cloud Run execution {cloud_execution}"),
-                        published_ms,
-                    ));
+                    // A hint carries no data: what it says is read again from compute by the
+                    // sweeps. Acknowledged rather than retried, because Pub/Sub slows every
+                    // push of a subscription that keeps refusing messages, records included.
+                    tracing::debug!(cloud_execution = %cloud_execution, what = %what,
+                        "hint about a Cloud Run execution no record named yet; dropped");
+                    return Ok(());
                 };
                 tracing::info!(execution_id = %id, cloud_execution = %cloud_execution, what = %what, "compute hint");
                 self.processor

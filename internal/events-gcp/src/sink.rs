@@ -114,6 +114,43 @@ pub fn container_exit_entry(src: &EntrySource, container: &str, code: i32, now_m
     e
 }
 
+/// The `cloudaudit.googleapis.com%2Fsystem_event` audit record Cloud Run writes when an
+/// execution's `Completed` condition changes (`/Jobs.RunJob`, v1 Knative-style names).
+pub fn run_job_audit_entry(src: &EntrySource, exit_code: Option<i32>, now_ms: i64) -> Value {
+    let failed = exit_code != Some(0);
+    let message = match exit_code {
+        Some(0) => "Execution completed successfully.".to_owned(),
+        Some(c) => format!(
+            "Task {}-task0 failed with exit code: {c} and message: The container exited with an error.",
+            src.execution
+        ),
+        None => "The execution was cancelled.".to_owned(),
+    };
+    let mut e = src.entry(
+        "cloudaudit.googleapis.com%2Fsystem_event",
+        format!("{}-completed", src.execution),
+        &rfc3339(now_ms),
+        now_ms,
+    );
+    e["severity"] = json!(if failed { "ERROR" } else { "INFO" });
+    e["protoPayload"] = json!({
+        "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+        "serviceName": "run.googleapis.com",
+        "methodName": "/Jobs.RunJob",
+        "resourceName": format!("namespaces/{}/executions/{}", src.project, src.execution),
+        "status": if failed { json!({"code": 10, "message": message}) } else { json!({}) },
+        "response": {
+            "metadata": {"name": src.execution},
+            "status": {"conditions": [{
+                "type": "Completed",
+                "status": if failed { "False" } else { "True" },
+                "message": message
+            }]}
+        }
+    });
+    e
+}
+
 /// The Pub/Sub message a sink publishes for an entry.
 pub fn message(entry: &Value) -> Value {
     json!({
@@ -257,6 +294,28 @@ mod tests {
     use super::*;
     use crate::decode::{Decoded, decode_entry};
     use runvoy_domain::Stream;
+
+    #[test]
+    fn cloud_runs_own_entries_decode_as_hints_about_the_execution() {
+        let src = EntrySource {
+            project: "p".into(),
+            location: "l".into(),
+            job: "runvoy-x".into(),
+            execution: "runvoy-x-abcde".into(),
+        };
+        for e in [
+            container_exit_entry(&src, "runner", 3, 1_768_492_086_716),
+            run_job_audit_entry(&src, Some(3), 1_768_492_086_716),
+            run_job_audit_entry(&src, None, 1_768_492_086_716),
+        ] {
+            match decode_entry(&serde_json::to_vec(&e).unwrap()) {
+                Ok(Decoded::Hint {
+                    cloud_execution, ..
+                }) => assert_eq!(cloud_execution, "runvoy-x-abcde"),
+                other => panic!("{e}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn entries_decode_back_to_the_same_records() {

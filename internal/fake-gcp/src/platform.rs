@@ -2,8 +2,8 @@
 //! this machine through local compute (the sidecar prepares the workspace, the runner runs the
 //! command, sandboxed as runvoyd's local backend sandboxes it), and what Cloud Logging would
 //! make of them is written: each runner record as a `LogEntry` (kept for `entries.list` and
-//! published to a Pub/Sub emulator topic, as a log sink would), and the runner container's
-//! `varlog/system` exit entry.
+//! published to a Pub/Sub emulator topic, as a log sink would), the runner container's
+//! `varlog/system` exit entry and the execution's `/Jobs.RunJob` system_event audit record.
 //!
 //! What differs from Cloud Run, by necessity: the runner runs on the host's userland, not in the
 //! job's image; the task is `Running` once local compute has accepted it.
@@ -17,7 +17,8 @@ use runvoy_domain::clock::now_ms;
 use runvoy_domain::ports::{Compute, ComputeState};
 use runvoy_domain::{Event, JobSpec, Resources};
 use runvoy_events_gcp::sink::{
-    EmulatorSink, EntrySource, container_exit_entry, record_entry, runner_records,
+    EmulatorSink, EntrySource, container_exit_entry, record_entry, run_job_audit_entry,
+    runner_records,
 };
 use runvoy_proto::record::env;
 use serde_json::Value;
@@ -245,8 +246,10 @@ impl LocalPlatform {
         } else {
             self.fake.finish(&run.name, code);
         }
-        let entry = container_exit_entry(&run.source, "runner", code, now_ms());
-        self.write(vec![entry]).await;
+        let now = now_ms();
+        let audit = run_job_audit_entry(&run.source, (!run.cancelled).then_some(code), now);
+        let exit = container_exit_entry(&run.source, "runner", code, now);
+        self.write(vec![exit, audit]).await;
     }
 
     /// Ingests entries and publishes them, retrying a passing failure of the emulator.

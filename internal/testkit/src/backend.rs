@@ -61,29 +61,36 @@ pub fn test_backend() -> TestBackend {
 
 /// Runs one emulator REST call on a thread of its own (callers may be inside a runtime).
 fn emulator_call(method: &'static str, url: String, body: Value) -> (u16, String) {
+    emulator_try(method, url, body).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`emulator_call`] that reports a failure instead of panicking (for `Drop`).
+fn emulator_try(method: &'static str, url: String, body: Value) -> Result<(u16, String), String> {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("runtime");
+            .map_err(|e| e.to_string())?;
         rt.block_on(async move {
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()
-                .expect("client");
-            let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-            let r = http
-                .request(m, &url)
-                .json(&body)
+                .map_err(|e| e.to_string())?;
+            let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+            let mut rb = http.request(m, &url);
+            if !body.is_null() {
+                rb = rb.json(&body);
+            }
+            let r = rb
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+                .map_err(|e| format!("{method} {url}: {e}"))?;
             let status = r.status().as_u16();
-            (status, r.text().await.unwrap_or_default())
+            Ok((status, r.text().await.unwrap_or_default()))
         })
     })
     .join()
-    .expect("emulator call")
+    .map_err(|_| "the emulator call panicked".to_owned())?
 }
 
 /// A running `runvoy-fake-gcp`.
@@ -125,6 +132,21 @@ fn unique(what: &str) -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{what}{}x{n}", std::process::id())
+}
+
+impl Drop for GcpSetup {
+    fn drop(&mut self) {
+        // The emulator pushes to a subscription's endpoint until it is deleted: a server that
+        // is gone would otherwise take the emulator's push capacity from the ones still
+        // running, retrying forever.
+        for name in [&self.subscription, &self.topic] {
+            let _ = emulator_try(
+                "DELETE",
+                format!("http://{}/v1/{name}", self.pubsub_host),
+                Value::Null,
+            );
+        }
+    }
 }
 
 impl GcpSetup {
@@ -250,7 +272,7 @@ impl GcpSetup {
             json!({
                 "topic": self.topic,
                 "pushConfig": {"pushEndpoint": endpoint},
-                "ackDeadlineSeconds": 10
+                "ackDeadlineSeconds": 60
             }),
         );
         if status == 409 {

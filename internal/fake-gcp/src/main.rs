@@ -80,6 +80,16 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
     let state_dir = args.state_dir.canonicalize()?;
+    // The supervisor and the sandbox run in other directories: every path must be absolute.
+    let absolute = |p: &PathBuf| {
+        p.canonicalize()
+            .with_context(|| format!("{} not found", p.display()))
+    };
+    let (runvoyd_bin, runner_bin, sidecar_bin) = (
+        absolute(&args.runvoyd_bin)?,
+        absolute(&args.runner_bin)?,
+        absolute(&args.sidecar_bin)?,
+    );
     let sink = match &args.pubsub_topic {
         Some(topic) => {
             let host = std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_default();
@@ -98,9 +108,9 @@ async fn main() -> anyhow::Result<()> {
     let compute = Arc::new(LocalCompute::new(
         LocalComputeConfig {
             executions_dir: state_dir.join("executions"),
-            runner_bin: args.runner_bin,
-            sidecar_bin: args.sidecar_bin,
-            supervisor_cmd: vec![args.runvoyd_bin, "supervise".into()],
+            runner_bin,
+            sidecar_bin,
+            supervisor_cmd: vec![runvoyd_bin, "supervise".into()],
             isolation,
             share_net: false,
             // A Cloud Run task's own defaults: 1 CPU, 512 MiB.

@@ -376,22 +376,13 @@ async fn pump_via_sink(
                 records,
                 exit,
             } => {
-                let mut delay = std::time::Duration::from_millis(100);
-                for attempt in 1..=10 {
-                    match sink
-                        .publish(&execution_id, &records, exit.as_ref(), clock.now_ms())
-                        .await
-                    {
-                        Ok(_) => break,
-                        // What is not published stays in the record file, where the
-                        // reconciler finds it.
-                        Err(e) => {
-                            tracing::warn!(execution_id = %execution_id, attempt, error = %e,
-                                "could not publish records to the Pub/Sub emulator")
-                        }
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                // What is not published stays in the record file, where the reconciler finds it.
+                if let Err(e) = sink
+                    .publish(&execution_id, &records, exit.as_ref(), clock.now_ms())
+                    .await
+                {
+                    tracing::warn!(execution_id = %execution_id, error = %e,
+                        "gave up publishing records to the Pub/Sub emulator");
                 }
             }
             ev @ Event::ComputeChanged { .. } => {

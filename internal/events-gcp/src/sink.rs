@@ -233,20 +233,40 @@ impl EmulatorSink {
         })
     }
 
-    /// Publishes one delivery's records, one message per record, in one publish call.
+    /// Publishes one local delivery's records, one message per record, retrying as
+    /// [`publish_retrying`](Self::publish_retrying) does.
     pub async fn publish(
         &self,
         execution_id: &str,
         records: &[LogRecord],
         exit: Option<&ExitInfo>,
         now_ms: i64,
-    ) -> Result<usize, String> {
+    ) -> Result<(), String> {
         let src = EntrySource::local(&self.project, execution_id);
         let entries: Vec<Value> = runner_records(execution_id, records, exit, now_ms)
             .iter()
             .map(|r| record_entry(&src, execution_id, r, now_ms))
             .collect();
-        self.publish_entries(&entries).await
+        self.publish_retrying(&entries).await
+    }
+
+    /// [`publish_entries`](Self::publish_entries), retried with a growing delay (100 ms to
+    /// 5 s, 10 attempts) while the emulator fails; the last error when it never succeeds.
+    pub async fn publish_retrying(&self, entries: &[Value]) -> Result<(), String> {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match self.publish_entries(entries).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt == 10 => return Err(e),
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "could not publish log entries, retrying")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            attempt += 1;
+        }
     }
 
     /// Publishes entries, one message each, in as few publish calls as Pub/Sub's limits allow

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use runvoy_compute_local::LocalCompute;
 use runvoy_domain::clock::now_ms;
@@ -258,14 +257,9 @@ impl LocalPlatform {
             self.logs.push(e.clone());
         }
         let Some(sink) = &self.sink else { return };
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=10 {
-            match sink.publish_entries(&entries).await {
-                Ok(_) => return,
-                Err(e) => tracing::warn!(attempt, error = %e, "could not publish log entries"),
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+        // What is not published stays in the log store, where entries.list finds it.
+        if let Err(e) = sink.publish_retrying(&entries).await {
+            tracing::warn!(error = %e, "gave up publishing log entries");
         }
     }
 }

@@ -34,6 +34,70 @@ const MAX_ENV_VALUE: usize = 32 * 1024;
 /// Longest task timeout Cloud Run accepts (168 h).
 const MAX_TASK_TIMEOUT_SECS: u64 = 168 * 3600;
 
+/// What shapes one Cloud Run job: the image, and a registered image's settings. Runs in one
+/// image with different settings get different jobs (a per-run override cannot change the
+/// resources or the identity of a job's containers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobImage {
+    /// The reference to pull.
+    pub image: String,
+    /// CPU of the runner container, in thousandths of a core.
+    pub cpu_millis: Option<u64>,
+    /// Memory of the runner container, in MiB.
+    pub memory_mb: Option<u64>,
+    /// The job's default task timeout, in seconds.
+    pub timeout_secs: Option<u64>,
+    /// The job's service account (instead of the configured one).
+    pub service_account: Option<String>,
+}
+
+impl JobImage {
+    /// An image with the server's defaults.
+    pub fn plain(image: &str) -> JobImage {
+        JobImage {
+            image: image.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// A registered image.
+    pub fn from_spec(s: &runvoy_domain::images::ImageSpec) -> JobImage {
+        JobImage {
+            image: s.image.clone(),
+            cpu_millis: s.cpu_millis,
+            memory_mb: s.memory_mb,
+            timeout_secs: s.timeout_secs,
+            service_account: s.service_account.clone(),
+        }
+    }
+
+    /// What the job name is derived from: the reference alone when no setting is made (so a
+    /// plain image keeps its job), else the reference with its settings.
+    fn key(&self) -> String {
+        if *self == JobImage::plain(&self.image) {
+            return self.image.clone();
+        }
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
+        format!(
+            "{}\n{}\n{}\n{}\n{}",
+            self.image,
+            opt(self.cpu_millis),
+            opt(self.memory_mb),
+            opt(self.timeout_secs),
+            self.service_account.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+/// A CPU limit as Cloud Run writes it: whole cores as a number, else millicores.
+fn cpu_quantity(millis: u64) -> String {
+    if millis % 1000 == 0 {
+        (millis / 1000).to_string()
+    } else {
+        format!("{millis}m")
+    }
+}
+
 /// Per-execution start locks, so two concurrent starts of one id cannot both run the job.
 type StartLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
@@ -224,8 +288,14 @@ impl CloudRunCompute {
         json!({ MANAGED_LABEL: "true", IMAGE_LABEL: image_hash(image) })
     }
 
-    /// The job resource for `image` (the writable fields this adapter sets).
+    /// The job resource for `image` with the server's defaults.
     pub fn job_body(&self, image: &str) -> Value {
+        self.job_body_for(&JobImage::plain(image))
+    }
+
+    /// The job resource for an image and its settings (the writable fields this adapter sets).
+    pub fn job_body_for(&self, ji: &JobImage) -> Value {
+        let image = ji.image.as_str();
         let c = &self.cfg;
         let mount = json!([{ "name": VOLUME, "mountPath": WORKSPACE }]);
         let mut task = json!({
@@ -263,10 +333,21 @@ impl CloudRunCompute {
             }],
             // Admin commands are not idempotent: never run one twice (the default is 3).
             "maxRetries": 0,
-            "timeout": format!("{}s", c.default_task_timeout.as_secs().min(MAX_TASK_TIMEOUT_SECS)),
+            "timeout": format!("{}s", ji.timeout_secs.map_or(c.default_task_timeout.as_secs(), |t| t + c.timeout_slack.as_secs()).min(MAX_TASK_TIMEOUT_SECS)),
         });
-        if !c.service_account.is_empty() {
-            task["serviceAccount"] = json!(c.service_account);
+        let mut limits = serde_json::Map::new();
+        if let Some(m) = ji.cpu_millis {
+            limits.insert("cpu".into(), json!(cpu_quantity(m)));
+        }
+        if let Some(mb) = ji.memory_mb {
+            limits.insert("memory".into(), json!(format!("{mb}Mi")));
+        }
+        if !limits.is_empty() {
+            task["containers"][1]["resources"] = json!({ "limits": limits });
+        }
+        let account = ji.service_account.as_deref().unwrap_or(&c.service_account);
+        if !account.is_empty() {
+            task["serviceAccount"] = json!(account);
         }
         json!({
             "labels": self.labels(image),
@@ -283,18 +364,25 @@ impl CloudRunCompute {
     /// `jobs.create` when missing or `jobs.patch` when it drifted, waiting for the operation.
     /// Returns the job name.
     pub async fn ensure_job(&self, image: &str) -> Result<String, ComputeError> {
+        self.ensure_job_for(&JobImage::plain(image)).await
+    }
+
+    /// [`Self::ensure_job`] for an image with its settings.
+    pub async fn ensure_job_for(&self, ji: &JobImage) -> Result<String, ComputeError> {
+        let image = ji.image.as_str();
+        let key = ji.key();
         let mut jobs = self.jobs.lock().await;
-        if let Some(j) = jobs.get(image) {
+        if let Some(j) = jobs.get(&key) {
             return Ok(j.clone());
         }
-        let name = job_name(image);
+        let name = job_name(&key);
         if !valid_job_name(&name) {
             return Err(ComputeError::Rejected(format!(
                 "no valid Cloud Run job name for image {image:?}"
             )));
         }
         let path = self.job_path(&name);
-        let want = self.job_body(image);
+        let want = self.job_body_for(ji);
         let what = format!("preparing the job for image {image}");
         match self.api.call(Method::GET, &path, None).await {
             Ok(have) => {
@@ -330,7 +418,7 @@ impl CloudRunCompute {
             }
             Err(e) => return Err(compute_error(&what, e)),
         }
-        jobs.insert(image.to_owned(), name.clone());
+        jobs.insert(key, name.clone());
         Ok(name)
     }
 
@@ -507,7 +595,13 @@ impl CloudRunCompute {
                 "standard input cannot be passed to a run on Cloud Run compute yet".into(),
             );
         }
-        if spec.resources != Default::default() {
+        // What a run inherits from its registered image is in the image's job already.
+        let inherited = runvoy_domain::Resources {
+            cpu_millis: spec.image_settings.as_ref().and_then(|i| i.cpu_millis),
+            memory_mb: spec.image_settings.as_ref().and_then(|i| i.memory_mb),
+            ..Default::default()
+        };
+        if spec.resources != Default::default() && spec.resources != inherited {
             return reject(
                 "per-run resource limits are not supported on Cloud Run compute (the job's \
                  limits apply)"
@@ -587,7 +681,11 @@ impl CloudRunCompute {
     }
 
     async fn run(&self, spec: &JobSpec) -> Result<(), ComputeError> {
-        let mut job = self.ensure_job(&spec.image).await?;
+        let ji = spec
+            .image_settings
+            .as_ref()
+            .map_or_else(|| JobImage::plain(&spec.image), JobImage::from_spec);
+        let mut job = self.ensure_job_for(&ji).await?;
         if self.find(&spec.execution_id, Some(&job)).await?.is_some() {
             return Ok(()); // already started: start is idempotent
         }
@@ -609,8 +707,8 @@ impl CloudRunCompute {
                 Err(e) if e.http() == Some(404) && !job_recreated => {
                     // The job was deleted behind runvoy's back: create it again, once.
                     job_recreated = true;
-                    self.jobs.lock().await.remove(&spec.image);
-                    job = self.ensure_job(&spec.image).await?;
+                    self.jobs.lock().await.remove(&ji.key());
+                    job = self.ensure_job_for(&ji).await?;
                 }
                 Err(e) if e.retryable() => match delays.next() {
                     Some(d) => {
@@ -677,7 +775,9 @@ impl Compute for CloudRunCompute {
                 "an image reference is required".into(),
             ));
         }
-        self.ensure_job(&image.image).await.map(|_| ())
+        self.ensure_job_for(&JobImage::from_spec(image))
+            .await
+            .map(|_| ())
     }
 
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {

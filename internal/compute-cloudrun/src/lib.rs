@@ -29,7 +29,7 @@ mod names;
 
 pub use api::{ApiError, GoogleStatus};
 pub use auth::{AdcTokenProvider, StaticToken, TokenProvider};
-pub use compute::{CloudRunCompute, EXECUTION_ID_ENV};
+pub use compute::{CloudRunCompute, EXECUTION_ID_ENV, JobImage};
 pub use config::CloudRunConfig;
 pub use logging::CloudLoggingSource;
 pub use names::{job_name, valid_job_name};

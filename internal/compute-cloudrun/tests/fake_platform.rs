@@ -43,6 +43,7 @@ fn spec(id: &str, command: &str) -> JobSpec {
         argv: None,
         stdin: None,
         image: IMAGE.to_owned(),
+        image_settings: None,
         env: BTreeMap::new(),
         timeout_secs: Some(100),
         kill_grace_secs: 1,
@@ -290,6 +291,79 @@ async fn registering_an_image_creates_its_job_once() {
     // A repeated registration finds the job as it is: no second create.
     compute(&fake).prepare_image(&spec).await.expect("again");
     assert_eq!(posts(&fake), 1);
+}
+
+/// A registered image's cpu, memory, timeout and service account shape a job of its own, and
+/// a run in that image goes to that job with its inherited limits accepted.
+#[tokio::test]
+async fn an_images_settings_shape_its_own_job() {
+    let fake = FakeCloudRun::start().await;
+    let c = compute(&fake);
+    let image = runvoy_domain::images::ImageSpec {
+        id: "alpine:3.20-feedbeef".into(),
+        image: IMAGE.into(),
+        cpu_millis: Some(2000),
+        memory_mb: Some(1024),
+        timeout_secs: Some(600),
+        service_account: Some("tf@p1.iam.gserviceaccount.com".into()),
+    };
+    c.prepare_image(&image).await.expect("prepare");
+    let jobs: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/jobs"))
+        .map(|r| r.query.trim_start_matches("jobId=").to_owned())
+        .collect();
+    assert_eq!(jobs.len(), 1);
+    assert_ne!(
+        jobs[0],
+        job_name(IMAGE),
+        "a configured image gets its own job"
+    );
+    let job = fake
+        .job(&format!("{PARENT}/jobs/{}", jobs[0]))
+        .expect("the job");
+    let task = &job["template"]["template"];
+    assert_eq!(task["serviceAccount"], "tf@p1.iam.gserviceaccount.com");
+    assert_eq!(
+        task["timeout"], "660s",
+        "the image's timeout plus the slack"
+    );
+    assert_eq!(
+        task["containers"][1]["resources"]["limits"],
+        json!({ "cpu": "2", "memory": "1024Mi" })
+    );
+    assert_ne!(
+        task["containers"][0]["resources"]["limits"]["memory"], "1024Mi",
+        "the sidecar keeps the defaults"
+    );
+
+    let id = new_execution_id();
+    let mut run = spec(&id, "true");
+    run.image_settings = Some(image);
+    run.resources.cpu_millis = Some(2000);
+    run.resources.memory_mb = Some(1024);
+    c.start(&run)
+        .await
+        .expect("a run inheriting the image's limits starts");
+    let ran = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with(":run"))
+        .map(|r| r.path.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(ran.len(), 1);
+    assert!(
+        ran[0].contains(&jobs[0]),
+        "run in the image's own job: {ran:?}"
+    );
+    // A limit of its own still cannot be set per run.
+    let mut own = spec(&new_execution_id(), "true");
+    own.resources.memory_mb = Some(64);
+    assert!(matches!(
+        c.start(&own).await,
+        Err(ComputeError::Rejected(_))
+    ));
 }
 
 #[tokio::test]

@@ -244,6 +244,7 @@ impl LocalCompute {
             argv: None,
             stdin: None,
             image: String::new(),
+            image_settings: None,
             env: Default::default(),
             timeout_secs: Some(30),
             kill_grace_secs: 1,

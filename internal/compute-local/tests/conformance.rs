@@ -41,6 +41,7 @@ impl ComputePlatform for Local {
             argv: None,
             stdin: None,
             image: String::new(),
+            image_settings: None,
             env: Default::default(),
             timeout_secs: Some(120),
             kill_grace_secs: 1,

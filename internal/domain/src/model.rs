@@ -259,6 +259,9 @@ pub struct JobSpec {
     pub stdin: Option<Vec<u8>>,
     /// Image.
     pub image: String,
+    /// The registered image's settings (cpu, memory, timeout, identity), when the run's image
+    /// is a registered one: compute that shapes a job per image (Cloud Run) applies them.
+    pub image_settings: Option<crate::images::ImageSpec>,
     /// Environment for the command (written to the workspace `.env` by the sidecar).
     pub env: BTreeMap<String, String>,
     /// Timeout enforced by the runner itself.

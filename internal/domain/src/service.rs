@@ -286,6 +286,7 @@ impl Service {
             argv,
             stdin,
             image: run_image.reference,
+            image_settings: run_image.image.as_ref().map(|i| i.spec()),
             env: req.env,
             timeout_secs: timeout,
             kill_grace_secs: self.config.kill_grace_secs,

@@ -2078,6 +2078,7 @@ mod compute_conformance_tests {
                 argv: None,
                 stdin: None,
                 image: "img".into(),
+                image_settings: None,
                 env: BTreeMap::new(),
                 timeout_secs: None,
                 kill_grace_secs: 1,

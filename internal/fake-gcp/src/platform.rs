@@ -82,6 +82,7 @@ fn spec_of(template: &Value) -> Option<JobSpec> {
         argv,
         stdin: None,
         image: runner["image"].as_str().unwrap_or_default().to_owned(),
+        image_settings: None,
         // The run's own variables: everything that is not one of runvoy's settings.
         env: vars
             .iter()

@@ -73,6 +73,8 @@ pub enum ComputeKind {
     Local,
     /// One Cloud Run Job execution per run (Admin API v2).
     Cloudrun,
+    /// Containers on a Docker Engine: a sidecar and a runner container per run.
+    Docker,
 }
 
 /// Event transports.

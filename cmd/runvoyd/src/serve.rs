@@ -16,6 +16,7 @@ use runvoy_compute_local::{
     Bus, Enforcement, Isolation, Limits, LocalCompute, LocalComputeConfig, RecordFileSource,
 };
 use runvoy_domain::clock::{Clock, SystemClock};
+use runvoy_compute_docker::{DockerCompute, DockerComputeConfig};
 use runvoy_domain::fault::{FaultyCompute, FaultyStore};
 use runvoy_domain::health::{MonitoredStore, StoreHealth};
 use runvoy_domain::hub::LogHub;
@@ -137,6 +138,28 @@ pub struct ServeArgs {
     /// The runvoy-sidecar binary (default: next to runvoyd).
     #[arg(long, env = "RUNVOY_SIDECAR_BIN")]
     sidecar_bin: Option<PathBuf>,
+    /// The Docker Engine of `--compute docker`: `unix:///PATH` (or a socket path), `tcp://` or
+    /// `http://HOST:PORT`.
+    #[arg(long, env = "RUNVOY_DOCKER_HOST", default_value = "unix:///var/run/docker.sock")]
+    docker_host: String,
+    /// The runvoy-sidecar image of `--compute docker` (already on the engine); it carries the
+    /// static runner binary it injects into each workspace.
+    #[arg(long, env = "RUNVOY_DOCKER_SIDECAR_IMAGE", default_value = "runvoy-sidecar:dev")]
+    docker_sidecar_image: String,
+    /// Path of the static runner inside the sidecar image.
+    #[arg(long, env = "RUNVOY_DOCKER_SIDECAR_RUNNER_PATH", default_value = "/usr/local/bin/runvoy-runner")]
+    docker_sidecar_runner_path: String,
+    /// Network of the runner containers of `--compute docker` (`none`: no network at all;
+    /// else the name of an engine network, e.g. `bridge`).
+    #[arg(long, env = "RUNVOY_DOCKER_NETWORK", default_value = "none")]
+    docker_network: String,
+    /// Give runner containers a writable root file system (by default only /workspace and
+    /// /tmp are writable).
+    #[arg(long, env = "RUNVOY_DOCKER_WRITABLE_ROOT")]
+    docker_writable_root: bool,
+    /// Do not try to pull a registered image the engine lacks (registering it then fails).
+    #[arg(long, env = "RUNVOY_DOCKER_NO_PULL")]
+    docker_no_pull: bool,
     /// Seconds between SIGTERM and SIGKILL when killing or timing out a command.
     #[arg(long, env = "RUNVOY_KILL_GRACE", default_value_t = 10)]
     kill_grace: u64,
@@ -552,6 +575,68 @@ fn local_compute(
     Ok((compute, enforcement))
 }
 
+/// The Docker compute of `--compute docker`, connected and its sidecar image checked.
+async fn docker_compute(
+    args: &ServeArgs,
+    data_dir: &Path,
+    bus: Bus,
+) -> anyhow::Result<DockerCompute> {
+    let nonzero = |v: u64| (v > 0).then_some(v);
+    let cfg = DockerComputeConfig {
+        host: args.docker_host.clone(),
+        sidecar_image: args.docker_sidecar_image.clone(),
+        sidecar_runner_path: args.docker_sidecar_runner_path.clone(),
+        instance: docker_instance(data_dir)?,
+        network: args.docker_network.clone(),
+        memory_mb: nonzero(args.memory_limit_mb),
+        cpu_millis: nonzero((args.cpu_limit * 1000.0).round().max(0.0) as u64),
+        pids: nonzero(args.pids_limit),
+        tmp_mb: args.tmp_limit_mb,
+        read_only_root: !args.docker_writable_root,
+        pull: !args.docker_no_pull,
+    };
+    DockerCompute::connect(cfg, bus)
+        .await
+        .map_err(|e| anyhow::anyhow!("--compute docker: {e}"))
+}
+
+/// The name this data dir's objects carry on the Docker engine (`<data-dir>/docker-instance`,
+/// made once): several runvoyd may share one engine, and each lists, resumes and removes only
+/// its own containers.
+fn docker_instance(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("docker-instance");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let id = hex::encode(rand::random::<[u8; 6]>());
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// What `/api/v1/health` reports as enforced on Docker compute: cgroup limits set by the
+/// engine for each configured limit.
+fn docker_enforcement(args: &ServeArgs) -> Enforcement {
+    let mut limits = std::collections::BTreeMap::new();
+    for (name, on) in [
+        ("memory", args.memory_limit_mb > 0),
+        ("cpu", args.cpu_limit > 0.0),
+        ("pids", args.pids_limit > 0),
+        ("tmp", true),
+    ] {
+        if on {
+            limits.insert(name.to_owned(), "docker".to_owned());
+        }
+    }
+    Enforcement {
+        limits,
+        own_uid: false,
+    }
+}
+
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let server_log_queue = init_tracing(args.log_format);
@@ -588,6 +673,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let nonzero = |v: u64| (v > 0).then_some(v);
     let (bus, bus_rx) = Bus::new(1024);
     let executions_dir = data_dir.join("executions");
+    let mut docker = None;
     let (local, compute, log_source, isolation_name, enforcement) = match args.gcp.compute_kind() {
         ComputeKind::Local => {
             let (local, enforcement) =
@@ -606,6 +692,15 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             let (compute, source) = args.gcp.cloudrun(args.kill_grace)?;
             // Each run is a Cloud Run task: a gVisor or microVM sandbox of its own.
             (None, compute, source, "cloud-run", Enforcement::default())
+        }
+        ComputeKind::Docker => {
+            let d = Arc::new(docker_compute(&args, &data_dir, bus).await?);
+            let compute: Arc<dyn Compute> = d.clone();
+            let source: Arc<dyn LogSource> = Arc::new(d.log_source());
+            docker = Some(d);
+            // Each run is a container of its own: namespaces, cgroup limits, the engine's
+            // seccomp profile, no capabilities.
+            (None, compute, source, "docker", docker_enforcement(&args))
         }
     };
     let hub = Arc::new(LogHub::new());
@@ -699,6 +794,29 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
                 .map(|s| s.contiguous)
                 .unwrap_or(0);
             local.watch(&e.id, from);
+        }
+    }
+    // The same for Docker executions, and what a crash left on the engine is removed.
+    if let Some(docker) = &docker {
+        let mut unsettled = Vec::new();
+        for e in store.list_unsettled().await? {
+            let from = store
+                .log_stats(&e.id)
+                .await
+                .map(|s| s.contiguous)
+                .unwrap_or(0);
+            unsettled.push((e.id, from));
+        }
+        let mut known = std::collections::HashSet::new();
+        for id in docker.list().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+            if store.get_execution(&id).await?.is_some() {
+                known.insert(id);
+            }
+        }
+        match docker.recover(&unsettled, |id| known.contains(id)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "leftovers of a crash removed from the Docker engine"),
+            Err(e) => tracing::warn!(error = %e, "could not look for leftovers on the Docker engine"),
         }
     }
     {
@@ -812,6 +930,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     .with_auth_failure_limit(args.auth_failure_burst, args.auth_failure_per_minute)
     .with_cipher(cipher.kind())
     .with_isolation(isolation_name, enforcement.limits)
+    .with_compute(compute.platform())
     .with_readiness(Readiness {
         store: Some(store_health),
         checks: vec![free_space_check(data_dir.clone(), args.min_free_bytes)],

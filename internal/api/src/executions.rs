@@ -336,6 +336,7 @@ pub(crate) async fn health(State(st): State<AppState>) -> axum::Json<HealthRespo
         backend: st.backend.clone(),
         provider: st.backend.clone(),
         isolation: st.isolation.clone(),
+        compute: st.compute.clone(),
         cipher: st.cipher.clone(),
         limits: st.limits.clone(),
     })

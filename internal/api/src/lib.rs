@@ -75,6 +75,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// How commands are isolated (`bubblewrap`, `none`), for `/health`.
     pub isolation: String,
+    /// The compute adapter's platform name (shown by `/health`).
+    pub compute: String,
     /// What protects stored secrets' keys (`local`, `gcp-kms`), for `/health`.
     pub cipher: String,
     /// How each execution limit is enforced, by limit name, for `/health`.
@@ -96,6 +98,7 @@ impl AppState {
         AppState {
             shutdown,
             isolation: "none".into(),
+            compute: String::new(),
             cipher: String::new(),
             limits: Default::default(),
             service,
@@ -141,6 +144,12 @@ impl AppState {
     /// Records what protects stored secrets' keys (shown by `/health`).
     pub fn with_cipher(mut self, kind: &str) -> Self {
         self.cipher = kind.to_owned();
+        self
+    }
+
+    /// Records which compute runs the commands (shown by `/health`).
+    pub fn with_compute(mut self, platform: &str) -> Self {
+        self.compute = platform.to_owned();
         self
     }
 

@@ -412,6 +412,9 @@ pub struct HealthResponse {
     /// `open_files` → `cgroup-v1`, `cgroup-v2`, `rlimit`, `tmpfs` or `none`).
     #[serde(default)]
     pub limits: std::collections::BTreeMap<String, String>,
+    /// Where commands run: `local`, `cloudrun` or `docker` (absent from older servers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub compute: String,
 }
 
 /// `GET /api/v1/health/ready` answer: 200 with `ready`, 503 with `not_ready` and the reasons.

@@ -91,7 +91,7 @@ impl JobImage {
 
 /// A CPU limit as Cloud Run writes it: whole cores as a number, else millicores.
 fn cpu_quantity(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")

@@ -12,11 +12,11 @@ use runvoy_api::AppState;
 use runvoy_api::auth::TokenSigner;
 use runvoy_api::ready::Readiness;
 use runvoy_api::serverlog::{ServerLogQueue, server_log_layer, write_server_logs};
+use runvoy_compute_docker::{DockerCompute, DockerComputeConfig};
 use runvoy_compute_local::{
     Bus, Enforcement, Isolation, Limits, LocalCompute, LocalComputeConfig, RecordFileSource,
 };
 use runvoy_domain::clock::{Clock, SystemClock};
-use runvoy_compute_docker::{DockerCompute, DockerComputeConfig};
 use runvoy_domain::fault::{FaultyCompute, FaultyStore};
 use runvoy_domain::health::{MonitoredStore, StoreHealth};
 use runvoy_domain::hub::LogHub;
@@ -140,14 +140,26 @@ pub struct ServeArgs {
     sidecar_bin: Option<PathBuf>,
     /// The Docker Engine of `--compute docker`: `unix:///PATH` (or a socket path), `tcp://` or
     /// `http://HOST:PORT`.
-    #[arg(long, env = "RUNVOY_DOCKER_HOST", default_value = "unix:///var/run/docker.sock")]
+    #[arg(
+        long,
+        env = "RUNVOY_DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
     docker_host: String,
     /// The runvoy-sidecar image of `--compute docker` (already on the engine); it carries the
     /// static runner binary it injects into each workspace.
-    #[arg(long, env = "RUNVOY_DOCKER_SIDECAR_IMAGE", default_value = "runvoy-sidecar:dev")]
+    #[arg(
+        long,
+        env = "RUNVOY_DOCKER_SIDECAR_IMAGE",
+        default_value = "runvoy-sidecar:dev"
+    )]
     docker_sidecar_image: String,
     /// Path of the static runner inside the sidecar image.
-    #[arg(long, env = "RUNVOY_DOCKER_SIDECAR_RUNNER_PATH", default_value = "/usr/local/bin/runvoy-runner")]
+    #[arg(
+        long,
+        env = "RUNVOY_DOCKER_SIDECAR_RUNNER_PATH",
+        default_value = "/usr/local/bin/runvoy-runner"
+    )]
     docker_sidecar_runner_path: String,
     /// Network of the runner containers of `--compute docker` (`none`: no network at all;
     /// else the name of an engine network, e.g. `bridge`).
@@ -815,8 +827,13 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         }
         match docker.recover(&unsettled, |id| known.contains(id)).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "leftovers of a crash removed from the Docker engine"),
-            Err(e) => tracing::warn!(error = %e, "could not look for leftovers on the Docker engine"),
+            Ok(n) => tracing::info!(
+                removed = n,
+                "leftovers of a crash removed from the Docker engine"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for leftovers on the Docker engine")
+            }
         }
     }
     {

@@ -211,7 +211,9 @@ impl DockerCompute {
         match pulled {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(missing(format!(" and pulling it failed ({e})"))),
-            Err(_) => Err(missing(" and pulling it did not finish in 5 minutes".into())),
+            Err(_) => Err(missing(
+                " and pulling it did not finish in 5 minutes".into(),
+            )),
         }
     }
 
@@ -386,11 +388,7 @@ impl DockerCompute {
         tar.into_inner()
     }
 
-    async fn create(
-        &self,
-        name: &str,
-        body: ContainerCreateBody,
-    ) -> Result<bool, ComputeError> {
+    async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<bool, ComputeError> {
         let opts = CreateContainerOptionsBuilder::default().name(name).build();
         match self.docker.create_container(Some(opts), body).await {
             Ok(_) => Ok(true),
@@ -415,7 +413,11 @@ impl DockerCompute {
             }
         }
         let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
-        match self.docker.remove_volume(&self.volume(id), Some(opts)).await {
+        match self
+            .docker
+            .remove_volume(&self.volume(id), Some(opts))
+            .await
+        {
             Ok(()) => removed = true,
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(unavailable(&format!("removing {}", self.volume(id)), e)),
@@ -454,7 +456,8 @@ impl DockerCompute {
             )
             .await
             .map_err(|e| unavailable("copying the input to the sidecar", e))?;
-        self.create(&self.runner(id), self.runner_body(spec)).await?;
+        self.create(&self.runner(id), self.runner_body(spec))
+            .await?;
         match self.docker.start_container(&self.sidecar(id), None).await {
             Ok(()) => {}
             Err(e) if is_status(&e, 304) => {}
@@ -468,7 +471,12 @@ impl DockerCompute {
     /// publishes the runner's records after `after_seq` on the bus. Used at start and to
     /// resume after a restart.
     pub fn watch(self: &DockerCompute, id: &str, after_seq: u64) {
-        if !self.following.lock().expect("following").insert(id.to_owned()) {
+        if !self
+            .following
+            .lock()
+            .expect("following")
+            .insert(id.to_owned())
+        {
             return;
         }
         let f = crate::follow::Follower {
@@ -502,7 +510,9 @@ impl DockerCompute {
             .list_containers(Some(opts))
             .await
             .map_err(|e| unavailable("listing containers", e))?;
-        let opts = ListVolumesOptionsBuilder::default().filters(&filter).build();
+        let opts = ListVolumesOptionsBuilder::default()
+            .filters(&filter)
+            .build();
         let volumes = self
             .docker
             .list_volumes(Some(opts))
@@ -659,9 +669,10 @@ impl Compute for DockerCompute {
             ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD => {
                 let st = runner.state.clone().unwrap_or_default();
                 let code = st.exit_code.map(|c| c as i32);
-                let (_, record) = read_runner_records(&self.docker, &self.runner(id), u64::MAX, Some("5"))
-                    .await
-                    .map_err(|e| unavailable("reading the runner's output", e))?;
+                let (_, record) =
+                    read_runner_records(&self.docker, &self.runner(id), u64::MAX, Some("5"))
+                        .await
+                        .map_err(|e| unavailable("reading the runner's output", e))?;
                 let failure = if st.oom_killed == Some(true) {
                     let limit = runner
                         .host_config
@@ -701,15 +712,24 @@ impl Compute for DockerCompute {
                 // Not started yet: it never will. Removing the runner container is what says
                 // so; the sidecar is stopped too.
                 let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-                match self.docker.remove_container(&self.runner(id), Some(opts)).await {
+                match self
+                    .docker
+                    .remove_container(&self.runner(id), Some(opts))
+                    .await
+                {
                     Ok(()) => {}
                     Err(e) if is_status(&e, 404) => {}
                     // 409: it is starting right now; stop it below like a running one.
                     Err(e) if is_status(&e, 409) => return self.stop_runner(id, &runner).await,
                     Err(e) => return Err(unavailable("removing the runner container", e)),
                 }
-                let opts = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-                let _ = self.docker.kill_container(&self.sidecar(id), Some(opts)).await;
+                let opts = KillContainerOptionsBuilder::default()
+                    .signal("SIGKILL")
+                    .build();
+                let _ = self
+                    .docker
+                    .kill_container(&self.sidecar(id), Some(opts))
+                    .await;
                 Ok(())
             }
             ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD => Ok(()),
@@ -749,8 +769,14 @@ impl DockerCompute {
             .as_ref()
             .and_then(|c| c.stop_timeout)
             .unwrap_or(15);
-        let opts = KillContainerOptionsBuilder::default().signal("SIGTERM").build();
-        match self.docker.kill_container(&self.runner(id), Some(opts)).await {
+        let opts = KillContainerOptionsBuilder::default()
+            .signal("SIGTERM")
+            .build();
+        match self
+            .docker
+            .kill_container(&self.runner(id), Some(opts))
+            .await
+        {
             Ok(()) => {}
             // Not running (any more): nothing to stop.
             Err(e) if is_status(&e, 409) || is_status(&e, 404) => return Ok(()),
@@ -763,7 +789,9 @@ impl DockerCompute {
                 && exited(&c).is_none()
             {
                 tracing::warn!(container = %name, "runner still running after the grace period; SIGKILL");
-                let opts = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+                let opts = KillContainerOptionsBuilder::default()
+                    .signal("SIGKILL")
+                    .build();
                 let _ = docker.kill_container(&name, Some(opts)).await;
             }
         });

@@ -71,9 +71,9 @@ impl Follower {
                 let mut w = self.docker.wait_container(&self.sidecar, Some(opts));
                 match w.next().await {
                     Some(Ok(r)) => r.status_code,
-                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
-                        code
-                    }
+                    Some(Err(bollard::errors::Error::DockerContainerWaitError {
+                        code, ..
+                    })) => code,
                     Some(Err(e)) => return Step::Retry(e.to_string()),
                     None => return Step::Retry("the wait ended without a result".into()),
                 }
@@ -117,10 +117,9 @@ impl Follower {
         let mut logs = self.docker.logs(&self.runner, Some(opts));
         let mut pending: Vec<u8> = Vec::new();
         loop {
-            let item = match tokio::time::timeout(Duration::from_millis(50), logs.next()).await {
-                Ok(i) => Some(i),
-                Err(_) => None,
-            };
+            let item = tokio::time::timeout(Duration::from_millis(50), logs.next())
+                .await
+                .ok();
             let ended = match item {
                 Some(Some(Ok(LogOutput::StdOut { message }))) => {
                     pending.extend_from_slice(&message);

@@ -615,6 +615,21 @@ async fn docker_compute(
 /// The name this data dir's objects carry on the Docker engine (`<data-dir>/docker-instance`,
 /// made once): several runvoyd may share one engine, and each lists, resumes and removes only
 /// its own containers.
+/// Unsettled executions with the seq their stored logs reach without a gap: where following
+/// them resumes after a restart.
+async fn unsettled_from(store: &dyn Store) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for e in store.list_unsettled().await? {
+        let from = store
+            .log_stats(&e.id)
+            .await
+            .map(|s| s.contiguous)
+            .unwrap_or(0);
+        out.push((e.id, from));
+    }
+    Ok(out)
+}
+
 fn docker_instance(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("docker-instance");
     match std::fs::read_to_string(&path) {
@@ -799,26 +814,13 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     // Re-attach to local executions that were running when runvoyd stopped, then settle the
     // rest.
     if let Some(local) = &local {
-        for e in store.list_unsettled().await? {
-            let from = store
-                .log_stats(&e.id)
-                .await
-                .map(|s| s.contiguous)
-                .unwrap_or(0);
-            local.watch(&e.id, from);
+        for (id, from) in unsettled_from(store.as_ref()).await? {
+            local.watch(&id, from);
         }
     }
     // The same for Docker executions, and what a crash left on the engine is removed.
     if let Some(docker) = &docker {
-        let mut unsettled = Vec::new();
-        for e in store.list_unsettled().await? {
-            let from = store
-                .log_stats(&e.id)
-                .await
-                .map(|s| s.contiguous)
-                .unwrap_or(0);
-            unsettled.push((e.id, from));
-        }
+        let unsettled = unsettled_from(store.as_ref()).await?;
         let mut known = std::collections::HashSet::new();
         for id in docker.list().await.map_err(|e| anyhow::anyhow!("{e}"))? {
             if store.get_execution(&id).await?.is_some() {

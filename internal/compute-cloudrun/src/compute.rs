@@ -524,28 +524,7 @@ impl CloudRunCompute {
     /// The `jobs.run` body: the run's settings as runner variables, then the run's own
     /// environment. Secret values never travel here: the sidecar fetches them itself.
     pub fn run_body(&self, spec: &JobSpec) -> Value {
-        let mut vars = vec![
-            (EXECUTION_ID_ENV, spec.execution_id.clone()),
-            (env::KILL_GRACE, spec.kill_grace_secs.to_string()),
-        ];
-        match &spec.argv {
-            Some(argv) => vars.push((env::ARGV, serde_json::to_string(argv).unwrap_or_default())),
-            None => vars.push((env::COMMAND, spec.command.clone())),
-        }
-        if let Some(t) = spec.timeout_secs {
-            vars.push((env::TIMEOUT, t.to_string()));
-        }
-        if !spec.banner.is_empty() {
-            vars.push((env::BANNER, spec.banner.join("\n")));
-        }
-        for (name, limit) in [
-            (env::MAX_OUTPUT_BYTES, spec.max_output_bytes),
-            (env::MAX_OUTPUT_LINES, spec.max_output_lines),
-        ] {
-            if limit > 0 {
-                vars.push((name, limit.to_string()));
-            }
-        }
+        let vars = spec.runner_settings();
         // The user's variables come after runvoy's; their names never start with `RUNVOY_`
         // (the domain refuses those), so they cannot shadow the runner's settings.
         let env: Vec<Value> = vars

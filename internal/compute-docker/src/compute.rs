@@ -245,33 +245,14 @@ impl DockerCompute {
     /// The runner's settings (never the run's own environment, which travels to the sidecar
     /// as a file).
     fn runner_env(&self, spec: &JobSpec) -> Vec<String> {
-        let mut vars = vec![
-            (env::EXECUTION_ID, spec.execution_id.clone()),
-            (env::KILL_GRACE, spec.kill_grace_secs.to_string()),
+        let mut vars = spec.runner_settings();
+        vars.extend([
             (env::WORKDIR, WORKSPACE.to_owned()),
             (env::ENV_FILE, format!("{WORKSPACE}/.env")),
             ("HOME", WORKSPACE.to_owned()),
-        ];
-        match &spec.argv {
-            Some(argv) => vars.push((env::ARGV, serde_json::to_string(argv).unwrap_or_default())),
-            None => vars.push((env::COMMAND, spec.command.clone())),
-        }
+        ]);
         if spec.stdin.is_some() {
             vars.push((env::STDIN_FILE, ".runvoy/stdin".to_owned()));
-        }
-        if let Some(t) = spec.timeout_secs {
-            vars.push((env::TIMEOUT, t.to_string()));
-        }
-        if !spec.banner.is_empty() {
-            vars.push((env::BANNER, spec.banner.join("\n")));
-        }
-        for (name, limit) in [
-            (env::MAX_OUTPUT_BYTES, spec.max_output_bytes),
-            (env::MAX_OUTPUT_LINES, spec.max_output_lines),
-        ] {
-            if limit > 0 {
-                vars.push((name, limit.to_string()));
-            }
         }
         vars.into_iter().map(|(n, v)| format!("{n}={v}")).collect()
     }
@@ -319,11 +300,7 @@ impl DockerCompute {
                 )])),
                 cap_drop: Some(vec!["ALL".to_owned()]),
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
-                // The record stream must be complete: the engine's own log file, never rotated.
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("json-file".to_owned()),
-                    config: Some(HashMap::new()),
-                }),
+                log_config: Some(kept_log()),
                 auto_remove: Some(false),
                 ..Default::default()
             }),
@@ -355,10 +332,7 @@ impl DockerCompute {
                 cap_drop: Some(vec!["ALL".to_owned()]),
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
                 pids_limit: Some(64),
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("json-file".to_owned()),
-                    config: Some(HashMap::new()),
-                }),
+                log_config: Some(kept_log()),
                 auto_remove: Some(false),
                 ..Default::default()
             }),
@@ -796,6 +770,14 @@ impl DockerCompute {
             }
         });
         Ok(())
+    }
+}
+
+/// The engine's own json-file log, never rotated: the record stream must stay complete.
+fn kept_log() -> HostConfigLogConfig {
+    HostConfigLogConfig {
+        typ: Some("json-file".to_owned()),
+        config: Some(HashMap::new()),
     }
 }
 

@@ -279,6 +279,39 @@ pub struct JobSpec {
     pub resources: Resources,
 }
 
+impl JobSpec {
+    /// The runner's settings for this run, as `runvoy-runner` reads them from its environment
+    /// (`runvoy_proto::record::env`): the execution id, the kill grace, the command, and the
+    /// timeout, banner and output limits when set. Compute adds its own (work directory, files)
+    /// and the run's environment.
+    pub fn runner_settings(&self) -> Vec<(&'static str, String)> {
+        use runvoy_proto::record::env;
+        let mut vars = vec![
+            (env::EXECUTION_ID, self.execution_id.clone()),
+            (env::KILL_GRACE, self.kill_grace_secs.to_string()),
+        ];
+        match &self.argv {
+            Some(argv) => vars.push((env::ARGV, serde_json::to_string(argv).unwrap_or_default())),
+            None => vars.push((env::COMMAND, self.command.clone())),
+        }
+        if let Some(t) = self.timeout_secs {
+            vars.push((env::TIMEOUT, t.to_string()));
+        }
+        if !self.banner.is_empty() {
+            vars.push((env::BANNER, self.banner.join("\n")));
+        }
+        for (name, limit) in [
+            (env::MAX_OUTPUT_BYTES, self.max_output_bytes),
+            (env::MAX_OUTPUT_LINES, self.max_output_lines),
+        ] {
+            if limit > 0 {
+                vars.push((name, limit.to_string()));
+            }
+        }
+        vars
+    }
+}
+
 /// Resource limits asked for one run; `None` keeps the compute's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resources {

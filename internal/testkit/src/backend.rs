@@ -8,6 +8,9 @@
 //! * `gcp`: `--backend gcp` against the emulators and `runvoy-fake-gcp` (Cloud Run Admin API,
 //!   Cloud Logging and Cloud KMS fakes; the fake runs each job execution's containers on local
 //!   compute and publishes their log entries to the Pub/Sub emulator).
+//! * `docker`: SQLite and in-process events, `--compute docker` on the local Docker Engine with
+//!   the images `scripts/docker-test-images.sh` builds (`runvoy-sidecar:test`, and
+//!   `runvoy-test/busybox:test` as the default image).
 //!
 //! Each server gets collections, a topic and a subscription of its own.
 
@@ -36,6 +39,8 @@ pub enum TestBackend {
     GcpLocal,
     /// `--backend gcp` on the emulators and the fakes.
     Gcp,
+    /// SQLite, in-process events, Docker compute.
+    Docker,
 }
 
 impl TestBackend {
@@ -43,8 +48,69 @@ impl TestBackend {
     pub fn server_backend(self) -> &'static str {
         match self {
             TestBackend::Gcp => "gcp",
-            TestBackend::Local | TestBackend::GcpLocal => "local",
+            TestBackend::Local | TestBackend::GcpLocal | TestBackend::Docker => "local",
         }
+    }
+
+    /// Whether executions run on local compute (a directory per execution, a supervisor).
+    pub fn local_compute(self) -> bool {
+        matches!(self, TestBackend::Local | TestBackend::GcpLocal)
+    }
+}
+
+/// The image a run on the `docker` test backend gets when it names none.
+pub const DOCKER_TEST_IMAGE: &str = "runvoy-test/busybox:test";
+/// The sidecar image of the `docker` test backend.
+pub const DOCKER_SIDECAR_IMAGE: &str = "runvoy-sidecar:test";
+
+/// runvoyd's flags on the `docker` test backend.
+pub(crate) fn docker_args() -> Vec<String> {
+    [
+        "--compute",
+        "docker",
+        "--docker-sidecar-image",
+        DOCKER_SIDECAR_IMAGE,
+        "--docker-no-pull",
+        "--default-image",
+        DOCKER_TEST_IMAGE,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Removes the containers and volumes a `docker` test server left on the engine (executions
+/// outlive runvoyd by design; tests clean up), found by the instance label of its data dir.
+pub(crate) fn docker_cleanup(data: &Path) {
+    let Ok(instance) = std::fs::read_to_string(data.join("docker-instance")) else {
+        return;
+    };
+    let filter = format!("label=runvoy.instance={}", instance.trim());
+    let ids = |args: &[&str]| -> Vec<String> {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = ids(&["ps", "-aq", "--filter", &filter]);
+    if !containers.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&containers)
+            .output();
+    }
+    let volumes = ids(&["volume", "ls", "-q", "--filter", &filter]);
+    if !volumes.is_empty() {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f"])
+            .args(&volumes)
+            .output();
     }
 }
 
@@ -55,7 +121,10 @@ pub fn test_backend() -> TestBackend {
         Err(_) | Ok("") | Ok("local") => TestBackend::Local,
         Ok("gcp-local") => TestBackend::GcpLocal,
         Ok("gcp") => TestBackend::Gcp,
-        Ok(other) => panic!("RUNVOY_TEST_BACKEND={other:?}: expected local, gcp-local or gcp"),
+        Ok("docker") => TestBackend::Docker,
+        Ok(other) => {
+            panic!("RUNVOY_TEST_BACKEND={other:?}: expected local, gcp-local, gcp or docker")
+        }
     }
 }
 

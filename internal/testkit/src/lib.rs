@@ -71,7 +71,7 @@ impl TestServer {
             .expect("temp dir");
         let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let gcp = match backend::test_backend() {
-            backend::TestBackend::Local => None,
+            backend::TestBackend::Local | backend::TestBackend::Docker => None,
             kind => Some(Arc::new(backend::GcpSetup::new(
                 kind,
                 dir.path(),
@@ -154,8 +154,11 @@ impl TestServer {
             .append(true)
             .open(self.dir.path().join("runvoyd.log"))
             .expect("log file");
-        let (backend_args, backend_env) =
+        let (mut backend_args, backend_env) =
             self.gcp.as_ref().map(|g| g.args_env()).unwrap_or_default();
+        if backend::test_backend() == backend::TestBackend::Docker {
+            backend_args.extend(backend::docker_args());
+        }
         let child = Command::new(bin("runvoyd"))
             .arg("serve")
             .arg("--data-dir")
@@ -171,7 +174,11 @@ impl TestServer {
             .args(&self.extra_args)
             .envs(backend_env)
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUNVOY_LOG", "info")
+            // RUNVOY_TEST_SERVER_LOG: another level for the servers (e.g. `debug`, chasing a hang).
+            .env(
+                "RUNVOY_LOG",
+                std::env::var("RUNVOY_TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -345,6 +352,7 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
         kill_supervisors(&self.data_dir());
+        backend::docker_cleanup(&self.data_dir());
         if std::thread::panicking() {
             eprintln!("---- runvoyd log ----\n{}", self.log());
         }

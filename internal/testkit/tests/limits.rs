@@ -162,15 +162,17 @@ async fn an_output_flood_is_capped_and_the_rest_counted() {
     // Neither flood reached the store or the record files beyond the budget.
     let grown = db_size(&s).saturating_sub(before);
     assert!(grown < 4 << 20, "the database grew by {grown} bytes");
-    let records = std::fs::metadata(
-        s.data_dir()
-            .join("executions")
-            .join(&r.execution_id)
-            .join("records.jsonl"),
-    )
-    .unwrap()
-    .len();
-    assert!(records < 200_000, "records.jsonl is {records} bytes");
+    if runvoy_testkit::backend::test_backend().local_compute() {
+        let records = std::fs::metadata(
+            s.data_dir()
+                .join("executions")
+                .join(&r.execution_id)
+                .join("records.jsonl"),
+        )
+        .unwrap()
+        .len();
+        assert!(records < 200_000, "records.jsonl is {records} bytes");
+    }
 
     // The status shows it.
     let out = s

@@ -16,7 +16,7 @@ IMAGE_REPO ?=
 IMAGE_TAG ?= dev
 DEBUG_BIN := target/debug
 
-.PHONY: run stop run-gcp-local stop-gcp-local deps build build-release runner-static static-bins images test-images test test-gcp-suites test-rust test-web lint lint-terraform fmt bench emulators clean
+.PHONY: run stop run-gcp-local stop-gcp-local deps build build-release runner-static static-bins images test-images test test-gcp-suites docker-test-images test-docker-suites test-rust test-web lint lint-terraform fmt bench emulators clean
 
 ## deps: install what runvoy needs on this machine (bubblewrap for isolation; best effort).
 deps:
@@ -71,24 +71,40 @@ stop:
 ## container images).
 # The integration and web tests start the real binaries: build them all first (`cargo test`
 # alone only builds the binaries of packages that have integration tests of their own).
+# The Docker compute's conformance test (in `cargo test`) and suites need the test images,
+# which hold the static binaries: those are built first.
 test:
 	@bash scripts/deps.sh test
 	@bash scripts/deps.sh web
 	$(CARGO) build --workspace --bins
+	$(MAKE) --no-print-directory docker-test-images
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory test-gcp-suites
+	$(MAKE) --no-print-directory test-docker-suites
 	RUNVOYD_BIN=$(CURDIR)/$(DEBUG_BIN)/runvoyd bash internal/web/e2e/run.sh
 	$(MAKE) --no-print-directory test-images
 
 ## test-gcp-suites: the integration suites again on the Google Cloud backends: `gcp-local`
 ## (Firestore and Pub/Sub emulators, local compute) and `gcp` (`--backend gcp` on the emulators
 ## and runvoy-fake-gcp). Needs the binaries built.
-## On `gcp`, tests/run.rs and crash.rs are left out for now: neither passes reliably there yet
-## (docs/GCP.md, "The whole stack on one machine").
-GCP_SUITES := --test faults --test access
+GCP_SUITES := --test run --test crash --test faults --test access
 test-gcp-suites:
-	RUNVOY_TEST_BACKEND=gcp-local $(CARGO) test -p runvoy-testkit --test run --test crash $(GCP_SUITES) --no-fail-fast
+	RUNVOY_TEST_BACKEND=gcp-local $(CARGO) test -p runvoy-testkit $(GCP_SUITES) --no-fail-fast
 	RUNVOY_TEST_BACKEND=gcp $(CARGO) test -p runvoy-testkit $(GCP_SUITES) --no-fail-fast
+
+## docker-test-images: the images the Docker tests run (scripts/docker-test-images.sh; needs a
+## Docker engine and busybox-static, and fails with the reason without them).
+docker-test-images: static-bins
+	@bash scripts/docker-test-images.sh "$(STATIC_BIN)"
+
+## test-docker-suites: the integration suites again with `--compute docker`
+## (RUNVOY_TEST_BACKEND=docker), and the Docker suite itself (tests/docker.rs). Needs the
+## binaries and `make docker-test-images`. The suites about local compute's sandbox, its files
+## and the local backend's image rules (hostile, faults, images, access, diskfull) stay on local.
+DOCKER_SUITES := --test docker --test run --test crash --test features --test command \
+	--test limits --test list_filters --test hardening
+test-docker-suites:
+	RUNVOY_TEST_BACKEND=docker $(CARGO) test -p runvoy-testkit $(DOCKER_SUITES) --no-fail-fast
 
 test-rust:
 	@bash scripts/deps.sh test

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the machine packages a target needs, when they are missing.
 #   runtime: bubblewrap (runvoyd refuses to start without it unless --isolation process)
-#   test:    bubblewrap
+#   test:    bubblewrap; docker.io and busybox-static for the Docker tests, and a running
+#            Docker engine (started here as `dockerd --bridge=none --iptables=false` when
+#            none answers and we are root)
 #   web:     Debian's chromium for the browser tests, and node/npm
 #   lint:    python-hcl2 (PyPI) for scripts/check_terraform.py
 set -euo pipefail
@@ -17,7 +19,12 @@ if [ "$what" = lint ]; then
 fi
 
 case "$what" in
-  runtime|test) have bwrap || need+=(bubblewrap) ;;
+  runtime) have bwrap || need+=(bubblewrap) ;;
+  test)
+    have bwrap || need+=(bubblewrap)
+    have dockerd || need+=(docker.io)
+    [ -x /bin/busybox ] || need+=(busybox-static)
+    ;;
   web) have chromium || need+=(chromium); have node || need+=(nodejs npm) ;;
   *) echo "deps.sh: unknown target $what" >&2; exit 2 ;;
 esac
@@ -34,4 +41,16 @@ if ((${#need[@]})); then
     echo "error: missing ${need[*]}; install them (apt-get install ${need[*]})" >&2
     exit 1
   fi
+fi
+
+if [ "$what" = test ] && ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && have dockerd; then
+    echo "starting the Docker engine (dockerd --bridge=none --iptables=false; log: /tmp/dockerd.log)"
+    (dockerd --bridge=none --iptables=false >/tmp/dockerd.log 2>&1 &)
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  fi
+  docker info >/dev/null 2>&1 || {
+    echo "error: the Docker tests need a Docker engine and none answers (see /tmp/dockerd.log)" >&2
+    exit 1
+  }
 fi

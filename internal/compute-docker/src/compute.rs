@@ -386,7 +386,9 @@ impl DockerCompute {
                 Err(e) => return Err(unavailable(&format!("removing {name}"), e)),
             }
         }
-        let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
+        // Not forced: the engine answers a forced removal of a missing volume with success,
+        // and whether anything was removed must stay true (the containers using it are gone).
+        let opts = RemoveVolumeOptionsBuilder::default().force(false).build();
         match self
             .docker
             .remove_volume(&self.volume(id), Some(opts))

@@ -135,9 +135,10 @@ fmt:
 emulators:
 	$(CARGO) run -q -p runvoy-emulators --bin runvoy-emulators
 
-## bench: speed figures side by side (runvoy vs sh -c); see docs/BENCHMARKS.md.
-bench: deps build-release
-	$(RELEASE_BIN)/runvoy-bench --bin-dir $(RELEASE_BIN)
+## bench: speed figures side by side (runvoy vs sh -c, and --compute docker vs docker run --rm);
+## see docs/BENCHMARKS.md.
+bench: deps build-release docker-test-images
+	$(RELEASE_BIN)/runvoy-bench --bin-dir $(RELEASE_BIN) --docker-image runvoy-test/busybox:test
 	@echo "== Firestore writes per execution (Google's emulator counts no time, only writes)"
 	@$(CARGO) test -q -p runvoy-store-firestore --test emulator writes_per_execution_meet_the_goal -- --nocapture 2>&1 | grep "firestore writes per execution"
 

@@ -31,6 +31,13 @@ struct Args {
     /// Lines for the latency run (at 100 lines/s).
     #[arg(long, default_value_t = 500)]
     latency_lines: u64,
+    /// Also measure `--compute docker` next to `docker run --rm` on the local engine, in this
+    /// image (`make docker-test-images` builds the default one).
+    #[arg(long)]
+    docker_image: Option<String>,
+    /// Launch samples on Docker (each starts two containers).
+    #[arg(long, default_value_t = 15)]
+    docker_launches: usize,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -206,6 +213,69 @@ async fn main() -> anyhow::Result<()> {
             kib as f64 / 1024.0
         );
     }
+    drop(s);
+    if let Some(image) = &a.docker_image {
+        docker(&a, image).await?;
+    }
+    Ok(())
+}
+
+/// `--compute docker` next to the engine's own `docker run --rm`, the same image and work.
+async fn docker(a: &Args, image: &str) -> anyhow::Result<()> {
+    let mut args = runvoy_testkit::backend::docker_args();
+    let at = args
+        .iter()
+        .position(|x| x == "--default-image")
+        .context("docker args")?;
+    args[at + 1] = image.to_owned();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = TestServer::start_with(&args, &[]);
+    println!();
+    println!("== --compute docker, image {image}");
+    println!(
+        "{:<44} {:>12} {:>12} {:>10}",
+        "benchmark", "docker run", "runvoy", "ratio"
+    );
+    let docker_run = |cmd: &[&str]| {
+        let mut c = Command::new("docker");
+        c.args(["run", "--rm", "--network", "none", image])
+            .args(cmd);
+        c
+    };
+    let (mut base, mut rv) = (Vec::new(), Vec::new());
+    for _ in 0..a.docker_launches {
+        base.push(time(docker_run(&["true"]))?);
+        let mut c = s.runvoy();
+        c.args(["run", "-q", "--", "true"]);
+        rv.push(time(c)?);
+    }
+    let (b, r) = (median(&mut base) * 1e3, median(&mut rv) * 1e3);
+    println!(
+        "{:<44} {:>9.0} ms {:>9.0} ms {:>9.2}x   overhead {:.0} ms",
+        format!("launch `true` (median of {})", a.docker_launches),
+        b,
+        r,
+        r / b,
+        r - b
+    );
+    let cmd = format!("seq 1 {}", a.lines);
+    let tb = time(docker_run(&["sh", "-c", &cmd]))?;
+    let mut c = s.runvoy();
+    c.args(["run", "-q", "--", &cmd]);
+    let tr = time(c)?;
+    let list = s.client().list_executions(&Default::default()).await?;
+    let e = s
+        .wait_settled(&list.executions[0].execution_id, Duration::from_secs(300))
+        .await;
+    println!(
+        "{:<44} {:>9.0} k/s {:>9.0} k/s {:>9.2}x   {} records persisted; runvoy {:.2} s",
+        format!("throughput `seq 1 {}` (lines/s)", a.lines),
+        a.lines as f64 / tb / 1e3,
+        a.lines as f64 / tr / 1e3,
+        tr / tb,
+        e.log_lines.unwrap_or(0),
+        tr
+    );
     Ok(())
 }
 

@@ -64,7 +64,7 @@ pub const DOCKER_TEST_IMAGE: &str = "runvoy-test/busybox:test";
 pub const DOCKER_SIDECAR_IMAGE: &str = "runvoy-sidecar:test";
 
 /// runvoyd's flags on the `docker` test backend.
-pub(crate) fn docker_args() -> Vec<String> {
+pub fn docker_args() -> Vec<String> {
     [
         "--compute",
         "docker",

@@ -86,7 +86,8 @@ test:
 
 ## test-gcp-suites: the integration suites again on the Google Cloud backends: `gcp-local`
 ## (Firestore and Pub/Sub emulators, local compute) and `gcp` (`--backend gcp` on the emulators
-## and runvoy-fake-gcp). Needs the binaries built.
+## and runvoy-fake-gcp). Needs the binaries built. The emulator pushes one message at a time,
+## so large outputs arrive slowly on `gcp` (docs/GCP.md, "The whole stack on one machine").
 GCP_SUITES := --test run --test crash --test faults --test access
 test-gcp-suites:
 	RUNVOY_TEST_BACKEND=gcp-local $(CARGO) test -p runvoy-testkit $(GCP_SUITES) --no-fail-fast

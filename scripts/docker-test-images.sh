@@ -5,7 +5,8 @@
 #                              runvoy-sidecar and runvoy-runner;
 #   - runvoy-test/busybox:test a `docker import` of a busybox-static root file system (sh and
 #                              the usual tools as busybox links) with an /etc/os-release of its
-#                              own, so a test can tell the image's files from the host's.
+#                              own, so a test can tell the image's files from the host's;
+#   - runvoy-test/busybox-user:test the same, running as the non-root user `app` (1000:1000).
 # Needs a Docker engine and /bin/busybox from busybox-static (apt-get install busybox-static);
 # fails with the reason when either is missing.
 set -euo pipefail
@@ -41,10 +42,13 @@ NAME="runvoy test image"
 ID=runvoy-test
 PRETTY_NAME="runvoy busybox test image"
 OS
-echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-echo 'root:x:0:' >"$root/etc/group"
+printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n' >"$root/etc/passwd"
+printf 'root:x:0:\napps:x:1000:\n' >"$root/etc/group"
 chmod 1777 "$root/tmp"
-tar -C "$root" -c . | docker import \
-  -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  -c 'CMD ["/bin/sh"]' - runvoy-test/busybox:test >/dev/null
-echo "built runvoy-test/busybox:test"
+for image in busybox:root busybox-user:app; do
+  tar -C "$root" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c "USER ${image#*:}" \
+    -c 'CMD ["/bin/sh"]' - "runvoy-test/${image%:*}:test" >/dev/null
+  echo "built runvoy-test/${image%:*}:test (user ${image#*:})"
+done

@@ -41,6 +41,10 @@ struct Args {
     /// File holding the command's standard input; moved to `.runvoy/stdin` (mode 0600).
     #[arg(long, env = "RUNVOY_STDIN_SOURCE")]
     stdin_file: Option<PathBuf>,
+    /// File holding `UID:GID` of the user the runner container runs as (empty: root); the
+    /// workspace is handed over to that user once prepared, so a non-root image can use it.
+    #[arg(long, env = "RUNVOY_OWNER_FILE")]
+    owner_file: Option<PathBuf>,
     /// Once ready, accept TCP connections on this address (a container platform's startup
     /// probe, which holds the runner back until it succeeds), then exit shortly after the
     /// first one.
@@ -96,6 +100,10 @@ fn run(args: &Args) -> Result<(), Failure> {
         Some(path) => Some(load_env_json(path)?),
         None => None,
     };
+    let owner = match &args.owner_file {
+        Some(path) => load_owner(path)?,
+        None => None,
+    };
 
     let state = prepare_workspace(&args.workspace)?;
     if let Some(runner) = &args.runner_binary {
@@ -111,7 +119,51 @@ fn run(args: &Args) -> Result<(), Failure> {
         move_stdin(src, &state)?;
     }
     mark_ready(&state)?;
+    // Last, marker included: root here has no capability to write into what it handed over.
+    // The only compute that names an owner (Docker) starts the runner once this exits, so the
+    // marker is never read before the hand-over ends.
+    if let Some((uid, gid)) = owner {
+        hand_over(&args.workspace, uid, gid)?;
+    }
     progress("ready");
+    Ok(())
+}
+
+/// Reads `UID:GID` (or nothing, for root) from the owner file.
+fn load_owner(path: &Path) -> Result<Option<(u32, u32)>, Failure> {
+    let text = fs::read_to_string(path).map_err(|e| Failure::io("cannot read", path, e))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.split_once(':')
+        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+        .map(Some)
+        .ok_or_else(|| {
+            Failure::Invalid(format!(
+                "{} must hold UID:GID, not {text:?}",
+                path.display()
+            ))
+        })
+}
+
+/// Gives the whole workspace (every file the steps above wrote) to the runner's user, without
+/// following symbolic links.
+fn hand_over(workspace: &Path, uid: u32, gid: u32) -> Result<(), Failure> {
+    fn walk(p: &Path, uid: u32, gid: u32) -> Result<(), Failure> {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+            .map_err(|e| Failure::io("cannot hand over", p, e))?;
+        let meta = fs::symlink_metadata(p).map_err(|e| Failure::io("cannot stat", p, e))?;
+        if meta.is_dir() {
+            for entry in fs::read_dir(p).map_err(|e| Failure::io("cannot list", p, e))? {
+                let entry = entry.map_err(|e| Failure::io("cannot list", p, e))?;
+                walk(&entry.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    walk(workspace, uid, gid)?;
+    progress(&format!("workspace handed over to uid {uid}, gid {gid}"));
     Ok(())
 }
 

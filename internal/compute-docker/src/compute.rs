@@ -320,6 +320,9 @@ impl DockerCompute {
         if spec.stdin.is_some() {
             cmd.extend(["--stdin-file".to_owned(), format!("/{INPUT_DIR}/stdin")]);
         }
+        // Who the runner container runs as is known only once it exists: the owner file comes
+        // with the input (empty for root).
+        cmd.extend(["--owner-file".to_owned(), format!("/{INPUT_DIR}/owner")]);
         ContainerCreateBody {
             image: Some(self.cfg.sidecar_image.clone()),
             cmd: Some(cmd),
@@ -328,8 +331,10 @@ impl DockerCompute {
             host_config: Some(HostConfig {
                 mounts: Some(self.workspace_mount(&spec.execution_id)),
                 network_mode: Some("none".to_owned()),
-                // Root in the sidecar writes into a root-owned volume; nothing else is needed.
+                // Root in the sidecar writes into a root-owned volume, then hands the workspace
+                // over to the image's user (CHOWN); nothing else is needed.
                 cap_drop: Some(vec!["ALL".to_owned()]),
+                cap_add: Some(vec!["CHOWN".to_owned()]),
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
                 pids_limit: Some(64),
                 log_config: Some(kept_log()),
@@ -341,10 +346,14 @@ impl DockerCompute {
     }
 
     /// The sidecar's input as a tar archive: the environment (and standard input), 0600.
-    fn input_archive(spec: &JobSpec) -> std::io::Result<Vec<u8>> {
+    fn input_archive(spec: &JobSpec, owner: Option<(u32, u32)>) -> std::io::Result<Vec<u8>> {
         let mut tar = tar::Builder::new(Vec::new());
         let env = serde_json::to_vec(&spec.env).map_err(std::io::Error::other)?;
-        let mut files = vec![("env.json", env)];
+        let owner = owner
+            .map(|(u, g)| format!("{u}:{g}"))
+            .unwrap_or_default()
+            .into_bytes();
+        let mut files = vec![("env.json", env), ("owner", owner)];
         if let Some(stdin) = &spec.stdin {
             files.push(("stdin", stdin.clone()));
         }
@@ -401,6 +410,88 @@ impl DockerCompute {
         Ok(removed)
     }
 
+    /// The uid and gid the runner container runs as (its image's `USER`), when not root: the
+    /// sidecar hands the workspace over to them, so a non-root image can use it. Names are
+    /// looked up in the image's own `/etc/passwd` and `/etc/group`, as the engine does.
+    async fn runner_owner(&self, runner: &str) -> Result<Option<(u32, u32)>, ComputeError> {
+        let user = self
+            .inspect(runner)
+            .await?
+            .and_then(|c| c.config)
+            .and_then(|c| c.user)
+            .unwrap_or_default();
+        let (u, g) = match user.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (user.as_str(), None),
+        };
+        if u.is_empty() || u == "root" || u == "0" {
+            return Ok(None);
+        }
+        let passwd = match (u.parse::<u32>(), g) {
+            (Ok(_), Some(_)) => String::new(),
+            _ => self.image_file(runner, "/etc/passwd").await?,
+        };
+        let (uid, primary) = match u.parse::<u32>() {
+            Ok(uid) => (uid, id_entry(&passwd, |e| e[2] == u).map(|e| e[3].to_owned())),
+            Err(_) => match id_entry(&passwd, |e| e[0] == u) {
+                Some(e) => (
+                    e[2].parse().map_err(|_| bad_user(&user))?,
+                    Some(e[3].to_owned()),
+                ),
+                None => {
+                    return Err(ComputeError::Rejected(format!(
+                        "the image runs as user {u:?}, which its /etc/passwd does not have"
+                    )));
+                }
+            },
+        };
+        let gid = match g.map(str::to_owned).or(primary) {
+            None => 0,
+            Some(g) => match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => {
+                    let group = self.image_file(runner, "/etc/group").await?;
+                    id_entry(&group, |e| e[0] == g)
+                        .and_then(|e| e[2].parse().ok())
+                        .ok_or_else(|| {
+                            ComputeError::Rejected(format!(
+                                "the image runs as group {g:?}, which its /etc/group does not have"
+                            ))
+                        })?
+                }
+            },
+        };
+        Ok((uid != 0).then_some((uid, gid)))
+    }
+
+    /// A text file of a created container's file system (empty when it has none).
+    async fn image_file(&self, container: &str, path: &str) -> Result<String, ComputeError> {
+        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(container, Some(opts));
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => archive.extend_from_slice(&b),
+                Err(e) if is_status(&e, 404) => return Ok(String::new()),
+                Err(e) => return Err(unavailable(&format!("reading {path} of the image"), e)),
+            }
+        }
+        let mut text = String::new();
+        let mut tar = tar::Archive::new(archive.as_slice());
+        if let Some(Ok(mut entry)) = tar
+            .entries()
+            .map_err(|e| unavailable(&format!("reading {path} of the image"), e))?
+            .next()
+        {
+            use std::io::Read;
+            // At most 1 MiB: a user database, not a payload.
+            let _ = (&mut entry).take(1 << 20).read_to_string(&mut text);
+        }
+        Ok(text)
+    }
+
     async fn start_inner(&self, spec: &JobSpec) -> Result<(), ComputeError> {
         let id = &spec.execution_id;
         let _one_at_a_time = self.starting.lock().await;
@@ -422,7 +513,11 @@ impl DockerCompute {
         // The sidecar first: a runner container without one would never start.
         self.create(&self.sidecar(id), self.sidecar_body(spec))
             .await?;
-        let input = Self::input_archive(spec).map_err(|e| unavailable("packing the input", e))?;
+        self.create(&self.runner(id), self.runner_body(spec))
+            .await?;
+        let owner = self.runner_owner(&self.runner(id)).await?;
+        let input =
+            Self::input_archive(spec, owner).map_err(|e| unavailable("packing the input", e))?;
         let opts = UploadToContainerOptionsBuilder::default().path("/").build();
         self.docker
             .upload_to_container(
@@ -432,8 +527,6 @@ impl DockerCompute {
             )
             .await
             .map_err(|e| unavailable("copying the input to the sidecar", e))?;
-        self.create(&self.runner(id), self.runner_body(spec))
-            .await?;
         match self.docker.start_container(&self.sidecar(id), None).await {
             Ok(()) => {}
             Err(e) if is_status(&e, 304) => {}
@@ -808,4 +901,15 @@ impl LogSource for DockerLogSource {
             Err(e) => Err(unavailable(&format!("reading the output of {name}"), e)),
         }
     }
+}
+
+/// The first `name:x:id:...` line of a passwd or group file whose fields pass `pick`.
+fn id_entry<'a>(file: &'a str, pick: impl Fn(&[&str]) -> bool) -> Option<Vec<&'a str>> {
+    file.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|e| e.len() >= 4 && pick(e))
+}
+
+fn bad_user(user: &str) -> ComputeError {
+    ComputeError::Rejected(format!("the image's user {user:?} has no numeric id"))
 }

@@ -334,3 +334,43 @@ async fn a_run_that_ended_while_runvoyd_was_down_gets_its_real_exit_code() {
         .unwrap();
     assert!(volumes.stdout.is_empty(), "{volumes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_root_image_gets_a_workspace_it_owns() {
+    if !on_docker() {
+        return;
+    }
+    let s = TestServer::start();
+    // Its USER is `app`, a name only the image's own /etc/passwd knows (1000:1000).
+    let image = "runvoy-test/busybox-user:test";
+    let reg = run(&s, &["images", "register", image]);
+    assert!(reg.status.success(), "{reg:?}");
+    let mut c = s.runvoy();
+    c.args([
+        "run",
+        "-q",
+        "-i",
+        image,
+        "-e",
+        "GREETING=hello there",
+        "--",
+        "echo uid=$(id -u) gid=$(id -g); echo \"$GREETING\"; read line; echo \"in=$line\"; \
+         echo mine > /workspace/made && cat /workspace/made; \
+         test -e /workspace/.env; echo env_left=$?; stat -c %u:%g /workspace",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"from stdin\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        stdout(&o),
+        "uid=1000 gid=1000\nhello there\nin=from stdin\nmine\nenv_left=1\n1000:1000\n"
+    );
+}

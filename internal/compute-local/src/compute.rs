@@ -252,6 +252,8 @@ impl LocalCompute {
             max_output_bytes: 0,
             max_output_lines: 0,
             resources: Default::default(),
+            secrets: Vec::new(),
+            secrets_fetch: None,
         });
         write_transient(&dir.join("env.json"), b"{}", 0o600).map_err(err)?;
         let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;

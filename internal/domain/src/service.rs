@@ -75,6 +75,8 @@ pub struct Service {
     /// Serialises the limit check and the insert of new executions in this process, so
     /// concurrent runs cannot all pass the same count (see [`Service::admit`]).
     pub admission: tokio::sync::Mutex<()>,
+    /// Mints the fetch of a run's secrets; a server without it refuses runs that name secrets.
+    pub secrets_grant: Option<Arc<dyn crate::secrets::SecretsGrant>>,
 }
 
 /// Who is asking, for audit fields.
@@ -238,6 +240,7 @@ impl Service {
             .or(run_image.image.as_ref().and_then(|i| i.timeout_secs));
         let (command, argv) = command_of(&req)?;
         let stdin = stdin_of(&req)?;
+        let secrets = self.secret_refs(&req).await?;
         let now = self.clock.now_ms();
         let image = run_image.id;
         let mut e = Execution {
@@ -297,6 +300,11 @@ impl Service {
             max_output_bytes: self.config.max_output_bytes,
             max_output_lines: self.config.max_output_lines,
             resources,
+            secrets_fetch: match (&self.secrets_grant, secrets.is_empty()) {
+                (Some(g), false) => Some(g.grant(&e.id, &secrets)),
+                _ => None,
+            },
+            secrets,
         };
         let compute = self.compute.clone();
         let started = (|| async { compute.start(&spec).await })
@@ -328,6 +336,63 @@ impl Service {
             return Err(err.into());
         }
         Ok(e)
+    }
+
+    /// The references of the secrets a run names: each must exist (404 `SECRET_NOT_FOUND`),
+    /// names are de-duplicated, and no two may share an environment name with each other or
+    /// with the run's own environment (which one would win is not for runvoy to guess).
+    async fn secret_refs(
+        &self,
+        req: &RunRequest,
+    ) -> Result<Vec<crate::secrets::SecretRef>, DomainError> {
+        use crate::secrets::{MAX_RUN_SECRETS, SecretRef, valid_secret_name};
+        let mut names: Vec<&str> = req.secrets.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        if names.len() > MAX_RUN_SECRETS {
+            return Err(DomainError::Invalid(format!(
+                "{} secrets; a run may name at most {MAX_RUN_SECRETS}",
+                names.len()
+            )));
+        }
+        if self.secrets_grant.is_none() {
+            return Err(DomainError::Invalid(
+                "this server cannot deliver secrets to runs".into(),
+            ));
+        }
+        let mut refs: Vec<SecretRef> = Vec::new();
+        for name in names {
+            let found = if valid_secret_name(name) {
+                self.store.get_secret(name).await?
+            } else {
+                None
+            };
+            let Some(s) = found else {
+                return Err(DomainError::SecretNotFound(format!(
+                    "secret {name:?} not found; nothing was started"
+                )));
+            };
+            if req.env.contains_key(&s.key_name) {
+                return Err(DomainError::Invalid(format!(
+                    "secret {name:?} is injected as {}, which the run's environment sets too",
+                    s.key_name
+                )));
+            }
+            if let Some(other) = refs.iter().find(|r| r.key_name == s.key_name) {
+                return Err(DomainError::Invalid(format!(
+                    "secrets {:?} and {name:?} are both injected as {}",
+                    other.name, s.key_name
+                )));
+            }
+            refs.push(SecretRef {
+                name: s.name,
+                key_name: s.key_name,
+            });
+        }
+        Ok(refs)
     }
 
     /// Stores `e` holding lock `name`, in one atomic store step. A holder that already finished
@@ -539,6 +604,7 @@ mod tests {
             processor,
             config: ServiceConfig::new("local"),
             admission: Default::default(),
+            secrets_grant: None,
         }
     }
 
@@ -828,6 +894,7 @@ mod tests {
             processor,
             config: ServiceConfig::new("local"),
             admission: Default::default(),
+            secrets_grant: None,
         };
         (Arc::new(svc), fake, store, clock)
     }

@@ -2239,6 +2239,8 @@ mod compute_conformance_tests {
                 max_output_bytes: 0,
                 max_output_lines: 0,
                 resources: Default::default(),
+                secrets: Vec::new(),
+                secrets_fetch: None,
             }
         }
         async fn command_exits(&self, id: &str, code: i32) {

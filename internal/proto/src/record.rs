@@ -176,6 +176,9 @@ pub mod env {
     pub const MAX_OUTPUT_BYTES: &str = "RUNVOY_MAX_OUTPUT_BYTES";
     /// Most output records (lines or chunks of long lines) stored; absent or 0 means no limit.
     pub const MAX_OUTPUT_LINES: &str = "RUNVOY_MAX_OUTPUT_LINES";
+    /// Comma-separated names of the `.env` variables that hold secrets: the runner redacts
+    /// their values from every record. Names only, never values.
+    pub const SECRET_KEYS: &str = "RUNVOY_SECRET_KEYS";
 }
 
 #[cfg(test)]

@@ -393,6 +393,11 @@ impl Compute for LocalCompute {
         false
     }
 
+    /// The sidecar runs on this machine, outside the sandbox, and reaches runvoyd's listener.
+    fn delivers_secrets(&self) -> bool {
+        true
+    }
+
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
         let dir = self.dir(&spec.execution_id)?;
         if dir.join("job.json").exists() {

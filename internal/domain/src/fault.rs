@@ -313,6 +313,9 @@ impl Compute for FaultyCompute {
     fn platform(&self) -> &str {
         self.inner.platform()
     }
+    fn delivers_secrets(&self) -> bool {
+        self.inner.delivers_secrets()
+    }
     fn runs_images(&self) -> bool {
         self.inner.runs_images()
     }

@@ -379,6 +379,12 @@ pub trait Compute: Send + Sync + 'static {
     async fn prepare_image(&self, _image: &ImageSpec) -> Result<(), ComputeError> {
         Ok(())
     }
+    /// Whether this compute hands [`JobSpec::secrets_fetch`] to the execution's sidecar (and
+    /// the sidecar can reach the fetch URL). A run naming secrets on compute that does not is
+    /// refused before anything is stored.
+    fn delivers_secrets(&self) -> bool {
+        false
+    }
     /// Starts an execution. Must be idempotent for the same id.
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError>;
     /// Reads the authoritative state.

@@ -358,10 +358,11 @@ impl Service {
                 names.len()
             )));
         }
-        if self.secrets_grant.is_none() {
-            return Err(DomainError::Invalid(
-                "this server cannot deliver secrets to runs".into(),
-            ));
+        if self.secrets_grant.is_none() || !self.compute.delivers_secrets() {
+            return Err(DomainError::Invalid(format!(
+                "this server's compute ({}) cannot deliver secrets to runs",
+                self.compute.platform()
+            )));
         }
         let mut refs: Vec<SecretRef> = Vec::new();
         for name in names {

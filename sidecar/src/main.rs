@@ -1,6 +1,7 @@
 //! `runvoy-sidecar`: prepares the shared workspace before `runvoy-runner` starts.
 //!
-//! Steps, in order: create the workspace, inject the runner binary, write the `.env` file, move
+//! Steps, in order: create the workspace, inject the runner binary, fetch the run's secrets
+//! (with `--secrets-json`: a single-use token POSTed to runvoyd), write the `.env` file, move
 //! the command's standard input (if any) to `.runvoy/stdin`, then write `.runvoy/ready` last so the runner (or its launcher) can tell preparation finished.
 //! With `--serve-ready ADDR` it then answers TCP connections on ADDR (a startup probe that
 //! holds the runner container back on Cloud Run) and exits a few seconds after the first one.

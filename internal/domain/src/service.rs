@@ -821,6 +821,121 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn secrets_travel_as_references_and_bad_ones_start_nothing() {
+        struct Spy(std::sync::Mutex<Vec<JobSpec>>, bool);
+        #[async_trait]
+        impl Compute for Spy {
+            fn platform(&self) -> &str {
+                "fake"
+            }
+            fn runs_images(&self) -> bool {
+                true
+            }
+            fn delivers_secrets(&self) -> bool {
+                self.1
+            }
+            async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
+                self.0.lock().unwrap().push(spec.clone());
+                Ok(())
+            }
+            async fn state(&self, _: &str) -> Result<ComputeState, ComputeError> {
+                Ok(ComputeState::Running)
+            }
+            async fn kill(&self, _: &str) -> Result<(), ComputeError> {
+                Ok(())
+            }
+            async fn list(&self) -> Result<Vec<String>, ComputeError> {
+                Ok(vec![])
+            }
+            async fn cleanup(&self, _: &str) -> Result<bool, ComputeError> {
+                Ok(false)
+            }
+        }
+        struct Grant;
+        impl crate::secrets::SecretsGrant for Grant {
+            fn grant(
+                &self,
+                id: &str,
+                refs: &[crate::secrets::SecretRef],
+            ) -> crate::secrets::SecretsFetch {
+                crate::secrets::SecretsFetch {
+                    url: format!("http://x/{id}"),
+                    token: format!("token-for-{}", refs.len()),
+                }
+            }
+        }
+        let store = Arc::new(MemStore::new());
+        store
+            .create_secret(&crate::testing::secret("db", 1))
+            .await
+            .unwrap();
+        let mut other = crate::testing::secret("other", 2);
+        other.key_name = "OTHER".into();
+        store.create_secret(&other).await.unwrap();
+        let spy = Arc::new(Spy(Default::default(), true));
+        let mut svc = service(spy.clone(), store.clone());
+        svc.secrets_grant = Some(Arc::new(Grant));
+        let run = |secrets: &[&str], env: &[(&str, &str)]| RunRequest {
+            command: "true".into(),
+            secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        svc.run(&caller(), run(&["db", "other", "db"], &[("X", "1")]))
+            .await
+            .unwrap();
+        let spec = spy.0.lock().unwrap().pop().unwrap();
+        let names: Vec<(&str, &str)> = spec
+            .secrets
+            .iter()
+            .map(|r| (r.name.as_str(), r.key_name.as_str()))
+            .collect();
+        assert_eq!(names, [("db", "API_TOKEN"), ("other", "OTHER")]);
+        assert_eq!(spec.env.len(), 1, "no value joins the environment");
+        let fetch = spec.secrets_fetch.clone().unwrap();
+        assert_eq!(fetch.token, "token-for-2");
+        assert!(spec.runner_settings().contains(&(
+            runvoy_proto::record::env::SECRET_KEYS,
+            "API_TOKEN,OTHER".into()
+        )));
+
+        let count = |s: &Arc<MemStore>| {
+            let s = s.clone();
+            async move { s.list_unsettled().await.unwrap().len() }
+        };
+        let before = count(&store).await;
+        assert!(matches!(
+            svc.run(&caller(), run(&["missing"], &[])).await,
+            Err(DomainError::SecretNotFound(_))
+        ));
+        assert!(matches!(
+            svc.run(&caller(), run(&["db"], &[("API_TOKEN", "x")]))
+                .await,
+            Err(DomainError::Invalid(_))
+        ));
+        let mut twin = crate::testing::secret("twin", 3);
+        twin.key_name = "OTHER".into();
+        store.create_secret(&twin).await.unwrap();
+        assert!(matches!(
+            svc.run(&caller(), run(&["other", "twin"], &[])).await,
+            Err(DomainError::Invalid(_))
+        ));
+        // Compute that cannot deliver them refuses before anything is stored.
+        let blind = Arc::new(Spy(Default::default(), false));
+        let mut svc2 = service(blind.clone(), store.clone());
+        svc2.secrets_grant = Some(Arc::new(Grant));
+        assert!(matches!(
+            svc2.run(&caller(), run(&["db"], &[])).await,
+            Err(DomainError::Invalid(_))
+        ));
+        assert_eq!(count(&store).await, before, "refused runs store nothing");
+        assert!(blind.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn the_output_budget_travels_in_the_job_spec() {
         struct Spy(std::sync::Mutex<Vec<JobSpec>>);
         #[async_trait]

@@ -316,3 +316,40 @@ pub(crate) async fn fetch(
     tracing::info!(execution_id = %id, secrets = refs.len(), "secrets handed to the execution");
     Ok(axum::Json(SecretsFetchResponse { secrets: out }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runvoy_domain::clock::ManualClock;
+    use std::sync::Arc;
+
+    #[test]
+    fn fetch_tokens_are_bound_to_their_execution_and_expire() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let s = SecretsFetchSigner::new(b"k".to_vec(), 500, "http://h:1/".into(), clock.clone());
+        let refs = vec![SecretRef {
+            name: "db".into(),
+            key_name: "DB".into(),
+        }];
+        let f = s.grant("e1", &refs);
+        assert_eq!(f.url, "http://h:1/api/v1/executions/e1/secrets");
+        assert_eq!(s.verify(&f.token, "e1").unwrap(), refs);
+        assert!(
+            s.verify(&f.token, "e2").is_err(),
+            "another execution's token"
+        );
+        let other = SecretsFetchSigner::new(b"j".to_vec(), 500, "http://h".into(), clock.clone());
+        assert!(other.verify(&f.token, "e1").is_err(), "another key");
+        // A token with other references is not signed by this key.
+        let (_, sig) = f.token.split_once('.').unwrap();
+        let forged = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&serde_json::json!({"e": "e1", "x": 99_999, "s": [
+                {"name": "all", "key_name": "ALL"}
+            ]}))
+            .unwrap(),
+        );
+        assert!(s.verify(&format!("{forged}.{sig}"), "e1").is_err());
+        clock.advance_ms(501);
+        assert!(s.verify(&f.token, "e1").is_err(), "expired");
+    }
+}

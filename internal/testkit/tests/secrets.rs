@@ -269,6 +269,65 @@ async fn a_secret_value_appears_nowhere_but_in_the_command() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "len 22\n***\n");
 
+    // The CLI reads a value from stdin, never from an argument, and shows it only on --reveal.
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut c = s.runvoy();
+        c.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            if let Some(v) = stdin {
+                input.write_all(v.as_bytes()).unwrap();
+            }
+        }
+        child.wait_with_output().unwrap()
+    };
+    let out = cli(
+        &[
+            "secrets",
+            "create",
+            "cli-made",
+            "CLI_MADE",
+            "positional-value",
+        ],
+        None,
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a positional value is refused: {out:?}"
+    );
+    let out = cli(
+        &[
+            "secrets",
+            "create",
+            "cli-made",
+            "CLI_MADE",
+            "--description",
+            "from the CLI",
+        ],
+        Some("cli-value-1234\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = cli(&["secrets", "list"], None);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        listed.contains("cli-made") && listed.contains("CLI_MADE"),
+        "{listed}"
+    );
+    assert!(!listed.contains("cli-value-1234"), "{listed}");
+    let out = cli(&["secrets", "get", "cli-made"], None);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("cli-value-1234"));
+    let out = cli(&["secrets", "get", "cli-made", "--reveal"], None);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Value:       cli-value-1234\n"),
+        "{out:?}"
+    );
+
     // Last: the server log and every file of the data dir (SQLite database and WAL, the
     // executions' job specs, record files, sidecar and supervisor logs).
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -88,9 +88,10 @@ test:
 ## (Firestore and Pub/Sub emulators, local compute) and `gcp` (`--backend gcp` on the emulators
 ## and runvoy-fake-gcp). Needs the binaries built. The emulator pushes one message at a time,
 ## so large outputs arrive slowly on `gcp` (docs/GCP.md, "The whole stack on one machine").
+## tests/secrets.rs runs on gcp-local only: Cloud Run compute does not deliver secrets yet.
 GCP_SUITES := --test run --test crash --test faults --test access
 test-gcp-suites:
-	RUNVOY_TEST_BACKEND=gcp-local $(CARGO) test -p runvoy-testkit $(GCP_SUITES) --no-fail-fast
+	RUNVOY_TEST_BACKEND=gcp-local $(CARGO) test -p runvoy-testkit --test secrets $(GCP_SUITES) --no-fail-fast
 	RUNVOY_TEST_BACKEND=gcp $(CARGO) test -p runvoy-testkit $(GCP_SUITES) --no-fail-fast
 
 ## docker-test-images: the images the Docker tests run (scripts/docker-test-images.sh; needs a

@@ -35,6 +35,8 @@ pub struct Config {
     pub sandbox: Option<PathBuf>,
     /// Most command output written; the rest is dropped and counted.
     pub budget: Budget,
+    /// Names of the `.env` variables holding secrets, whose values are masked in the output.
+    pub secret_keys: Vec<String>,
 }
 
 /// The command, as a shell line or as an exact argv.
@@ -135,6 +137,15 @@ impl Config {
             env_file: get(env::ENV_FILE).map(PathBuf::from),
             sandbox: get(runvoy_proto::sandbox::SANDBOX_ENV).map(PathBuf::from),
             budget,
+            secret_keys: get(env::SECRET_KEYS)
+                .map(|k| {
+                    k.to_string_lossy()
+                        .split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }

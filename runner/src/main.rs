@@ -7,10 +7,12 @@
 //! SIGTERM/SIGINT to the command, and reaps zombies so it can run as pid 1.
 
 mod config;
+mod redact;
 mod sandbox;
 mod sink;
 mod split;
 
+use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -107,7 +109,24 @@ fn run(config: &Config, signals: &SignalSet) -> i32 {
         Err(msg) => return finish(&shared, EXIT_RUNNER_ERROR, false, false, Some(msg)),
     };
     SANDBOXED.store(sandbox.is_some(), Ordering::SeqCst);
-    let spawned = spawn(config, sandbox.as_ref());
+    let vars = match load_env_file(config) {
+        Ok(v) => v,
+        Err(msg) => return finish(&shared, EXIT_CANNOT_RUN, false, false, Some(msg)),
+    };
+    if !config.secret_keys.is_empty() {
+        // Set before the command starts, so no record of its output escapes unmasked.
+        let values = vars
+            .iter()
+            .filter(|(k, _)| {
+                config
+                    .secret_keys
+                    .iter()
+                    .any(|s| k.as_bytes() == s.as_bytes())
+            })
+            .map(|(_, v)| v.as_bytes());
+        shared.sink().set_redactor(redact::Redactor::new(values));
+    }
+    let spawned = spawn(config, sandbox.as_ref(), vars);
     // The launcher has inherited the sandbox's descriptors; the runner needs them no more.
     drop(sandbox);
     let mut child = match spawned {
@@ -190,7 +209,25 @@ fn warn(msg: &str) {
 /// Starts the command (`/bin/sh -c LINE`, or an exact argv; through the sandbox's launcher
 /// when there is one) as the leader of a new process group, its standard input the stdin file
 /// when there is one.
-fn spawn(config: &Config, sandbox: Option<&Sandbox>) -> Result<std::process::Child, String> {
+/// Reads the `.env` file and deletes it at once: its values (secrets among them) then live
+/// only in the runner's memory and the command's environment.
+fn load_env_file(config: &Config) -> Result<Vec<(OsString, OsString)>, String> {
+    let Some(path) = &config.env_file else {
+        return Ok(Vec::new());
+    };
+    let data =
+        std::fs::read(path).map_err(|e| format!("cannot read env file {}: {e}", path.display()))?;
+    if let Err(e) = std::fs::remove_file(path) {
+        warn(&format!("cannot remove {}: {e}", path.display()));
+    }
+    config::parse_env_file(&data).map_err(|e| format!("invalid env file {}: {e}", path.display()))
+}
+
+fn spawn(
+    config: &Config,
+    sandbox: Option<&Sandbox>,
+    vars: Vec<(OsString, OsString)>,
+) -> Result<std::process::Child, String> {
     let argv = config.command.argv();
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".into());
@@ -246,17 +283,7 @@ fn spawn(config: &Config, sandbox: Option<&Sandbox>) -> Result<std::process::Chi
     if let (Some(dir), None) = (&config.workdir, sandbox) {
         cmd.current_dir(dir);
     }
-    if let Some(path) = &config.env_file {
-        let data = std::fs::read(path)
-            .map_err(|e| format!("cannot read env file {}: {e}", path.display()))?;
-        // Values may be secrets: once read they live only in the command's environment.
-        if let Err(e) = std::fs::remove_file(path) {
-            warn(&format!("cannot remove {}: {e}", path.display()));
-        }
-        let vars = config::parse_env_file(&data)
-            .map_err(|e| format!("invalid env file {}: {e}", path.display()))?;
-        cmd.envs(vars);
-    }
+    cmd.envs(vars);
     let shown = String::from_utf8_lossy(program.as_bytes()).into_owned();
     cmd.spawn().map_err(|e| match &config.workdir {
         Some(dir) => format!(

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use runvoy_proto::record::{ExitRecordWire, LogRecordWire, RunnerRecord, Stream};
 
+use crate::redact::{self, Redactor};
+
 /// Buffered output is written out once it grows past this, even while data keeps streaming.
 const FLUSH_AT: usize = 64 * 1024;
 /// While the disk is full, how often writing the buffered records is tried again.
@@ -71,6 +73,31 @@ pub struct Sink<W: Write> {
     unwritten: Count,
     /// Unwritten records no `system` record has told about yet.
     untold: Count,
+    /// Secret values to mask in the output (empty: nothing is held back or searched).
+    redactor: Redactor,
+    /// The last record of stdout and of stderr, held back while a secret split between it and
+    /// the next one could still show up (see `redact`).
+    held: [Option<Held>; 2],
+    /// Values masked so far.
+    redactions: u64,
+}
+
+/// A record held back for redaction.
+#[derive(Debug)]
+struct Held {
+    stream: Stream,
+    raw: Vec<u8>,
+    eol: bool,
+    /// Bytes at its start that end a value begun in the record before it.
+    prefix: usize,
+}
+
+fn held_slot(stream: Stream) -> Option<usize> {
+    match stream {
+        Stream::Stdout => Some(0),
+        Stream::Stderr => Some(1),
+        _ => None,
+    }
 }
 
 impl<W: Write> Sink<W> {
@@ -100,7 +127,73 @@ impl<W: Write> Sink<W> {
             blocked: None,
             unwritten: Count::default(),
             untold: Count::default(),
+            redactor: Redactor::default(),
+            held: [None, None],
+            redactions: 0,
         }
+    }
+
+    /// Masks these secret values in every record from now on.
+    pub fn set_redactor(&mut self, r: Redactor) {
+        self.redactor = r;
+    }
+
+    /// Values masked so far.
+    #[cfg(test)]
+    pub fn redactions(&self) -> u64 {
+        self.redactions
+    }
+
+    /// Appends one log record for `bytes` (a line or a chunk of one, without its `\n`), with
+    /// secret values masked. With secrets to mask, a stdout or stderr record is held back until
+    /// the next record of its stream or the next flush, so that a value split between two
+    /// records is masked in both.
+    pub fn log(&mut self, stream: Stream, bytes: &[u8], eol: bool) -> io::Result<()> {
+        if self.redactor.is_empty() || self.failed || self.closed {
+            return self.log_now(stream, bytes, eol);
+        }
+        let Some(slot) = held_slot(stream) else {
+            let ranges = self.redactor.ranges(bytes);
+            self.redactions += ranges.len() as u64;
+            let masked = redact::mask(bytes, &ranges);
+            return self.log_now(stream, &masked, eol);
+        };
+        let prefix = match self.held[slot].take() {
+            Some(h) => {
+                let (tail, head) = self.redactor.across(&h.raw, h.eol, bytes);
+                self.emit_held(h, tail)?;
+                head
+            }
+            None => 0,
+        };
+        self.held[slot] = Some(Held {
+            stream,
+            raw: bytes.to_vec(),
+            eol,
+            prefix,
+        });
+        Ok(())
+    }
+
+    /// Writes a held record, masking its own matches, the end of a value its predecessor
+    /// began (`prefix`) and the start of one its successor ends (`tail` bytes).
+    fn emit_held(&mut self, h: Held, tail: usize) -> io::Result<()> {
+        let own = self.redactor.ranges(&h.raw);
+        self.redactions += own.len() as u64 + u64::from(tail > 0);
+        let len = h.raw.len();
+        let ranges = redact::with(own, &[(0, h.prefix.min(len)), (len - tail.min(len), len)]);
+        let masked = redact::mask(&h.raw, &ranges);
+        self.log_now(h.stream, &masked, h.eol)
+    }
+
+    /// Writes out every held record.
+    fn release(&mut self) -> io::Result<()> {
+        for slot in 0..self.held.len() {
+            if let Some(h) = self.held[slot].take() {
+                self.emit_held(h, 0)?;
+            }
+        }
+        Ok(())
     }
 
     /// Takes the current time for the records that follow; called once per batch of lines
@@ -130,9 +223,9 @@ impl<W: Write> Sink<W> {
         self.lines
     }
 
-    /// Appends one log record for `bytes` (a line or a chunk of one, without its `\n`). Over the
-    /// budget, or while the disk is full, the record is counted and dropped instead.
-    pub fn log(&mut self, stream: Stream, bytes: &[u8], eol: bool) -> io::Result<()> {
+    /// Appends one log record for `bytes` as they are. Over the budget, or while the disk is
+    /// full, the record is counted and dropped instead.
+    fn log_now(&mut self, stream: Stream, bytes: &[u8], eol: bool) -> io::Result<()> {
         if self.failed {
             return Err(io::Error::other("output already failed"));
         }
@@ -253,6 +346,14 @@ impl<W: Write> Sink<W> {
             return Err(io::Error::other("output already failed"));
         }
         self.stamp();
+        self.release()?;
+        if self.redactions > 0 {
+            let note = format!(
+                "### runvoy runner: {} secret value(s) masked as *** in the output",
+                self.redactions
+            );
+            self.log_now(Stream::System, note.as_bytes(), true)?;
+        }
         self.tell_unwritten()?;
         let record = RunnerRecord::Exit(ExitRecordWire {
             exec: self.exec.clone(),
@@ -267,6 +368,7 @@ impl<W: Write> Sink<W> {
             dropped_bytes: self.dropped.bytes,
             unwritten_lines: self.unwritten.lines,
             unwritten_bytes: self.unwritten.bytes,
+            redactions: self.redactions,
         });
         serde_json::to_writer(&mut self.buf, &record).map_err(io::Error::other)?;
         self.buf.push(b'\n');
@@ -277,6 +379,9 @@ impl<W: Write> Sink<W> {
     /// Writes buffered records out. A full disk is not an error: the records stay buffered and
     /// are tried again at most every [`RETRY_EVERY`] (by this, [`Sink::log`] or [`Sink::retry`]).
     pub fn flush(&mut self) -> io::Result<()> {
+        if !self.closed && !self.failed {
+            self.release()?;
+        }
         if self.blocked.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
             return Ok(());
         }
@@ -418,6 +523,56 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every value form, a value split over two records of one stream, a record of the other
+    /// stream in between: nothing of the value is written, the seqs stay 1..=N, and the final
+    /// record counts the masks.
+    #[test]
+    fn secret_values_never_reach_the_records() {
+        let secret = "hunter2-Secret";
+        let mut sink = Sink::new("e".into(), Vec::new());
+        sink.set_redactor(Redactor::new([secret.as_bytes()]));
+        sink.stamp();
+        sink.log(Stream::Stdout, format!("plain {secret}").as_bytes(), true)
+            .unwrap();
+        sink.log(
+            Stream::Stdout,
+            format!("b64 {}", runvoy_proto::b64_encode(secret.as_bytes())).as_bytes(),
+            true,
+        )
+        .unwrap();
+        sink.log(Stream::Stdout, b"split hunter2", true).unwrap();
+        sink.log(Stream::Stderr, b"unrelated", true).unwrap();
+        sink.log(Stream::Stdout, b"-Secret end", true).unwrap();
+        sink.flush().unwrap();
+        sink.log(Stream::Stdout, b"short abc stays", true).unwrap();
+        sink.exit(0, false, false, None).unwrap();
+        let out = String::from_utf8(sink.get_ref().clone()).unwrap();
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(!out.contains("Secret"), "{out}");
+        assert!(!out.contains(&runvoy_proto::b64_encode(secret.as_bytes())));
+        assert!(out.contains("plain ***") && out.contains("split ***") && out.contains("*** end"));
+        assert!(out.contains("short abc stays") && out.contains("unrelated"));
+        let records: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=records.len() as u64).collect::<Vec<_>>());
+        let last = records.last().unwrap();
+        assert_eq!(last["runvoy"], "exit");
+        assert_eq!(last["redactions"], 3);
+        assert_eq!(sink.redactions(), 3);
+    }
+
+    #[test]
+    fn without_secrets_nothing_is_held_back() {
+        let mut sink = Sink::new("e".into(), Vec::new());
+        sink.stamp();
+        sink.log(Stream::Stdout, b"hello", true).unwrap();
+        sink.flush().unwrap();
+        assert!(!sink.get_ref().is_empty());
+    }
 
     fn fmt(secs: u64, micros: u32) -> String {
         let mut c = Clock::default();

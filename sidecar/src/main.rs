@@ -1,6 +1,7 @@
 //! `runvoy-sidecar`: prepares the shared workspace before `runvoy-runner` starts.
 //!
-//! Steps, in order: create the workspace, inject the runner binary, write the `.env` file, move
+//! Steps, in order: create the workspace, inject the runner binary, fetch the run's secrets
+//! (with `--secrets-json`: a single-use token POSTed to runvoyd), write the `.env` file, move
 //! the command's standard input (if any) to `.runvoy/stdin`, then write `.runvoy/ready` last so the runner (or its launcher) can tell preparation finished.
 //! With `--serve-ready ADDR` it then answers TCP connections on ADDR (a startup probe that
 //! holds the runner container back on Cloud Run) and exits a few seconds after the first one.
@@ -38,6 +39,17 @@ struct Args {
     /// JSON object of environment variables for the command; deleted once written to `.env`.
     #[arg(long, env = "RUNVOY_ENV_JSON")]
     env_json: Option<PathBuf>,
+    /// JSON `{"url","token"}`: where and with which single-use token to fetch the
+    /// execution's secrets, which are written to `.env` with the environment. Deleted once
+    /// read.
+    #[arg(long, env = "RUNVOY_SECRETS_JSON")]
+    secrets_json: Option<PathBuf>,
+    /// The same fetch as two settings (for platforms that pass no files to the sidecar).
+    #[arg(long, env = "RUNVOY_SECRETS_URL", requires = "secrets_token")]
+    secrets_url: Option<String>,
+    /// The fetch token that goes with `--secrets-url`.
+    #[arg(long, env = "RUNVOY_SECRETS_TOKEN", hide_env_values = true)]
+    secrets_token: Option<String>,
     /// File holding the command's standard input; moved to `.runvoy/stdin` (mode 0600).
     #[arg(long, env = "RUNVOY_STDIN_SOURCE")]
     stdin_file: Option<PathBuf>,
@@ -96,7 +108,7 @@ fn progress(msg: &str) {
 /// Runs every preparation step; the ready marker is only written when all succeeded.
 fn run(args: &Args) -> Result<(), Failure> {
     // Validate the variables before touching the workspace, so bad input leaves no trace.
-    let env = match &args.env_json {
+    let mut env = match &args.env_json {
         Some(path) => Some(load_env_json(path)?),
         None => None,
     };
@@ -104,6 +116,7 @@ fn run(args: &Args) -> Result<(), Failure> {
         Some(path) => load_owner(path)?,
         None => None,
     };
+    let fetch = secrets_fetch(args)?;
 
     let state = prepare_workspace(&args.workspace)?;
     if let Some(runner) = &args.runner_binary {
@@ -111,8 +124,27 @@ fn run(args: &Args) -> Result<(), Failure> {
     }
     // Fetching sources (a future `--git-repo` step) belongs here: after the workspace exists and
     // before `.env` and the ready marker are written.
-    if let (Some(vars), Some(json)) = (&env, &args.env_json) {
+    if let Some((url, token)) = fetch {
+        let secrets = fetch_secrets(&url, &token).inspect_err(|_| {
+            // Nothing will consume the environment file now; it must not stay behind.
+            if let Some(json) = &args.env_json {
+                let _ = fs::remove_file(json);
+            }
+        })?;
+        let vars = env.get_or_insert_with(Vec::new);
+        for (key, value) in secrets {
+            if vars.iter().any(|(k, _)| *k == key) {
+                return Err(Failure::Invalid(format!(
+                    "secret variable {key} is also set by the run's environment"
+                )));
+            }
+            vars.push((key, value));
+        }
+    }
+    if let Some(vars) = &env {
         write_env_file(&args.workspace, vars)?;
+    }
+    if let Some(json) = &args.env_json {
         remove_env_json(json)?;
     }
     if let Some(src) = &args.stdin_file {
@@ -189,6 +221,87 @@ fn inject_runner(binary: &Path, state: &Path) -> Result<(), Failure> {
         .map_err(|e| Failure::io("cannot write", &dest, e))?;
     progress(&format!("injected runner binary {}", dest.display()));
     Ok(())
+}
+
+/// Where to fetch secrets from: the `--secrets-json` file (deleted here, before anything can
+/// fail later and leave it behind) or the two settings.
+fn secrets_fetch(args: &Args) -> Result<Option<(String, String)>, Failure> {
+    #[derive(serde::Deserialize)]
+    struct Fetch {
+        url: String,
+        token: String,
+    }
+    if let Some(path) = &args.secrets_json {
+        let data = fs::read(path).map_err(|e| Failure::io("cannot read", path, e))?;
+        fs::remove_file(path).map_err(|e| Failure::io("cannot remove", path, e))?;
+        let f: Fetch = serde_json::from_slice(&data).map_err(|e| {
+            Failure::Invalid(format!(
+                "{} must be a JSON object with url and token (line {}, column {})",
+                path.display(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        return Ok(Some((f.url, f.token)));
+    }
+    Ok(args.secrets_url.clone().zip(args.secrets_token.clone()))
+}
+
+/// POSTs the token to runvoyd and returns the execution's secrets as (variable, value). The
+/// values are kept only in memory until written to `.env`; messages name variables, never
+/// values, and never the token.
+fn fetch_secrets(url: &str, token: &str) -> Result<Vec<(String, String)>, Failure> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| Failure::Io(format!("cannot build an HTTP client: {e}")))?;
+    let mut last = String::new();
+    for attempt in 0..5u32 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(500 << attempt));
+        }
+        let resp = match client
+            .post(url)
+            .json(&serde_json::json!({ "token": token }))
+            .send()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // Connection failures are worth retrying; reqwest's message has no body.
+                last = format!("cannot reach {url}: {}", e.without_url());
+                continue;
+            }
+        };
+        let status = resp.status();
+        if status.is_server_error() {
+            last = format!("{url} answered {status}");
+            continue;
+        }
+        if !status.is_success() {
+            let body: serde_json::Value = resp.json().unwrap_or_default();
+            return Err(Failure::Io(format!(
+                "fetching secrets refused ({status} {}): {}",
+                body["code"].as_str().unwrap_or(""),
+                body["error"].as_str().unwrap_or("")
+            )));
+        }
+        let body: runvoy_proto::SecretsFetchResponse = resp
+            .json()
+            .map_err(|_| Failure::Io("the secrets answer is not what was expected".into()))?;
+        let mut out = Vec::with_capacity(body.secrets.len());
+        for s in body.secrets {
+            validate_env_var(&s.key_name, &serde_json::Value::String(s.value.clone()))?;
+            out.push((s.key_name, s.value));
+        }
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        progress(&format!(
+            "fetched {} secret(s) as {}",
+            out.len(),
+            names.join(", ")
+        ));
+        return Ok(out);
+    }
+    Err(Failure::Io(format!("fetching secrets failed: {last}")))
 }
 
 /// Reads and validates the environment JSON object (string values only).

@@ -51,6 +51,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<i32> {
         Cmd::Playbook(p) => crate::playbook::run(&overrides, p, ui).await,
         Cmd::Users(u) => crate::users::run(&overrides, u, ui).await,
         Cmd::Images(i) => crate::images::run(&client(&overrides)?, i, ui).await,
+        Cmd::Secrets(c) => crate::secrets::run(&client(&overrides)?, c, ui).await,
         Cmd::Claim { token, force } => crate::users::claim(&overrides, &token, force, ui).await,
         Cmd::Trace { request_id, output } => {
             crate::users::trace(&client(&overrides)?, &request_id, output).await
@@ -115,6 +116,8 @@ pub(crate) struct RunPlan {
     pub timeout: Option<u64>,
     /// Lock, unless `--lock` names one.
     pub lock: Option<String>,
+    /// Secrets (a playbook's), merged with `--secret`.
+    pub secrets: Vec<String>,
 }
 
 async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
@@ -182,6 +185,13 @@ pub(crate) async fn run_plan(
         timeout,
         resources: None,
         lock,
+        secrets: {
+            let mut names = plan.secrets;
+            names.extend(o.secrets.iter().cloned());
+            names.sort();
+            names.dedup();
+            names
+        },
     };
     let resp = if o.wait_lock {
         match start_waiting_for_lock(client, &req, ui).await? {

@@ -23,6 +23,7 @@ mod commands;
 mod health;
 mod images;
 mod playbook;
+mod secrets;
 mod stream;
 mod ui;
 mod users;
@@ -90,6 +91,10 @@ pub enum Cmd {
     /// The image registry: register, list, show, unregister.
     #[command(subcommand)]
     Images(images::ImagesCmd),
+    /// Secrets runs get as environment variables (--secret NAME): create, list, get, update,
+    /// delete. Values are read from a prompt or stdin, never from an argument.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCmd),
     /// Redeem a claim token from your admin and save the API key to the config file.
     Claim {
         /// The one-time claim token.
@@ -146,6 +151,10 @@ Environment (lowest to highest): local RUNVOY_USER_K=V variables as K=V, --env-f
     runvoy run --env-file deploy.env -e REGION=eu-west-1 -e AWS_PROFILE -- ./deploy.sh
   Values may span lines (-e KEY=\"$(cat key.pem)\"); -e K with K unset locally is an error.
 
+Secrets: --secret NAME injects a stored secret (runvoy secrets create) as its key name; the
+value never travels in the run request and is masked as *** in the logs:
+    runvoy run --secret github-token 'git ls-remote https://x:$GITHUB_TOKEN@github.com/acme/app'
+
 Locks: --lock NAME refuses to start while another unfinished execution holds NAME (naming it);
 --wait-lock waits for it instead:
     runvoy run --lock terraform-prod --wait-lock 'terraform apply -auto-approve'
@@ -171,6 +180,10 @@ pub struct RunOpts {
     /// Kill the command after this long: 90, 30s, 10m, 1h30m (0: no timeout).
     #[arg(long, value_name = "DURATION", value_parser = util::parse_timeout)]
     pub timeout: Option<u64>,
+    /// Inject stored secret NAME into the command's environment (under its key name); its
+    /// value is masked as *** in the logs. Repeatable, or comma-separated.
+    #[arg(long = "secret", value_name = "NAME", value_delimiter = ',')]
+    pub secrets: Vec<String>,
     /// Hold lock NAME while the execution is unfinished: a run asking for a lock another
     /// unfinished execution holds is refused (409 LOCK_HELD, naming the holder).
     #[arg(long, value_name = "NAME")]

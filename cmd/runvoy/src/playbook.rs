@@ -41,7 +41,8 @@ Environment, lowest to highest: the playbook's env, local RUNVOY_USER_K=V variab
 --env-file files, then -e. --set KEY=VALUE changes a parameter (a variable the playbook's env
 declares) and refuses names it does not declare:
   runvoy playbook run terraform-example --set TERRAFORM_VERSION=1.9.8
-Playbooks naming git_repo or secrets are refused: this server cannot do either yet.";
+A playbook's secrets are injected like --secret (merged with --secret options).
+Playbooks naming git_repo are refused: this server cannot check out a repository yet.";
 
 /// `runvoy playbook run` arguments.
 #[derive(Debug, Args)]
@@ -121,6 +122,7 @@ pub async fn run(o: &Overrides, cmd: PlaybookCmd, ui: Ui) -> anyhow::Result<i32>
                 image: pb.image,
                 timeout,
                 lock: pb.lock,
+                secrets: pb.secrets,
             };
             let client = crate::commands::client(o)?;
             run_plan(&client, plan, a.opts, ui).await

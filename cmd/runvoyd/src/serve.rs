@@ -201,6 +201,15 @@ pub struct ServeArgs {
     /// unset: a key kept in the data dir (`token.key`).
     #[arg(long, env = "RUNVOY_TOKEN_KEY", hide_env_values = true)]
     token_key: Option<String>,
+    /// Base URL an execution's sidecar fetches its secrets from
+    /// (`POST {URL}/api/v1/executions/{id}/secrets`); unset: the listener's own URL, which a
+    /// sidecar on this machine reaches (on Cloud Run give the service's public URL).
+    #[arg(long, env = "RUNVOY_SECRETS_URL")]
+    secrets_url: Option<String>,
+    /// Lifetime of an execution's secrets fetch token, in seconds (it is also single-use and
+    /// dies when the execution finishes).
+    #[arg(long, env = "RUNVOY_SECRETS_TOKEN_TTL", default_value_t = 900)]
+    secrets_token_ttl: u64,
     /// Failed authentications (bad key, bad WebSocket token, unknown claim token) allowed at
     /// once from one client address before answering 429.
     #[arg(long, env = "RUNVOY_AUTH_FAILURE_BURST", default_value_t = 20)]
@@ -749,6 +758,27 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     }
     processor = processor.with_lock_lease(Duration::from_secs(args.lock_lease));
     let processor = Arc::new(processor);
+    // Bound before the service exists: the secrets fetch URL handed to sidecars names it.
+    let signing_key = match &args.token_key {
+        Some(hex_key) => shared_token_key(hex_key)?,
+        None => token_key(&data_dir)?,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let fetch_signer = Arc::new(runvoy_api::secrets::SecretsFetchSigner::new(
+        signing_key.clone(),
+        (args.secrets_token_ttl.max(1) * 1000) as i64,
+        args.secrets_url.clone().unwrap_or_else(|| url.clone()),
+        clock.clone(),
+    ));
+    let vault = Arc::new(runvoy_domain::secrets::SecretVault {
+        store: store.clone(),
+        cipher: cipher.clone(),
+        clock: clock.clone(),
+    });
     let service = Arc::new(Service {
         store: store.clone(),
         compute: compute_port,
@@ -770,6 +800,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             },
         },
         admission: Default::default(),
+        secrets_grant: Some(fetch_signer.clone()),
     });
     args.gcp
         .spawn_pump(bus_rx, processor.clone(), clock.clone())?;
@@ -892,15 +923,6 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     }
 
     // Everything on disk is in place before server.json says the server is up.
-    let signing_key = match &args.token_key {
-        Some(hex_key) => shared_token_key(hex_key)?,
-        None => token_key(&data_dir)?,
-    };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
     let info = serde_json::json!({ "url": url, "pid": std::process::id() });
     std::fs::write(
         data_dir.join("server.json"),
@@ -948,6 +970,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     )
     .with_auth_failure_limit(args.auth_failure_burst, args.auth_failure_per_minute)
     .with_cipher(cipher.kind())
+    .with_secrets(vault, fetch_signer)
     .with_isolation(isolation_name, enforcement.limits)
     .with_compute(compute.platform())
     .with_readiness(Readiness {

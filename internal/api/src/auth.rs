@@ -298,6 +298,29 @@ pub async fn enforce(
                     Err(e) => return ApiError::from(e).into_response(),
                 }
             }
+            Resource::Secret => {
+                let name = match RawPathParams::from_request_parts(&mut parts, &()).await {
+                    Ok(p) => p
+                        .iter()
+                        .find(|(k, _)| *k == "name")
+                        .map(|(_, v)| v.to_owned())
+                        .unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let Some(vault) = st.vault.as_deref() else {
+                    return ApiError::not_found("this server keeps no secrets").into_response();
+                };
+                match vault.get(&name).await {
+                    Ok(s) if s.created_by == user.email => Scope::Own,
+                    Ok(_) => {
+                        return ApiError::forbidden(
+                            "this secret belongs to another user; your role may only change or reveal your own",
+                        )
+                        .into_response();
+                    }
+                    Err(e) => return ApiError::from(e).into_response(),
+                }
+            }
         },
     };
     parts.extensions.insert(scope);

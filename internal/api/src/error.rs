@@ -101,6 +101,22 @@ impl From<DomainError> for ApiError {
                 codes::EXECUTION_LIMIT_REACHED,
                 m,
             ),
+            DomainError::SecretNotFound(m) => {
+                ApiError::new(StatusCode::NOT_FOUND, codes::SECRET_NOT_FOUND, m)
+            }
+            DomainError::SecretExists(m) => {
+                ApiError::new(StatusCode::CONFLICT, codes::SECRET_EXISTS, m)
+            }
+            DomainError::SecretInvalid(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_SECRET, m)
+            }
+            // The cipher's message names the key and the reason, never a value.
+            DomainError::Cipher(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::SERVICE_UNAVAILABLE,
+                "the encryption key is unavailable; nothing was changed, try again",
+            )
+            .details(e.to_string()),
             DomainError::Store(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 codes::DATABASE_ERROR,

@@ -40,10 +40,46 @@ pub(crate) fn websocket_url(
     )
 }
 
-/// Starts a command.
+/// Checks the policy's `USE` rule on each secret a run names: 404 `SECRET_NOT_FOUND` for one
+/// that does not exist, 403 for one the caller may not use, before anything is stored.
+async fn check_secret_use(
+    st: &AppState,
+    caller: &Caller,
+    names: &[String],
+) -> Result<(), ApiError> {
+    use crate::policy::{ACTION_USE, Grant};
+    if names.is_empty() {
+        return Ok(());
+    }
+    let rule = crate::policy::lookup(ACTION_USE, "/secrets/{name}")
+        .ok_or_else(|| ApiError::forbidden("no rule for using secrets"))?;
+    let vault = st
+        .vault
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid("this server cannot deliver secrets to runs"))?;
+    for name in names {
+        let s = vault.get(name).await?;
+        match rule.access.grant(caller.user.role) {
+            Grant::All => {}
+            Grant::Own if s.created_by == caller.user.email => {}
+            _ => {
+                return Err(ApiError::forbidden(format!(
+                    "the {} role may not use secret {name:?}; nothing was started",
+                    caller.user.role.as_str()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts a command. Secrets it names are injected into the command's `.env` by the sidecar;
+/// only their names travel with the run.
 #[utoipa::path(post, path = "/api/v1/run", request_body = RunRequest,
     responses((status = 202, body = RunResponse), (status = 400, body = runvoy_proto::ErrorBody),
                (status = 401, body = runvoy_proto::ErrorBody),
+               (status = 403, body = runvoy_proto::ErrorBody, description = "the caller may not use a secret the run names"),
+               (status = 404, body = runvoy_proto::ErrorBody, description = "SECRET_NOT_FOUND: a secret the run names does not exist; nothing was created"),
                (status = 409, body = runvoy_proto::ErrorBody,
                 description = "LOCK_HELD: the run's `lock` is held by an unfinished execution, named in the body's `lock` (`execution_id`, `held_by`, `acquired_at`); nothing was created"),
                (status = 429, body = runvoy_proto::ErrorBody,
@@ -56,6 +92,7 @@ pub(crate) async fn run(
     base: LinkBase,
     Json(req): Json<RunRequest>,
 ) -> Result<Response, ApiError> {
+    check_secret_use(&st, &caller, &req.secrets).await?;
     let e = st.service.run(&caller, req).await?;
     tracing::info!(execution_id = %e.id, image = %e.image, "execution started");
     let body = RunResponse {

@@ -13,6 +13,7 @@ pub mod links;
 mod openapi;
 pub mod policy;
 pub mod ready;
+pub mod secrets;
 pub mod serverlog;
 mod trace;
 mod users;
@@ -83,6 +84,10 @@ pub struct AppState {
     pub limits: std::collections::BTreeMap<String, String>,
     /// What `GET /health/ready` checks.
     pub readiness: ready::Readiness,
+    /// Secret operations; `None` on a server without a cipher.
+    pub vault: Option<Arc<runvoy_domain::secrets::SecretVault>>,
+    /// The signer of executions' secrets fetch tokens.
+    pub secrets_fetch: Option<Arc<secrets::SecretsFetchSigner>>,
 }
 
 impl AppState {
@@ -109,11 +114,24 @@ impl AppState {
             backend,
             public_url,
             readiness: ready::Readiness::default(),
+            vault: None,
+            secrets_fetch: None,
             listen_url: "http://localhost".into(),
             trusted_proxies: Arc::default(),
             streams: Arc::new(ws::StreamCounts::new(DEFAULT_MAX_STREAMS_PER_USER)),
             user_changes: tokio::sync::broadcast::channel(256).0,
         }
+    }
+
+    /// Serves secrets from `vault` and hands them to executions whose fetch `signer` minted.
+    pub fn with_secrets(
+        mut self,
+        vault: Arc<runvoy_domain::secrets::SecretVault>,
+        signer: Arc<secrets::SecretsFetchSigner>,
+    ) -> Self {
+        self.vault = Some(vault);
+        self.secrets_fetch = Some(signer);
+        self
     }
 
     /// Sets what `GET /health/ready` checks.
@@ -221,6 +239,13 @@ pub(crate) fn api_routes() -> Vec<ApiRoute> {
         // A catch-all: image ids and references contain '/'.
         route("GET", "/images/{*id}", images::get),
         route("DELETE", "/images/{*id}", images::unregister),
+        route("POST", "/secrets", secrets::create),
+        route("GET", "/secrets", secrets::list),
+        route("GET", "/secrets/{name}", secrets::get),
+        route("PUT", "/secrets/{name}", secrets::update),
+        route("DELETE", "/secrets/{name}", secrets::delete),
+        route("POST", "/secrets/{name}/reveal", secrets::reveal),
+        route("POST", "/executions/{id}/secrets", secrets::fetch),
     ]
 }
 

@@ -31,6 +31,13 @@ use utoipa::{Modify, OpenApi};
         crate::images::list,
         crate::images::get,
         crate::images::unregister,
+        crate::secrets::create,
+        crate::secrets::list,
+        crate::secrets::get,
+        crate::secrets::update,
+        crate::secrets::delete,
+        crate::secrets::reveal,
+        crate::secrets::fetch,
     ),
     components(schemas(
         runvoy_proto::RunRequest, runvoy_proto::RunResponse, runvoy_proto::Execution,
@@ -47,6 +54,10 @@ use utoipa::{Modify, OpenApi};
         runvoy_proto::TraceLogLine, runvoy_proto::TraceResources,
         runvoy_proto::RegisterImageRequest, runvoy_proto::ImageInfo, runvoy_proto::ImageList,
         runvoy_proto::UnregisterImageResponse,
+        runvoy_proto::CreateSecretRequest, runvoy_proto::UpdateSecretRequest,
+        runvoy_proto::SecretInfo, runvoy_proto::SecretList, runvoy_proto::RevealedSecret,
+        runvoy_proto::DeleteSecretResponse, runvoy_proto::SecretsFetchRequest,
+        runvoy_proto::FetchedSecret, runvoy_proto::SecretsFetchResponse,
     )),
     modifiers(&Security, &Aliases)
 )]

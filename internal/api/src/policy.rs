@@ -29,6 +29,9 @@ pub enum Resource {
     Execution,
     /// The list of executions: `Own` filters it to the caller's.
     ExecutionList,
+    /// The secret named by the `{name}` path parameter (or, for `USE`, named by a run); its
+    /// owner is its creator.
+    Secret,
 }
 
 /// How a route is accessed.
@@ -40,6 +43,10 @@ pub enum Access {
     /// through this policy for the same execution (`POST /run`, `GET /executions/{id}/logs`),
     /// are bound to the user and the execution, and die with the user's key.
     LogToken,
+    /// An execution's single-use secrets fetch token in the body instead of a key. Minted only
+    /// by `POST /run` after the `USE` rule allowed each secret, bound to the execution and its
+    /// secrets, answered once while the execution is unfinished.
+    SecretsToken,
     /// An API key; what each role may do, in the order of [`Role::ALL`]
     /// (admin, operator, developer, viewer).
     Key(Resource, [Grant; 4]),
@@ -87,9 +94,9 @@ const fn public(method: &'static str, path: &'static str) -> Rule {
     }
 }
 
-/// The policy. Columns: admin, operator, developer, viewer. A future secrets route that only
-/// owners or admins/operators may change reads `key("PUT", "/secrets/{name}", Resource::Secret,
-/// [A, A, O, N])` once a `Secret` resource kind exists.
+/// The policy. Columns: admin, operator, developer, viewer. Rules whose method is `USE` are
+/// not routes but an action another route checks: `POST /run` checks `USE` on each secret a
+/// run names (403 otherwise, before anything starts).
 #[rustfmt::skip]
 pub const POLICY: &[Rule] = &[
     public("GET",  "/health"),
@@ -121,7 +128,21 @@ pub const POLICY: &[Rule] = &[
     key("GET",    "/images/{*id}",                Resource::None,          [A, A, A, A]),
     key("POST",   "/images/register",             Resource::None,          [A, A, N, N]),
     key("DELETE", "/images/{*id}",                Resource::None,          [A, A, N, N]),
+    // Secrets: anyone who runs may create and use them and see their metadata (never a
+    // value); developers change, delete and reveal only their own; only an owner or an admin
+    // ever sees a value.
+    key("POST",   "/secrets",                     Resource::None,          [A, A, A, N]),
+    key("GET",    "/secrets",                     Resource::None,          [A, A, A, N]),
+    key("GET",    "/secrets/{name}",              Resource::Secret,        [A, A, A, N]),
+    key("PUT",    "/secrets/{name}",              Resource::Secret,        [A, A, O, N]),
+    key("DELETE", "/secrets/{name}",              Resource::Secret,        [A, A, O, N]),
+    key("POST",   "/secrets/{name}/reveal",       Resource::Secret,        [A, O, O, N]),
+    key("USE",    "/secrets/{name}",              Resource::Secret,        [A, A, A, N]),
+    Rule { method: "POST", path: "/executions/{id}/secrets", access: Access::SecretsToken },
 ];
+
+/// The method of rules that name an action rather than a route.
+pub const ACTION_USE: &str = "USE";
 
 /// The rule of a matched route (`path` with or without the `/api/v1` prefix).
 pub fn lookup(method: &str, path: &str) -> Option<&'static Rule> {
@@ -143,6 +164,7 @@ mod tests {
             .collect();
         let rules: Vec<(String, String)> = POLICY
             .iter()
+            .filter(|r| r.method != ACTION_USE)
             .map(|r| (r.method.to_string(), r.path.to_string()))
             .collect();
         let unique: BTreeSet<_> = rules.iter().cloned().collect();
@@ -154,6 +176,19 @@ mod tests {
         );
         let stale: Vec<_> = unique.difference(&routes).collect();
         assert!(stale.is_empty(), "policy rules without a route: {stale:?}");
+    }
+
+    #[test]
+    fn only_owners_and_admins_reveal_and_viewers_touch_no_secret() {
+        let r = lookup("POST", "/secrets/{name}/reveal").unwrap();
+        assert_eq!(r.access.grant(Role::Admin), Grant::All);
+        for role in [Role::Operator, Role::Developer] {
+            assert_eq!(r.access.grant(role), Grant::Own);
+        }
+        for r in POLICY.iter().filter(|r| r.path.starts_with("/secrets")) {
+            assert_eq!(r.access.grant(Role::Viewer), Grant::Deny, "{r:?}");
+        }
+        assert!(lookup(ACTION_USE, "/secrets/{name}").is_some());
     }
 
     #[test]

@@ -341,6 +341,68 @@ impl Client {
         self.send(self.http.delete(self.image_url(id)?)).await
     }
 
+    /// Creates a secret (`POST /secrets`).
+    pub async fn create_secret(
+        &self,
+        req: &runvoy_proto::CreateSecretRequest,
+    ) -> Result<runvoy_proto::SecretInfo, ClientError> {
+        self.send(self.http.post(self.url("secrets")?).json(req))
+            .await
+    }
+
+    /// Every secret's metadata.
+    pub async fn list_secrets(&self) -> Result<runvoy_proto::SecretList, ClientError> {
+        self.send(self.http.get(self.url("secrets")?)).await
+    }
+
+    /// One secret's metadata.
+    pub async fn get_secret(&self, name: &str) -> Result<runvoy_proto::SecretInfo, ClientError> {
+        self.send(self.http.get(self.secret_url(name, &[])?)).await
+    }
+
+    /// The value of a secret (owner or admin only; audited).
+    pub async fn reveal_secret(
+        &self,
+        name: &str,
+    ) -> Result<runvoy_proto::RevealedSecret, ClientError> {
+        self.send(self.http.post(self.secret_url(name, &["reveal"])?))
+            .await
+    }
+
+    /// Changes a secret.
+    pub async fn update_secret(
+        &self,
+        name: &str,
+        req: &runvoy_proto::UpdateSecretRequest,
+    ) -> Result<runvoy_proto::SecretInfo, ClientError> {
+        self.send(self.http.put(self.secret_url(name, &[])?).json(req))
+            .await
+    }
+
+    /// Deletes a secret.
+    pub async fn delete_secret(
+        &self,
+        name: &str,
+    ) -> Result<runvoy_proto::DeleteSecretResponse, ClientError> {
+        self.send(self.http.delete(self.secret_url(name, &[])?))
+            .await
+    }
+
+    fn secret_url(&self, name: &str, rest: &[&str]) -> Result<Url, ClientError> {
+        if name.is_empty() {
+            return Err(ClientError::InvalidInput("empty secret name".into()));
+        }
+        let mut url = self.api.clone();
+        {
+            let mut segs = url
+                .path_segments_mut()
+                .map_err(|_| ClientError::InvalidInput("base URL cannot have a path".into()))?;
+            segs.pop_if_empty().push("secrets").push(name);
+            segs.extend(rest);
+        }
+        Ok(url)
+    }
+
     /// Follows the logs of `id` over the WebSocket from record `after_seq + 1`. Nothing is
     /// connected until the first [`LogFollower::next`].
     pub fn follow_logs(&self, id: &str, after_seq: u64) -> LogFollower {

@@ -73,13 +73,6 @@ impl Playbook {
                     .to_string(),
             );
         }
-        if !self.secrets.is_empty() {
-            v.push(format!(
-                "secrets ({}): this server has no secrets store yet; pass values with -e or \
-                 --env-file instead",
-                self.secrets.join(", ")
-            ));
-        }
         v
     }
 }

@@ -85,10 +85,19 @@ pub(crate) struct JobFile {
     pub bwrap_bin: PathBuf,
     #[serde(default)]
     pub sandbox_assets: PathBuf,
+    /// A `secrets.json` file (0600, consumed by the sidecar) says how to fetch the run's
+    /// secrets.
+    #[serde(default)]
+    pub secrets: bool,
+    /// The `.env` names of the run's secrets, whose values the runner redacts (names only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_keys: Vec<String>,
 }
 
 /// Name of the standard-input file in an execution's directory.
 pub(crate) const STDIN_FILE: &str = "stdin";
+/// Name of the secrets fetch file in an execution's directory (see [`JobFile::secrets`]).
+pub(crate) const SECRETS_FILE: &str = "secrets.json";
 
 /// Failure reason of an execution whose supervisor died without writing `exit.json`.
 pub(crate) const SUPERVISOR_VANISHED: &str =
@@ -252,6 +261,8 @@ impl LocalCompute {
             max_output_bytes: 0,
             max_output_lines: 0,
             resources: Default::default(),
+            secrets: Vec::new(),
+            secrets_fetch: None,
         });
         write_transient(&dir.join("env.json"), b"{}", 0o600).map_err(err)?;
         let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
@@ -332,6 +343,8 @@ impl LocalCompute {
             sandbox_uid_base: self.cfg.sandbox_uid_base,
             bwrap_bin: self.cfg.bwrap_bin.clone(),
             sandbox_assets: self.assets(),
+            secrets: spec.secrets_fetch.is_some(),
+            secret_keys: spec.secrets.iter().map(|r| r.key_name.clone()).collect(),
         }
     }
 
@@ -380,6 +393,11 @@ impl Compute for LocalCompute {
         false
     }
 
+    /// The sidecar runs on this machine, outside the sandbox, and reaches runvoyd's listener.
+    fn delivers_secrets(&self) -> bool {
+        true
+    }
+
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
         let dir = self.dir(&spec.execution_id)?;
         if dir.join("job.json").exists() {
@@ -390,6 +408,12 @@ impl Compute for LocalCompute {
         // Environment values go only into a 0600 file the sidecar consumes and deletes.
         let env = serde_json::to_vec(&spec.env).map_err(unavailable)?;
         write_transient(&dir.join("env.json"), &env, 0o600).map_err(unavailable)?;
+        if let Some(fetch) = &spec.secrets_fetch {
+            // The fetch token, like the environment: 0600, outside the sandbox's reach, read
+            // and deleted by the sidecar.
+            let f = serde_json::to_vec(fetch).map_err(unavailable)?;
+            write_transient(&dir.join(SECRETS_FILE), &f, 0o600).map_err(unavailable)?;
+        }
         if let Some(stdin) = &spec.stdin {
             // Standard input is treated like the environment: 0600, moved into the workspace
             // by the sidecar and unlinked by the runner once open.

@@ -199,6 +199,17 @@ fn supervise(dir: &Path, leftover: &mut Option<(Cgroups, String)>) -> std::io::R
                 .into_iter()
                 .flatten(),
         )
+        .args(
+            job.secrets
+                .then(|| {
+                    [
+                        "--secrets-json".into(),
+                        dir.join(crate::compute::SECRETS_FILE),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .stdin(Stdio::null())
         .stdout(side_log.try_clone()?)
         .stderr(side_log)
@@ -390,6 +401,9 @@ fn runner_command(job: &JobFile, ws: &Path, sandbox_spec: Option<&Path>) -> Comm
             serde_json::to_string(argv).unwrap_or_default(),
         )),
         None => envs.push((env::COMMAND.into(), job.command.clone())),
+    }
+    if !job.secret_keys.is_empty() {
+        envs.push((env::SECRET_KEYS.into(), job.secret_keys.join(",")));
     }
     if job.stdin {
         // Relative to the runner's working directory, the workspace, in every isolation mode.

@@ -41,6 +41,18 @@ pub enum DomainError {
     /// A limit on concurrent executions is reached; nothing was created (429).
     #[error("{0}")]
     LimitReached(String),
+    /// No secret of that name (404 `SECRET_NOT_FOUND`).
+    #[error("{0}")]
+    SecretNotFound(String),
+    /// A secret of that name exists; nothing was changed (409 `SECRET_EXISTS`).
+    #[error("{0}")]
+    SecretExists(String),
+    /// A secret's field is invalid (400 `INVALID_SECRET`).
+    #[error("{0}")]
+    SecretInvalid(String),
+    /// The cipher failed (503); nothing was changed.
+    #[error("cipher unavailable: {0}")]
+    Cipher(#[from] crate::ports::CipherError),
     /// The store failed (503).
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),

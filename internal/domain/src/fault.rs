@@ -235,6 +235,30 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.delete_image(id).await
     }
+    async fn create_secret(&self, s: &crate::Secret) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create_secret(s).await
+    }
+    async fn get_secret(&self, name: &str) -> Result<Option<crate::Secret>, StoreError> {
+        self.check()?;
+        self.inner.get_secret(name).await
+    }
+    async fn list_secrets(&self) -> Result<Vec<crate::Secret>, StoreError> {
+        self.check()?;
+        self.inner.list_secrets().await
+    }
+    async fn update_secret(
+        &self,
+        name: &str,
+        patch: &crate::SecretPatch,
+    ) -> Result<Option<crate::Secret>, StoreError> {
+        self.check()?;
+        self.inner.update_secret(name, patch).await
+    }
+    async fn delete_secret(&self, name: &str) -> Result<Option<crate::Secret>, StoreError> {
+        self.check()?;
+        self.inner.delete_secret(name).await
+    }
     async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError> {
         self.check()?;
         self.inner.probe_write(now_ms).await
@@ -288,6 +312,9 @@ impl FaultyCompute {
 impl Compute for FaultyCompute {
     fn platform(&self) -> &str {
         self.inner.platform()
+    }
+    fn delivers_secrets(&self) -> bool {
+        self.inner.delivers_secrets()
     }
     fn runs_images(&self) -> bool {
         self.inner.runs_images()

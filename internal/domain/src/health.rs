@@ -281,6 +281,25 @@ impl Store for MonitoredStore {
     async fn delete_image(&self, id: &str) -> Result<Option<crate::images::Image>, StoreError> {
         self.seen(self.inner.delete_image(id).await)
     }
+    async fn create_secret(&self, s: &crate::Secret) -> Result<(), StoreError> {
+        self.seen(self.inner.create_secret(s).await)
+    }
+    async fn get_secret(&self, name: &str) -> Result<Option<crate::Secret>, StoreError> {
+        self.inner.get_secret(name).await
+    }
+    async fn list_secrets(&self) -> Result<Vec<crate::Secret>, StoreError> {
+        self.inner.list_secrets().await
+    }
+    async fn update_secret(
+        &self,
+        name: &str,
+        patch: &crate::SecretPatch,
+    ) -> Result<Option<crate::Secret>, StoreError> {
+        self.seen(self.inner.update_secret(name, patch).await)
+    }
+    async fn delete_secret(&self, name: &str) -> Result<Option<crate::Secret>, StoreError> {
+        self.seen(self.inner.delete_secret(name).await)
+    }
     async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError> {
         self.seen(self.inner.probe_write(now_ms).await)
     }

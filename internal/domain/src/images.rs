@@ -966,6 +966,7 @@ mod tests {
                 processor,
                 config,
                 admission: Default::default(),
+                secrets_grant: None,
             };
             (svc, spy, store)
         }

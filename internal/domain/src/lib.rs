@@ -23,6 +23,7 @@ pub mod images;
 pub mod model;
 pub mod ports;
 pub mod processor;
+pub mod secrets;
 pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -33,3 +34,4 @@ pub use event::Event;
 pub use images::{Image, ImageSpec};
 pub use model::*;
 pub use runvoy_proto::{Status, record::Stream};
+pub use secrets::{Secret, SecretPatch};

@@ -277,6 +277,11 @@ pub struct JobSpec {
     pub max_output_lines: u64,
     /// Resource limits asked for this run (validated against the server's maxima).
     pub resources: Resources,
+    /// The secrets the sidecar fetches and writes to `.env`: references only, never values.
+    pub secrets: Vec<crate::secrets::SecretRef>,
+    /// How the sidecar fetches them (set when `secrets` is not empty). The token is good for
+    /// this execution only, once, while it is unfinished.
+    pub secrets_fetch: Option<crate::secrets::SecretsFetch>,
 }
 
 impl JobSpec {
@@ -299,6 +304,10 @@ impl JobSpec {
         }
         if !self.banner.is_empty() {
             vars.push((env::BANNER, self.banner.join("\n")));
+        }
+        if !self.secrets.is_empty() {
+            let keys: Vec<&str> = self.secrets.iter().map(|s| s.key_name.as_str()).collect();
+            vars.push((env::SECRET_KEYS, keys.join(",")));
         }
         for (name, limit) in [
             (env::MAX_OUTPUT_BYTES, self.max_output_bytes),

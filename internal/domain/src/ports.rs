@@ -292,6 +292,23 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes an image by id and returns it as it was (`None` when there was none). Deleting
     /// the default leaves no default.
     async fn delete_image(&self, id: &str) -> Result<Option<Image>, StoreError>;
+    /// Inserts a secret; `AlreadyExists` (writing nothing, the stored one untouched) when its
+    /// name is taken. One atomic step: two concurrent creates of a name, one wins.
+    async fn create_secret(&self, s: &crate::secrets::Secret) -> Result<(), StoreError>;
+    /// Reads one secret (with its sealed value).
+    async fn get_secret(&self, name: &str) -> Result<Option<crate::secrets::Secret>, StoreError>;
+    /// Every secret, sorted by name.
+    async fn list_secrets(&self) -> Result<Vec<crate::secrets::Secret>, StoreError>;
+    /// Applies `patch` to secret `name` in one atomic step and returns it as stored now; `None`
+    /// (writing nothing) when there is no such secret.
+    async fn update_secret(
+        &self,
+        name: &str,
+        patch: &crate::secrets::SecretPatch,
+    ) -> Result<Option<crate::secrets::Secret>, StoreError>;
+    /// Deletes a secret and returns it as it was (`None` when there was none).
+    async fn delete_secret(&self, name: &str)
+    -> Result<Option<crate::secrets::Secret>, StoreError>;
     /// Makes one small durable write (a single-row heartbeat at `now_ms`) to tell whether the
     /// store accepts writes again: what the readiness check asks after writes failed.
     async fn probe_write(&self, now_ms: i64) -> Result<(), StoreError>;
@@ -361,6 +378,12 @@ pub trait Compute: Send + Sync + 'static {
     /// `IMAGE_REJECTED`); nothing is stored then. The default has nothing to prepare.
     async fn prepare_image(&self, _image: &ImageSpec) -> Result<(), ComputeError> {
         Ok(())
+    }
+    /// Whether this compute hands [`JobSpec::secrets_fetch`] to the execution's sidecar (and
+    /// the sidecar can reach the fetch URL). A run naming secrets on compute that does not is
+    /// refused before anything is stored.
+    fn delivers_secrets(&self) -> bool {
+        false
     }
     /// Starts an execution. Must be idempotent for the same id.
     async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError>;

@@ -75,6 +75,8 @@ pub struct Service {
     /// Serialises the limit check and the insert of new executions in this process, so
     /// concurrent runs cannot all pass the same count (see [`Service::admit`]).
     pub admission: tokio::sync::Mutex<()>,
+    /// Mints the fetch of a run's secrets; a server without it refuses runs that name secrets.
+    pub secrets_grant: Option<Arc<dyn crate::secrets::SecretsGrant>>,
 }
 
 /// Who is asking, for audit fields.
@@ -238,6 +240,7 @@ impl Service {
             .or(run_image.image.as_ref().and_then(|i| i.timeout_secs));
         let (command, argv) = command_of(&req)?;
         let stdin = stdin_of(&req)?;
+        let secrets = self.secret_refs(&req).await?;
         let now = self.clock.now_ms();
         let image = run_image.id;
         let mut e = Execution {
@@ -297,6 +300,11 @@ impl Service {
             max_output_bytes: self.config.max_output_bytes,
             max_output_lines: self.config.max_output_lines,
             resources,
+            secrets_fetch: match (&self.secrets_grant, secrets.is_empty()) {
+                (Some(g), false) => Some(g.grant(&e.id, &secrets)),
+                _ => None,
+            },
+            secrets,
         };
         let compute = self.compute.clone();
         let started = (|| async { compute.start(&spec).await })
@@ -328,6 +336,64 @@ impl Service {
             return Err(err.into());
         }
         Ok(e)
+    }
+
+    /// The references of the secrets a run names: each must exist (404 `SECRET_NOT_FOUND`),
+    /// names are de-duplicated, and no two may share an environment name with each other or
+    /// with the run's own environment (which one would win is not for runvoy to guess).
+    async fn secret_refs(
+        &self,
+        req: &RunRequest,
+    ) -> Result<Vec<crate::secrets::SecretRef>, DomainError> {
+        use crate::secrets::{MAX_RUN_SECRETS, SecretRef, valid_secret_name};
+        let mut names: Vec<&str> = req.secrets.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        if names.len() > MAX_RUN_SECRETS {
+            return Err(DomainError::Invalid(format!(
+                "{} secrets; a run may name at most {MAX_RUN_SECRETS}",
+                names.len()
+            )));
+        }
+        if self.secrets_grant.is_none() || !self.compute.delivers_secrets() {
+            return Err(DomainError::Invalid(format!(
+                "this server's compute ({}) cannot deliver secrets to runs",
+                self.compute.platform()
+            )));
+        }
+        let mut refs: Vec<SecretRef> = Vec::new();
+        for name in names {
+            let found = if valid_secret_name(name) {
+                self.store.get_secret(name).await?
+            } else {
+                None
+            };
+            let Some(s) = found else {
+                return Err(DomainError::SecretNotFound(format!(
+                    "secret {name:?} not found; nothing was started"
+                )));
+            };
+            if req.env.contains_key(&s.key_name) {
+                return Err(DomainError::Invalid(format!(
+                    "secret {name:?} is injected as {}, which the run's environment sets too",
+                    s.key_name
+                )));
+            }
+            if let Some(other) = refs.iter().find(|r| r.key_name == s.key_name) {
+                return Err(DomainError::Invalid(format!(
+                    "secrets {:?} and {name:?} are both injected as {}",
+                    other.name, s.key_name
+                )));
+            }
+            refs.push(SecretRef {
+                name: s.name,
+                key_name: s.key_name,
+            });
+        }
+        Ok(refs)
     }
 
     /// Stores `e` holding lock `name`, in one atomic store step. A holder that already finished
@@ -539,6 +605,7 @@ mod tests {
             processor,
             config: ServiceConfig::new("local"),
             admission: Default::default(),
+            secrets_grant: None,
         }
     }
 
@@ -754,6 +821,121 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn secrets_travel_as_references_and_bad_ones_start_nothing() {
+        struct Spy(std::sync::Mutex<Vec<JobSpec>>, bool);
+        #[async_trait]
+        impl Compute for Spy {
+            fn platform(&self) -> &str {
+                "fake"
+            }
+            fn runs_images(&self) -> bool {
+                true
+            }
+            fn delivers_secrets(&self) -> bool {
+                self.1
+            }
+            async fn start(&self, spec: &JobSpec) -> Result<(), ComputeError> {
+                self.0.lock().unwrap().push(spec.clone());
+                Ok(())
+            }
+            async fn state(&self, _: &str) -> Result<ComputeState, ComputeError> {
+                Ok(ComputeState::Running)
+            }
+            async fn kill(&self, _: &str) -> Result<(), ComputeError> {
+                Ok(())
+            }
+            async fn list(&self) -> Result<Vec<String>, ComputeError> {
+                Ok(vec![])
+            }
+            async fn cleanup(&self, _: &str) -> Result<bool, ComputeError> {
+                Ok(false)
+            }
+        }
+        struct Grant;
+        impl crate::secrets::SecretsGrant for Grant {
+            fn grant(
+                &self,
+                id: &str,
+                refs: &[crate::secrets::SecretRef],
+            ) -> crate::secrets::SecretsFetch {
+                crate::secrets::SecretsFetch {
+                    url: format!("http://x/{id}"),
+                    token: format!("token-for-{}", refs.len()),
+                }
+            }
+        }
+        let store = Arc::new(MemStore::new());
+        store
+            .create_secret(&crate::testing::secret("db", 1))
+            .await
+            .unwrap();
+        let mut other = crate::testing::secret("other", 2);
+        other.key_name = "OTHER".into();
+        store.create_secret(&other).await.unwrap();
+        let spy = Arc::new(Spy(Default::default(), true));
+        let mut svc = service(spy.clone(), store.clone());
+        svc.secrets_grant = Some(Arc::new(Grant));
+        let run = |secrets: &[&str], env: &[(&str, &str)]| RunRequest {
+            command: "true".into(),
+            secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        svc.run(&caller(), run(&["db", "other", "db"], &[("X", "1")]))
+            .await
+            .unwrap();
+        let spec = spy.0.lock().unwrap().pop().unwrap();
+        let names: Vec<(&str, &str)> = spec
+            .secrets
+            .iter()
+            .map(|r| (r.name.as_str(), r.key_name.as_str()))
+            .collect();
+        assert_eq!(names, [("db", "API_TOKEN"), ("other", "OTHER")]);
+        assert_eq!(spec.env.len(), 1, "no value joins the environment");
+        let fetch = spec.secrets_fetch.clone().unwrap();
+        assert_eq!(fetch.token, "token-for-2");
+        assert!(spec.runner_settings().contains(&(
+            runvoy_proto::record::env::SECRET_KEYS,
+            "API_TOKEN,OTHER".into()
+        )));
+
+        let count = |s: &Arc<MemStore>| {
+            let s = s.clone();
+            async move { s.list_unsettled().await.unwrap().len() }
+        };
+        let before = count(&store).await;
+        assert!(matches!(
+            svc.run(&caller(), run(&["missing"], &[])).await,
+            Err(DomainError::SecretNotFound(_))
+        ));
+        assert!(matches!(
+            svc.run(&caller(), run(&["db"], &[("API_TOKEN", "x")]))
+                .await,
+            Err(DomainError::Invalid(_))
+        ));
+        let mut twin = crate::testing::secret("twin", 3);
+        twin.key_name = "OTHER".into();
+        store.create_secret(&twin).await.unwrap();
+        assert!(matches!(
+            svc.run(&caller(), run(&["other", "twin"], &[])).await,
+            Err(DomainError::Invalid(_))
+        ));
+        // Compute that cannot deliver them refuses before anything is stored.
+        let blind = Arc::new(Spy(Default::default(), false));
+        let mut svc2 = service(blind.clone(), store.clone());
+        svc2.secrets_grant = Some(Arc::new(Grant));
+        assert!(matches!(
+            svc2.run(&caller(), run(&["db"], &[])).await,
+            Err(DomainError::Invalid(_))
+        ));
+        assert_eq!(count(&store).await, before, "refused runs store nothing");
+        assert!(blind.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn the_output_budget_travels_in_the_job_spec() {
         struct Spy(std::sync::Mutex<Vec<JobSpec>>);
         #[async_trait]
@@ -828,6 +1010,7 @@ mod tests {
             processor,
             config: ServiceConfig::new("local"),
             admission: Default::default(),
+            secrets_grant: None,
         };
         (Arc::new(svc), fake, store, clock)
     }

@@ -21,11 +21,13 @@ pub use cipher::cipher_conformance;
 
 use crate::images::{Image, ImageConfig, image_id, parse_reference};
 use crate::model::{Execution, ExitInfo, JobSpec, LogRecord, Role, User};
+use crate::ports::Sealed;
 use crate::ports::{
     Claim, ClaimOutcome, Compute, ComputeError, ComputeState, ListQuery, Lock, LockedCreate,
     LogSource, LogStats, MakeDefault, Registered, ServerLogLine, Store, StoreError,
     USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
+use crate::secrets::{Secret, SecretPatch};
 
 /// A new STARTING execution created at `now_ms`.
 pub fn execution(id: &str, now_ms: i64) -> Execution {
@@ -128,6 +130,7 @@ struct Mem {
     lose: HashMap<String, HashSet<u64>>,
     locks: BTreeMap<String, Lock>,
     images: BTreeMap<String, Image>,
+    secrets: BTreeMap<String, Secret>,
 }
 
 impl Mem {
@@ -652,6 +655,46 @@ impl Store for MemStore {
     async fn delete_image(&self, id: &str) -> Result<Option<Image>, StoreError> {
         self.check()?;
         Ok(self.m.lock().expect("mem").images.remove(id))
+    }
+    async fn create_secret(&self, s: &Secret) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = self.m.lock().expect("mem");
+        if m.secrets.contains_key(&s.name) {
+            return Err(StoreError::AlreadyExists(s.name.clone()));
+        }
+        m.secrets.insert(s.name.clone(), s.clone());
+        Ok(())
+    }
+    async fn get_secret(&self, name: &str) -> Result<Option<Secret>, StoreError> {
+        self.check()?;
+        Ok(self.m.lock().expect("mem").secrets.get(name).cloned())
+    }
+    async fn list_secrets(&self) -> Result<Vec<Secret>, StoreError> {
+        self.check()?;
+        Ok(self
+            .m
+            .lock()
+            .expect("mem")
+            .secrets
+            .values()
+            .cloned()
+            .collect())
+    }
+    async fn update_secret(
+        &self,
+        name: &str,
+        patch: &SecretPatch,
+    ) -> Result<Option<Secret>, StoreError> {
+        self.check()?;
+        let mut m = self.m.lock().expect("mem");
+        Ok(m.secrets.get_mut(name).map(|cur| {
+            cur.apply(patch);
+            cur.clone()
+        }))
+    }
+    async fn delete_secret(&self, name: &str) -> Result<Option<Secret>, StoreError> {
+        self.check()?;
+        Ok(self.m.lock().expect("mem").secrets.remove(name))
     }
     async fn probe_write(&self, _now_ms: i64) -> Result<(), StoreError> {
         self.check()
@@ -1525,6 +1568,116 @@ pub async fn store_conformance(s: &dyn Store) {
 
     lock_conformance(s).await;
     image_conformance(s).await;
+    secret_conformance(s).await;
+}
+
+/// A secret with a recognisable sealed value (the store never opens it).
+pub fn secret(name: &str, tag: u8) -> Secret {
+    Secret {
+        name: name.into(),
+        key_name: "API_TOKEN".into(),
+        description: format!("secret {name}"),
+        value: Sealed {
+            version: Sealed::VERSION,
+            kek: "local:test".into(),
+            wrapped_key: vec![tag; 40],
+            nonce: vec![tag; 12],
+            ciphertext: vec![tag, 0, 255, tag],
+        },
+        created_by: "dev@example.com".into(),
+        created_at_ms: 1_000 + i64::from(tag),
+        updated_by: "dev@example.com".into(),
+        updated_at_ms: 1_000 + i64::from(tag),
+        created_by_request_id: format!("req-create-{tag}"),
+        modified_by_request_id: format!("req-create-{tag}"),
+    }
+}
+
+/// Secrets: every field round-trips, a duplicate create is refused and leaves the stored value
+/// untouched (concurrent creates included: exactly one wins), updates patch atomically, delete
+/// returns what was deleted.
+async fn secret_conformance(s: &dyn Store) {
+    assert!(s.list_secrets().await.expect("list secrets").is_empty());
+    let a = secret("db-password", 1);
+    s.create_secret(&a).await.expect("create secret");
+    assert_eq!(
+        s.get_secret("db-password").await.expect("get"),
+        Some(a.clone())
+    );
+    assert_eq!(s.get_secret("nope").await.expect("get"), None);
+    let mut dup = secret("db-password", 2);
+    dup.created_by = "other@example.com".into();
+    assert!(matches!(
+        s.create_secret(&dup).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        s.get_secret("db-password").await.expect("get"),
+        Some(a.clone()),
+        "a duplicate create must leave the stored secret untouched"
+    );
+    let b = secret("api.key_2", 3);
+    s.create_secret(&b).await.expect("create b");
+    let names: Vec<String> = s
+        .list_secrets()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|x| x.name)
+        .collect();
+    assert_eq!(names, vec!["api.key_2", "db-password"]);
+
+    // A patch changes only what it names, plus the audit fields.
+    let patch = SecretPatch {
+        key_name: None,
+        description: Some("rotated".into()),
+        value: Some(secret("x", 9).value),
+        updated_by: "admin@example.com".into(),
+        updated_at_ms: 9_000,
+        request_id: "req-update".into(),
+    };
+    let updated = s
+        .update_secret("db-password", &patch)
+        .await
+        .expect("update")
+        .expect("exists");
+    let mut want = a.clone();
+    want.apply(&patch);
+    assert_eq!(updated, want);
+    assert_eq!(updated.key_name, "API_TOKEN");
+    assert_eq!(updated.created_by, "dev@example.com");
+    assert_eq!(s.get_secret("db-password").await.expect("get"), Some(want));
+    assert_eq!(s.update_secret("nope", &patch).await.expect("update"), None);
+    assert_eq!(s.get_secret("nope").await.expect("get"), None);
+
+    assert_eq!(s.delete_secret("api.key_2").await.expect("delete"), Some(b));
+    assert_eq!(s.delete_secret("api.key_2").await.expect("delete"), None);
+
+    // Concurrent creates of one name: exactly one wins, and the stored value is the winner's.
+    let tries: Vec<Secret> = (10..16).map(|t| secret("race", t)).collect();
+    let make = |i: usize| s.create_secret(&tries[i]);
+    let (r0, r1, r2, r3, r4, r5) =
+        tokio::join!(make(0), make(1), make(2), make(3), make(4), make(5));
+    let results = [r0, r1, r2, r3, r4, r5];
+    let won: Vec<&Secret> = tries
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(StoreError::AlreadyExists(_))))
+    );
+    assert_eq!(
+        s.get_secret("race").await.expect("get").as_ref(),
+        Some(won[0])
+    );
+    for n in ["race", "db-password"] {
+        s.delete_secret(n).await.expect("delete");
+    }
 }
 
 /// The ids of the default images in `s` (the registry allows at most one).
@@ -2086,6 +2239,8 @@ mod compute_conformance_tests {
                 max_output_bytes: 0,
                 max_output_lines: 0,
                 resources: Default::default(),
+                secrets: Vec::new(),
+                secrets_fetch: None,
             }
         }
         async fn command_exits(&self, id: &str, code: i32) {

@@ -202,6 +202,7 @@ pub fn runner_records(
             dropped_bytes: x.dropped_bytes,
             unwritten_lines: x.unwritten_lines,
             unwritten_bytes: x.unwritten_bytes,
+            redactions: 0,
         }));
     }
     out

@@ -169,6 +169,25 @@ impl Store for CountingStore {
     async fn delete_image(&self, id: &str) -> Result<Option<runvoy_domain::Image>, StoreError> {
         self.inner.delete_image(id).await
     }
+    async fn create_secret(&self, s: &runvoy_domain::Secret) -> Result<(), StoreError> {
+        self.inner.create_secret(s).await
+    }
+    async fn get_secret(&self, name: &str) -> Result<Option<runvoy_domain::Secret>, StoreError> {
+        self.inner.get_secret(name).await
+    }
+    async fn list_secrets(&self) -> Result<Vec<runvoy_domain::Secret>, StoreError> {
+        self.inner.list_secrets().await
+    }
+    async fn update_secret(
+        &self,
+        name: &str,
+        patch: &runvoy_domain::SecretPatch,
+    ) -> Result<Option<runvoy_domain::Secret>, StoreError> {
+        self.inner.update_secret(name, patch).await
+    }
+    async fn delete_secret(&self, name: &str) -> Result<Option<runvoy_domain::Secret>, StoreError> {
+        self.inner.delete_secret(name).await
+    }
     async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
         self.inner.probe_write(now).await
     }

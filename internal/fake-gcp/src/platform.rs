@@ -97,6 +97,8 @@ fn spec_of(template: &Value) -> Option<JobSpec> {
         max_output_bytes: num(env::MAX_OUTPUT_BYTES).unwrap_or(0),
         max_output_lines: num(env::MAX_OUTPUT_LINES).unwrap_or(0),
         resources: Resources::default(),
+        secrets: Vec::new(),
+        secrets_fetch: None,
     })
 }
 

@@ -104,6 +104,10 @@ pub struct RunRequest {
     /// refused with 409 `LOCK_HELD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<String>,
+    /// Names of stored secrets injected into the command's environment (each under its
+    /// `key_name`). Only the names travel; the values reach the command's `.env` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// Most environment variables in a run request.
@@ -752,6 +756,12 @@ pub mod codes {
     pub const EXECUTION_LIMIT_REACHED: &str = "EXECUTION_LIMIT_REACHED";
     /// 429: the user already has as many log streams open as the server allows.
     pub const TOO_MANY_STREAMS: &str = "TOO_MANY_STREAMS";
+    /// 404: no secret of that name (also when a run names one).
+    pub const SECRET_NOT_FOUND: &str = "SECRET_NOT_FOUND";
+    /// 409: a secret of that name exists; nothing was changed.
+    pub const SECRET_EXISTS: &str = "SECRET_EXISTS";
+    /// 400: a secret's name, key name, description or value is invalid.
+    pub const INVALID_SECRET: &str = "INVALID_SECRET";
     /// 500: a bug.
     pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
     /// 503: the store is unavailable.
@@ -792,4 +802,118 @@ mod tests {
         .unwrap();
         assert_eq!(json, r#"{"command":"x"}"#);
     }
+}
+
+/// `POST /api/v1/secrets` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateSecretRequest {
+    /// Unique name: 1-128 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+    pub name: String,
+    /// The environment variable the value is injected as (`[A-Za-z_][A-Za-z0-9_]*`, not
+    /// `RUNVOY_*`, `LD_*`, `PATH`, `HOME`...).
+    pub key_name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The value (at most 64 KiB; stored only encrypted).
+    pub value: String,
+}
+
+/// `PUT /api/v1/secrets/{name}` body; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateSecretRequest {
+    /// New environment variable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// A secret's metadata: what every answer but a reveal shows (never the value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecretInfo {
+    /// Name.
+    pub name: String,
+    /// Environment variable name.
+    pub key_name: String,
+    /// Description.
+    pub description: String,
+    /// Creator (the owner).
+    pub created_by: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Last writer.
+    pub updated_by: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// Request that created it.
+    pub created_by_request_id: String,
+    /// Request that last changed it.
+    pub modified_by_request_id: String,
+}
+
+/// `GET /api/v1/secrets` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecretList {
+    /// Sorted by name, without values.
+    pub secrets: Vec<SecretInfo>,
+    /// Number of secrets.
+    pub total: usize,
+}
+
+/// `POST /api/v1/secrets/{name}/reveal` answer: the one answer that carries a value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevealedSecret {
+    /// The metadata.
+    #[serde(flatten)]
+    pub secret: SecretInfo,
+    /// The value in clear.
+    pub value: String,
+}
+
+/// `DELETE /api/v1/secrets/{name}` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeleteSecretResponse {
+    /// The deleted secret's name.
+    pub name: String,
+    /// Human-readable outcome.
+    pub message: String,
+}
+
+/// `POST /api/v1/executions/{id}/secrets` body: the execution's single-use fetch token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecretsFetchRequest {
+    /// The token handed to the execution's sidecar.
+    pub token: String,
+}
+
+/// One injected value, as the sidecar receives it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FetchedSecret {
+    /// Secret name.
+    pub name: String,
+    /// Environment variable name.
+    pub key_name: String,
+    /// The value.
+    pub value: String,
+}
+
+/// `POST /api/v1/executions/{id}/secrets` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecretsFetchResponse {
+    /// The execution's secrets.
+    pub secrets: Vec<FetchedSecret>,
 }

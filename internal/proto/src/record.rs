@@ -134,6 +134,9 @@ pub struct ExitRecordWire {
     /// Bytes of output in the unwritable records.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unwritten_bytes: u64,
+    /// Secret values the runner masked in the output.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redactions: u64,
 }
 
 fn yes() -> bool {
@@ -176,6 +179,9 @@ pub mod env {
     pub const MAX_OUTPUT_BYTES: &str = "RUNVOY_MAX_OUTPUT_BYTES";
     /// Most output records (lines or chunks of long lines) stored; absent or 0 means no limit.
     pub const MAX_OUTPUT_LINES: &str = "RUNVOY_MAX_OUTPUT_LINES";
+    /// Comma-separated names of the `.env` variables that hold secrets: the runner redacts
+    /// their values from every record. Names only, never values.
+    pub const SECRET_KEYS: &str = "RUNVOY_SECRET_KEYS";
 }
 
 #[cfg(test)]
@@ -272,6 +278,8 @@ struct Flat<'a> {
     unwritten_lines: u64,
     #[serde(default)]
     unwritten_bytes: u64,
+    #[serde(default)]
+    redactions: u64,
 }
 
 /// Parses one record line. Equivalent to deserialising [`RunnerRecord`], several times faster.
@@ -308,6 +316,7 @@ pub fn parse_line(line: &[u8]) -> Result<RecordRef<'_>, serde_json::Error> {
             dropped_bytes: f.dropped_bytes,
             unwritten_lines: f.unwritten_lines,
             unwritten_bytes: f.unwritten_bytes,
+            redactions: f.redactions,
         })),
         other => Err(serde_json::Error::unknown_variant(other, &["log", "exit"])),
     }

@@ -17,6 +17,8 @@
 //! * `images/{image_id}` and `meta/default_image` (the id of the default image): every change
 //!   of the default is a transaction that reads and writes that one document, so two
 //!   concurrent changes conflict and one retries, and there is never more than one default.
+//! * `secrets/{name}`: a secret's metadata and its value sealed by the cipher (the JSON of
+//!   `Sealed` in `sealed`); created with an exists-not precondition, so a duplicate writes nothing.
 //! * `server_logs/{order}`, `reports/{order}`, `meta/write_probe`.
 //!
 //! Unclaimed users, their key documents and claims carry `expires_at` (a timestamp) for a TTL
@@ -44,7 +46,7 @@ use runvoy_domain::ports::{
     Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, MakeDefault, Registered,
     ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
-use runvoy_domain::{Execution, Image, LogRecord, Role, Status, Stream, User};
+use runvoy_domain::{Execution, Image, LogRecord, Role, Secret, SecretPatch, Status, Stream, User};
 use runvoy_proto::ReconcileReport;
 
 /// Most records in one log batch document: the write goal is one document per 500 lines.
@@ -408,6 +410,49 @@ fn image_from(f: &Fields, default_id: Option<&str>) -> Image {
         modified_by_request_id: get_str(f, "modified_by_request_id"),
         id,
     }
+}
+
+fn secret_fields(s: &Secret) -> Fields {
+    let mut f = Fields::new();
+    f.insert("name".into(), string(&s.name));
+    f.insert("key_name".into(), string(&s.key_name));
+    f.insert("description".into(), string(&s.description));
+    f.insert(
+        "sealed".into(),
+        string(&serde_json::to_string(&s.value).unwrap_or_default()),
+    );
+    f.insert("created_by".into(), string(&s.created_by));
+    f.insert("created_at_ms".into(), int(s.created_at_ms));
+    f.insert("updated_by".into(), string(&s.updated_by));
+    f.insert("updated_at_ms".into(), int(s.updated_at_ms));
+    f.insert(
+        "created_by_request_id".into(),
+        string(&s.created_by_request_id),
+    );
+    f.insert(
+        "modified_by_request_id".into(),
+        string(&s.modified_by_request_id),
+    );
+    f
+}
+
+fn secret_from(f: &Fields) -> Result<Secret, StoreError> {
+    let name = get_str(f, "name");
+    let value = serde_json::from_str(&get_str(f, "sealed")).map_err(|e| {
+        StoreError::Unavailable(format!("secret {name}: unreadable sealed value: {e}"))
+    })?;
+    Ok(Secret {
+        key_name: get_str(f, "key_name"),
+        description: get_str(f, "description"),
+        value,
+        created_by: get_str(f, "created_by"),
+        created_at_ms: get_int(f, "created_at_ms").unwrap_or(0),
+        updated_by: get_str(f, "updated_by"),
+        updated_at_ms: get_int(f, "updated_at_ms").unwrap_or(0),
+        created_by_request_id: get_str(f, "created_by_request_id"),
+        modified_by_request_id: get_str(f, "modified_by_request_id"),
+        name,
+    })
 }
 
 fn active_admin(u: &User) -> bool {
@@ -1891,6 +1936,68 @@ impl Store for FirestoreStore {
                     writes.push(delete(pointer_doc.clone()));
                 }
                 Ok(Step::Commit(writes, Some(img)))
+            }
+        })
+        .await
+    }
+
+    async fn create_secret(&self, s: &Secret) -> Result<(), StoreError> {
+        let w = create(self.document(self.doc("secrets", &s.name), secret_fields(s)));
+        match self.commit(vec![w], Vec::new()).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_exists_conflict(&e) => Err(StoreError::AlreadyExists(s.name.clone())),
+            Err(e) => Err(grpc("create secret", e)),
+        }
+    }
+
+    async fn get_secret(&self, name: &str) -> Result<Option<Secret>, StoreError> {
+        self.get_doc(&self.doc("secrets", name), None)
+            .await?
+            .map(|d| secret_from(&d.fields))
+            .transpose()
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<Secret>, StoreError> {
+        let docs = self.query_top(query(&self.col("secrets"))).await?;
+        let mut out = docs
+            .iter()
+            .map(|d| secret_from(&d.fields))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn update_secret(
+        &self,
+        name: &str,
+        patch: &SecretPatch,
+    ) -> Result<Option<Secret>, StoreError> {
+        let doc = self.doc("secrets", name);
+        self.transact("update secret", move |tx| {
+            let doc = doc.clone();
+            async move {
+                let Some(d) = tx.get(&doc).await? else {
+                    return Ok(Step::Abort(None));
+                };
+                let mut cur = secret_from(&d.fields)?;
+                cur.apply(patch);
+                let w = upsert(tx.store.document(doc.clone(), secret_fields(&cur)));
+                Ok(Step::Commit(vec![w], Some(cur)))
+            }
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<Option<Secret>, StoreError> {
+        let doc = self.doc("secrets", name);
+        self.transact("delete secret", move |tx| {
+            let doc = doc.clone();
+            async move {
+                let Some(d) = tx.get(&doc).await? else {
+                    return Ok(Step::Abort(None));
+                };
+                let cur = secret_from(&d.fields)?;
+                Ok(Step::Commit(vec![delete(doc.clone())], Some(cur)))
             }
         })
         .await

@@ -13,7 +13,7 @@ use runvoy_domain::ports::{
     Claim, ClaimOutcome, ListQuery, Lock, LockedCreate, LogStats, MakeDefault, Registered,
     ServerLogLine, Store, StoreError, USED_CLAIM_KEEP_MS, UserChange, UserUpdate,
 };
-use runvoy_domain::{Execution, Image, LogRecord, Role, Status, Stream, User};
+use runvoy_domain::{Execution, Image, LogRecord, Role, Secret, SecretPatch, Status, Stream, User};
 use runvoy_proto::ReconcileReport;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -122,6 +122,19 @@ CREATE TABLE IF NOT EXISTS images (
     modified_by_request_id TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS images_one_default ON images (is_default) WHERE is_default = 1;
+-- Secrets: metadata and the value sealed by the cipher (JSON of `Sealed`), never plaintext.
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    key_name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    sealed TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    created_by_request_id TEXT NOT NULL,
+    modified_by_request_id TEXT NOT NULL
+);
 -- One row, rewritten by the readiness check to tell whether writes work again.
 CREATE TABLE IF NOT EXISTS write_probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -449,6 +462,67 @@ fn get_image(c: &Connection, id: &str) -> Result<Option<Image>, StoreError> {
     )
     .optional()
     .map_err(unavailable)
+}
+
+const SECRET_COLS: &str = "name, key_name, description, sealed, created_by, created_at_ms, \
+    updated_by, updated_at_ms, created_by_request_id, modified_by_request_id";
+
+fn secret_from_row(r: &Row<'_>) -> rusqlite::Result<Secret> {
+    let sealed: String = r.get(3)?;
+    let value = serde_json::from_str(&sealed).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(Secret {
+        name: r.get(0)?,
+        key_name: r.get(1)?,
+        description: r.get(2)?,
+        value,
+        created_by: r.get(4)?,
+        created_at_ms: r.get(5)?,
+        updated_by: r.get(6)?,
+        updated_at_ms: r.get(7)?,
+        created_by_request_id: r.get(8)?,
+        modified_by_request_id: r.get(9)?,
+    })
+}
+
+fn get_secret(c: &Connection, name: &str) -> Result<Option<Secret>, StoreError> {
+    c.query_row(
+        &format!("SELECT {SECRET_COLS} FROM secrets WHERE name = ?1"),
+        [name],
+        secret_from_row,
+    )
+    .optional()
+    .map_err(unavailable)
+}
+
+fn put_secret(c: &Connection, s: &Secret, insert: bool) -> Result<usize, rusqlite::Error> {
+    let sealed = serde_json::to_string(&s.value).unwrap_or_default();
+    let sql = if insert {
+        format!(
+            "INSERT INTO secrets ({SECRET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        )
+    } else {
+        "UPDATE secrets SET key_name = ?2, description = ?3, sealed = ?4, created_by = ?5, \
+         created_at_ms = ?6, updated_by = ?7, updated_at_ms = ?8, created_by_request_id = ?9, \
+         modified_by_request_id = ?10 WHERE name = ?1"
+            .to_owned()
+    };
+    c.execute(
+        &sql,
+        params![
+            s.name,
+            s.key_name,
+            s.description,
+            sealed,
+            s.created_by,
+            s.created_at_ms,
+            s.updated_by,
+            s.updated_at_ms,
+            s.created_by_request_id,
+            s.modified_by_request_id
+        ],
+    )
 }
 
 fn is_constraint(e: &rusqlite::Error) -> bool {
@@ -1218,6 +1292,68 @@ let tx = c.transaction().map_err(unavailable)?;
             }
             tx.commit().map_err(unavailable)?;
             Ok(img)
+        })
+        .await
+    }
+
+    async fn create_secret(&self, s: &Secret) -> Result<(), StoreError> {
+        let s = s.clone();
+        self.write(move |c| match put_secret(c, &s, true) {
+            Ok(_) => Ok(()),
+            Err(e) if is_constraint(&e) => Err(StoreError::AlreadyExists(s.name.clone())),
+            Err(e) => Err(unavailable(e)),
+        })
+        .await
+    }
+
+    async fn get_secret(&self, name: &str) -> Result<Option<Secret>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |c| get_secret(c, &name)).await
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<Secret>, StoreError> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!("SELECT {SECRET_COLS} FROM secrets ORDER BY name"))
+                .map_err(unavailable)?;
+            st.query_map([], secret_from_row)
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn update_secret(
+        &self,
+        name: &str,
+        patch: &SecretPatch,
+    ) -> Result<Option<Secret>, StoreError> {
+        let (name, patch) = (name.to_owned(), patch.clone());
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let Some(mut cur) = get_secret(&tx, &name)? else {
+                return Ok(None);
+            };
+            cur.apply(&patch);
+            put_secret(&tx, &cur, false).map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(Some(cur))
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<Option<Secret>, StoreError> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let cur = get_secret(&tx, &name)?;
+            if cur.is_some() {
+                tx.execute("DELETE FROM secrets WHERE name = ?1", [&name])
+                    .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(cur)
         })
         .await
     }

@@ -139,6 +139,8 @@ async fn every_route_for_every_role_as_owner_and_non_owner() {
         .unwrap()
         .to_owned();
 
+    // Only local compute delivers secrets; elsewhere an allowed use is a 400 from the run.
+    let delivers_secrets = call(&s, "GET", "/health", None, None).await.body["compute"] == "local";
     let mut n = 0;
     let mut checked = 0;
     for rule in POLICY {
@@ -172,8 +174,30 @@ async fn every_route_for_every_role_as_owner_and_non_owner() {
                 } else {
                     walk_image.clone()
                 };
+                // A fresh secret per check, the caller's own when it is the owner (a viewer
+                // can create none: every secret rule denies it anyway).
+                let secret_name = format!("walk-{n}");
+                let secret_value = format!("walk-value-{n}-{}", exec);
+                if rule.path.starts_with("/secrets") {
+                    let creator = if owner && role != Role::Viewer {
+                        key.clone()
+                    } else {
+                        root.clone()
+                    };
+                    let a = call(
+                        &s,
+                        "POST",
+                        "/secrets",
+                        Some(&creator),
+                        Some(json!({"name": secret_name, "key_name": format!("WALK_{n}"), "value": secret_value})),
+                    )
+                    .await;
+                    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+                    secrets.push(secret_value.clone());
+                }
                 let path = rule
                     .path
+                    .replace("{name}", &secret_name)
                     .replace("{*id}", &image)
                     .replace("{id}", &exec)
                     .replace("{token}", "rvc_0000000000000000unknown")
@@ -191,7 +215,28 @@ async fn every_route_for_every_role_as_owner_and_non_owner() {
                     }
                     "/users/revoke" => Some(json!({"email": target})),
                     "/users/set-role" => Some(json!({"email": target, "role": "developer"})),
+                    "/secrets" => {
+                        let v = format!("walk-new-value-{n}");
+                        secrets.push(v.clone());
+                        Some(
+                            json!({"name": format!("new-{n}"), "key_name": "WALK_NEW", "value": v}),
+                        )
+                    }
+                    "/secrets/{name}" if rule.method == "PUT" => {
+                        Some(json!({"description": "changed"}))
+                    }
+                    "/executions/{id}/secrets" => Some(json!({"token": "e30.AAAA"})),
                     _ => None,
+                };
+                // `USE` is an action, checked by `POST /run` for each secret a run names.
+                let (method, path, body) = if rule.method == runvoy_api::policy::ACTION_USE {
+                    (
+                        "POST",
+                        "/run".to_owned(),
+                        Some(json!({"command": "true", "secrets": [secret_name]})),
+                    )
+                } else {
+                    (rule.method, path, body)
                 };
                 let ctx = format!(
                     "{} {} as {who} ({})",
@@ -243,23 +288,48 @@ async fn every_route_for_every_role_as_owner_and_non_owner() {
                             s.url.replace("http://", "ws://") + &format!("/api/v1{path}");
                         assert_eq!(ws_status(&no_token).await, 401, "{ctx}");
                     }
+                    Access::SecretsToken => {
+                        // Never with a key, never with a forged token.
+                        let a = call(&s, method, &path, Some(&key), body).await;
+                        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{ctx}: {}", a.body);
+                        assert_eq!(a.body["code"], "INVALID_TOKEN", "{ctx}");
+                    }
                     Access::Key(resource, _) => {
                         let grant = rule.access.grant(role);
-                        let allowed = match grant {
-                            Grant::All => true,
-                            Grant::Own => owner || resource != Resource::Execution,
-                            Grant::Deny => false,
-                        };
+                        // A role denied `POST /run` never gets as far as using a secret.
+                        let run_denied = rule.method == runvoy_api::policy::ACTION_USE
+                            && runvoy_api::policy::lookup("POST", "/run")
+                                .unwrap()
+                                .access
+                                .grant(role)
+                                == Grant::Deny;
+                        let allowed = !run_denied
+                            && match grant {
+                                Grant::All => true,
+                                Grant::Own => {
+                                    owner
+                                        || !matches!(
+                                            resource,
+                                            Resource::Execution | Resource::Secret
+                                        )
+                                }
+                                Grant::Deny => false,
+                            };
                         // No key is always 401.
-                        let a = call(&s, rule.method, &path, None, body.clone()).await;
+                        let a = call(&s, method, &path, None, body.clone()).await;
                         assert_eq!(
                             a.status,
                             StatusCode::UNAUTHORIZED,
                             "{ctx} without a key: {}",
                             a.body
                         );
-                        let a = call(&s, rule.method, &path, Some(&key), body).await;
-                        if allowed {
+                        let a = call(&s, method, &path, Some(&key), body).await;
+                        if allowed
+                            && rule.method == runvoy_api::policy::ACTION_USE
+                            && !delivers_secrets
+                        {
+                            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{ctx}: {}", a.body);
+                        } else if allowed {
                             assert!(
                                 a.status.is_success(),
                                 "{ctx}: expected success, got {} {}",

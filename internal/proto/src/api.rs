@@ -104,6 +104,20 @@ pub struct RunRequest {
     /// refused with 409 `LOCK_HELD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<String>,
+    /// Repository the sidecar clones (shallow) before the command starts in it: `https://`,
+    /// `http://` or `git://`, without credentials in the URL (a `GITHUB_TOKEN` in `env`
+    /// authenticates https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_repo: Option<String>,
+    /// Branch, tag or full commit id to check out; the remote's default branch when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Directory inside the checkout the command starts in (relative, no `..`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_path: Option<String>,
+    /// Also check out the repository's submodules.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub git_submodules: bool,
 }
 
 /// Most environment variables in a run request.

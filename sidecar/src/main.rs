@@ -1,6 +1,7 @@
 //! `runvoy-sidecar`: prepares the shared workspace before `runvoy-runner` starts.
 //!
-//! Steps, in order: create the workspace, inject the runner binary, write the `.env` file, move
+//! Steps, in order: create the workspace, inject the runner binary, clone the run's git
+//! repository (`git.rs`), write the `.env` file, move
 //! the command's standard input (if any) to `.runvoy/stdin`, then write `.runvoy/ready` last so the runner (or its launcher) can tell preparation finished.
 //! With `--serve-ready ADDR` it then answers TCP connections on ADDR (a startup probe that
 //! holds the runner container back on Cloud Run) and exits a few seconds after the first one.
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+
+mod git;
 
 /// Directory under the workspace holding runvoy's own files.
 const STATE_DIR: &str = ".runvoy";
@@ -46,11 +49,14 @@ struct Args {
     /// first one.
     #[arg(long, env = "RUNVOY_SERVE_READY")]
     serve_ready: Option<std::net::SocketAddr>,
+    /// The run's git checkout.
+    #[command(flatten)]
+    git: git::GitArgs,
 }
 
 /// Why preparation failed; decides the exit code.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     /// The input is unusable (bad variable name or value): exit 2.
     Invalid(String),
     /// An I/O step failed: exit 1.
@@ -79,7 +85,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let (Failure::Invalid(msg) | Failure::Io(msg)) = &f;
-            eprintln!("runvoy-sidecar: {msg}");
+            warn(msg);
             ExitCode::from(f.exit_code())
         }
     }
@@ -87,6 +93,10 @@ fn main() -> ExitCode {
 
 fn progress(msg: &str) {
     println!("### runvoy sidecar: {msg}");
+}
+
+fn warn(msg: &str) {
+    eprintln!("runvoy-sidecar: {msg}");
 }
 
 /// Runs every preparation step; the ready marker is only written when all succeeded.
@@ -101,8 +111,8 @@ fn run(args: &Args) -> Result<(), Failure> {
     if let Some(runner) = &args.runner_binary {
         inject_runner(runner, &state)?;
     }
-    // Fetching sources (a future `--git-repo` step) belongs here: after the workspace exists and
-    // before `.env` and the ready marker are written.
+    // After the workspace exists and before `.env` and the ready marker are written.
+    git::checkout(&args.git, &args.workspace, &state, env.as_deref())?;
     if let (Some(vars), Some(json)) = (&env, &args.env_json) {
         write_env_file(&args.workspace, vars)?;
         remove_env_json(json)?;

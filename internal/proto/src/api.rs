@@ -115,9 +115,6 @@ pub struct RunRequest {
     /// Directory inside the checkout the command starts in (relative, no `..`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_path: Option<String>,
-    /// Also check out the repository's submodules.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub git_submodules: bool,
 }
 
 /// Most environment variables in a run request.

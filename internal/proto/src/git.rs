@@ -19,8 +19,6 @@ pub mod env {
     pub const REF: &str = "RUNVOY_GIT_REF";
     /// Directory inside the checkout the command starts in.
     pub const PATH: &str = "RUNVOY_GIT_PATH";
-    /// `1`: also check out the submodules.
-    pub const SUBMODULES: &str = "RUNVOY_GIT_SUBMODULES";
     /// Name of the run's environment variable holding a token for https (default
     /// [`DEFAULT_TOKEN_VAR`]).
     pub const TOKEN_VAR: &str = "RUNVOY_GIT_TOKEN_ENV";
@@ -54,26 +52,19 @@ pub struct Checkout {
     pub git_ref: Option<String>,
     /// Directory inside the checkout, normalised (no `.`, no trailing `/`).
     pub path: Option<String>,
-    /// Check out submodules too.
-    pub submodules: bool,
 }
 
 impl Checkout {
-    /// Validates the request fields. `None` when the run has no repository (then ref, path and
-    /// submodules must be unset too).
+    /// Validates the request fields. `None` when the run has no repository (then ref and path
+    /// must be unset too).
     pub fn from_request(
         repo: Option<&str>,
         git_ref: Option<&str>,
         path: Option<&str>,
-        submodules: bool,
     ) -> Result<Option<Checkout>, String> {
         let Some(repo) = repo else {
-            if git_ref.is_some() || path.is_some() || submodules {
-                return Err(
-                    "git_ref, git_path and git_submodules need git_repo (the repository to \
-                     clone)"
-                        .into(),
-                );
+            if git_ref.is_some() || path.is_some() {
+                return Err("git_ref and git_path need git_repo (the repository to clone)".into());
             }
             return Ok(None);
         };
@@ -87,7 +78,6 @@ impl Checkout {
             repo: repo.to_owned(),
             git_ref: git_ref.map(str::to_owned),
             path,
-            submodules,
         }))
     }
 
@@ -113,9 +103,6 @@ impl Checkout {
         if let Some(p) = &self.path {
             v.push((env::PATH, p.clone()));
         }
-        if self.submodules {
-            v.push((env::SUBMODULES, "1".into()));
-        }
         v
     }
 
@@ -128,9 +115,6 @@ impl Checkout {
         }
         if let Some(p) = &self.path {
             s.push_str(&format!(" (path: {p})"));
-        }
-        if self.submodules {
-            s.push_str(" (with submodules)");
         }
         s
     }
@@ -386,15 +370,15 @@ mod tests {
 
     #[test]
     fn checkout_from_request() {
-        assert_eq!(Checkout::from_request(None, None, None, false), Ok(None));
-        assert!(Checkout::from_request(None, Some("main"), None, false).is_err());
-        assert!(Checkout::from_request(None, None, None, true).is_err());
-        let c = Checkout::from_request(Some("git://h/r.git"), Some("v1"), Some("a/b/"), true)
+        assert_eq!(Checkout::from_request(None, None, None), Ok(None));
+        assert!(Checkout::from_request(None, Some("main"), None).is_err());
+        assert!(Checkout::from_request(None, None, Some("a")).is_err());
+        let c = Checkout::from_request(Some("git://h/r.git"), Some("v1"), Some("a/b/"))
             .unwrap()
             .unwrap();
         assert_eq!(c.command_dir(), "r/a/b");
         assert_eq!(c.path.as_deref(), Some("a/b"));
-        let c = Checkout::from_request(Some("git://h/r.git"), None, Some("./"), false)
+        let c = Checkout::from_request(Some("git://h/r.git"), None, Some("./"))
             .unwrap()
             .unwrap();
         assert_eq!(c.path, None);

@@ -41,7 +41,8 @@ Environment, lowest to highest: the playbook's env, local RUNVOY_USER_K=V variab
 --env-file files, then -e. --set KEY=VALUE changes a parameter (a variable the playbook's env
 declares) and refuses names it does not declare:
   runvoy playbook run terraform-example --set TERRAFORM_VERSION=1.9.8
-Playbooks naming git_repo or secrets are refused: this server cannot do either yet.";
+-g/--git-repo, -r/--git-ref and -p/--git-path override the playbook's git_repo, git_ref and
+git_path. Playbooks naming secrets are refused: this server cannot inject them yet.";
 
 /// `runvoy playbook run` arguments.
 #[derive(Debug, Args)]
@@ -121,6 +122,9 @@ pub async fn run(o: &Overrides, cmd: PlaybookCmd, ui: Ui) -> anyhow::Result<i32>
                 image: pb.image,
                 timeout,
                 lock: pb.lock,
+                git_repo: pb.git_repo,
+                git_ref: pb.git_ref,
+                git_path: pb.git_path,
             };
             let client = crate::commands::client(o)?;
             run_plan(&client, plan, a.opts, ui).await

@@ -51,6 +51,7 @@ fn spec(id: &str, command: &str) -> JobSpec {
         max_output_bytes: 0,
         max_output_lines: 0,
         resources: Default::default(),
+        git: None,
     }
 }
 

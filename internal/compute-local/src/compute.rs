@@ -85,6 +85,12 @@ pub(crate) struct JobFile {
     pub bwrap_bin: PathBuf,
     #[serde(default)]
     pub sandbox_assets: PathBuf,
+    /// The sidecar's run settings (`JobSpec::sidecar_settings`: the git checkout).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecar_env: Vec<(String, String)>,
+    /// The command's directory relative to the workspace (a git checkout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_dir: Option<String>,
 }
 
 /// Name of the standard-input file in an execution's directory.
@@ -252,6 +258,7 @@ impl LocalCompute {
             max_output_bytes: 0,
             max_output_lines: 0,
             resources: Default::default(),
+            git: None,
         });
         write_transient(&dir.join("env.json"), b"{}", 0o600).map_err(err)?;
         let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
@@ -332,6 +339,12 @@ impl LocalCompute {
             sandbox_uid_base: self.cfg.sandbox_uid_base,
             bwrap_bin: self.cfg.bwrap_bin.clone(),
             sandbox_assets: self.assets(),
+            sidecar_env: spec
+                .sidecar_settings()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            checkout_dir: spec.git.as_ref().map(|g| g.command_dir()),
         }
     }
 

@@ -199,6 +199,11 @@ fn supervise(dir: &Path, leftover: &mut Option<(Cgroups, String)>) -> std::io::R
                 .into_iter()
                 .flatten(),
         )
+        // Only what the sidecar needs: runvoyd's own environment (a token of the operator's,
+        // say) must not reach a clone of a repository the run names.
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(job.sidecar_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(side_log.try_clone()?)
         .stderr(side_log)
@@ -390,6 +395,9 @@ fn runner_command(job: &JobFile, ws: &Path, sandbox_spec: Option<&Path>) -> Comm
             serde_json::to_string(argv).unwrap_or_default(),
         )),
         None => envs.push((env::COMMAND.into(), job.command.clone())),
+    }
+    if let Some(dir) = &job.checkout_dir {
+        envs.push((runvoy_proto::git::env::CHECKOUT_DIR.into(), dir.clone()));
     }
     if job.stdin {
         // Relative to the runner's working directory, the workspace, in every isolation mode.

@@ -49,6 +49,7 @@ impl ComputePlatform for Local {
             max_output_bytes: 0,
             max_output_lines: 0,
             resources: Default::default(),
+            git: None,
         }
     }
     async fn command_exits(&self, _id: &str, _code: i32) {}

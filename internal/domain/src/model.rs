@@ -277,6 +277,8 @@ pub struct JobSpec {
     pub max_output_lines: u64,
     /// Resource limits asked for this run (validated against the server's maxima).
     pub resources: Resources,
+    /// The git repository the sidecar clones before the command starts in it.
+    pub git: Option<runvoy_proto::git::Checkout>,
 }
 
 impl JobSpec {
@@ -308,7 +310,19 @@ impl JobSpec {
                 vars.push((name, limit.to_string()));
             }
         }
+        if let Some(git) = &self.git {
+            vars.push((runvoy_proto::git::env::CHECKOUT_DIR, git.command_dir()));
+        }
         vars
+    }
+
+    /// The sidecar's settings for this run beyond the workspace and its input files: the git
+    /// checkout (`runvoy_proto::git::env`). Empty without one.
+    pub fn sidecar_settings(&self) -> Vec<(&'static str, String)> {
+        self.git
+            .as_ref()
+            .map(runvoy_proto::git::Checkout::sidecar_env)
+            .unwrap_or_default()
     }
 }
 

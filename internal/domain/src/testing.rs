@@ -2086,6 +2086,7 @@ mod compute_conformance_tests {
                 max_output_bytes: 0,
                 max_output_lines: 0,
                 resources: Default::default(),
+                git: None,
             }
         }
         async fn command_exits(&self, id: &str, code: i32) {

@@ -36,9 +36,16 @@ pub struct GitArgs {
     #[arg(long = "git-token-env", env = env::TOKEN_VAR, default_value = spec::DEFAULT_TOKEN_VAR)]
     pub token_var: String,
     /// Give up on a clone that takes longer than this (seconds).
-    #[arg(long = "git-timeout", env = "RUNVOY_GIT_TIMEOUT_SECONDS", default_value_t = 600)]
+    #[arg(
+        long = "git-timeout",
+        env = "RUNVOY_GIT_TIMEOUT_SECONDS",
+        default_value_t = 600
+    )]
     pub timeout_secs: u64,
 }
+
+/// Why a clone that needs credentials got none.
+const NO_TOKEN: &str = "the repository needs credentials";
 
 /// Username sent with a token: what GitHub documents for tokens; other hosts ignore it.
 const TOKEN_USER: &str = "x-access-token";
@@ -173,7 +180,8 @@ fn clone_inner(
     token: Option<String>,
     interrupt: &AtomicBool,
 ) -> Result<String, String> {
-    let url = gix::url::parse(gix::bstr::BStr::new(c.repo.as_bytes())).map_err(|_| "the URL is invalid".to_owned())?;
+    let url = gix::url::parse(gix::bstr::BStr::new(c.repo.as_bytes()))
+        .map_err(|_| "the URL is invalid".to_owned())?;
     // Isolated: no system or user git configuration (credential helpers, url rewrites, proxies
     // of whoever runs the sidecar) takes part in the clone.
     let mut prepare = gix::clone::PrepareFetch::new(
@@ -189,20 +197,18 @@ fn clone_inner(
     ));
     prepare = match c.git_ref.as_deref() {
         None => prepare,
-        Some(r) if spec::is_full_commit_id(r) || r.starts_with("refs/") => prepare
-            .with_revision(Some(r))
-            .map_err(|e| e.to_string())?,
-        Some(r) => prepare
-            .with_ref_name(Some(r))
-            .map_err(|e| e.to_string())?,
+        Some(r) if spec::is_full_commit_id(r) || r.starts_with("refs/") => {
+            prepare.with_revision(Some(r)).map_err(|e| e.to_string())?
+        }
+        Some(r) => prepare.with_ref_name(Some(r)).map_err(|e| e.to_string())?,
     };
-    if let Some(token) = token {
-        prepare = prepare.configure_connection(move |conn| {
-            let token = token.clone();
-            conn.set_credentials(move |action| credentials(action, &token));
-            Ok(())
-        });
-    }
+    // Always our own helper: without a token, a server asking for credentials gets none,
+    // instead of gitoxide prompting on a terminal that is not there.
+    prepare = prepare.configure_connection(move |conn| {
+        let token = token.clone();
+        conn.set_credentials(move |action| credentials(action, token.as_deref()));
+        Ok(())
+    });
     let (mut checkout, _) = prepare
         .fetch_then_checkout(gix::progress::Discard, interrupt)
         .map_err(|e| explain(&e, c))?;
@@ -218,14 +224,17 @@ fn clone_inner(
 /// The credential helper: the token as the password, for a server that asks.
 fn credentials(
     action: gix::credentials::helper::Action,
-    token: &str,
+    token: Option<&str>,
 ) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
     match action {
+        gix::credentials::helper::Action::Get(_) if token.is_none() => {
+            Err(gix::Error::from_error(std::io::Error::other(NO_TOKEN)))
+        }
         gix::credentials::helper::Action::Get(ctx) => {
             Ok(Some(gix::credentials::protocol::Outcome {
                 identity: gix::sec::identity::Account {
                     username: TOKEN_USER.to_owned(),
-                    password: token.to_owned(),
+                    password: token.unwrap_or_default().to_owned(),
                     oauth_refresh_token: None,
                 },
                 next: ctx.into(),
@@ -271,6 +280,12 @@ fn explain(e: &gix::Error, c: &Checkout) -> String {
             Some(r) => format!("ref not found: {r}"),
             None => "repository not found".to_owned(),
         }
+    } else if lower.contains("clear text") {
+        "a token is only sent over https, never in clear text over http".to_owned()
+    } else if lower.contains(NO_TOKEN) {
+        "the server asks for credentials (private repository: put a token in the run's \
+         environment as GITHUB_TOKEN)"
+            .to_owned()
     } else if lower.contains("401") || lower.contains("403") || lower.contains("authenticat") {
         "the server refused the credentials (private repository: put a token in the run's \
          environment as GITHUB_TOKEN)"
@@ -308,7 +323,11 @@ fn check_path(c: &Checkout, dest: &Path) -> Result<(), String> {
                      directory"
                 ));
             }
-            Ok(_) => return Err(format!("git_path {path} is not a directory in the checkout")),
+            Ok(_) => {
+                return Err(format!(
+                    "git_path {path} is not a directory in the checkout"
+                ));
+            }
             Err(_) => return Err(format!("git_path {path} does not exist in the checkout")),
         }
     }
@@ -329,9 +348,10 @@ mod tests {
     #[test]
     fn credentials_answer_with_the_token_as_password() {
         let action = gix::credentials::helper::Action::get_for_url("https://example.com/r.git");
-        let out = credentials(action, "tok").unwrap().unwrap();
+        let out = credentials(action.clone(), Some("tok")).unwrap().unwrap();
         assert_eq!(out.identity.password, "tok");
         assert_eq!(out.identity.username, TOKEN_USER);
+        assert!(credentials(action, None).is_err());
     }
 
     #[test]
@@ -363,8 +383,20 @@ mod tests {
             path: Some(p.into()),
         };
         assert!(check_path(&c("a/b"), dir.path()).is_ok());
-        assert!(check_path(&c("a/f"), dir.path()).unwrap_err().contains("not a directory"));
-        assert!(check_path(&c("a/l"), dir.path()).unwrap_err().contains("symbolic link"));
-        assert!(check_path(&c("a/x"), dir.path()).unwrap_err().contains("does not exist"));
+        assert!(
+            check_path(&c("a/f"), dir.path())
+                .unwrap_err()
+                .contains("not a directory")
+        );
+        assert!(
+            check_path(&c("a/l"), dir.path())
+                .unwrap_err()
+                .contains("symbolic link")
+        );
+        assert!(
+            check_path(&c("a/x"), dir.path())
+                .unwrap_err()
+                .contains("does not exist")
+        );
     }
 }

@@ -202,7 +202,10 @@ fn supervise(dir: &Path, leftover: &mut Option<(Cgroups, String)>) -> std::io::R
         // Only what the sidecar needs: runvoyd's own environment (a token of the operator's,
         // say) must not reach a clone of a repository the run names.
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .envs(job.sidecar_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(side_log.try_clone()?)

@@ -359,8 +359,14 @@ mod tests {
 
     #[test]
     fn dir_names() {
-        assert_eq!(repo_dir_name("https://github.com/caddyserver/caddy.git"), "caddy");
-        assert_eq!(repo_dir_name("https://github.com/caddyserver/caddy/"), "caddy");
+        assert_eq!(
+            repo_dir_name("https://github.com/caddyserver/caddy.git"),
+            "caddy"
+        );
+        assert_eq!(
+            repo_dir_name("https://github.com/caddyserver/caddy/"),
+            "caddy"
+        );
         assert_eq!(repo_dir_name("git://h/a b"), "a_b");
         assert_eq!(repo_dir_name("https://example.com"), "repo");
         assert_eq!(repo_dir_name("https://example.com/.runvoy"), "repo");

@@ -33,7 +33,7 @@ pub enum PlaybookCmd {
     /// Run a playbook: its commands joined with && as one shell line, with the options of
     /// `runvoy run` overriding its image, timeout and lock.
     #[command(after_long_help = PLAYBOOK_RUN_HELP)]
-    Run(PlaybookRunArgs),
+    Run(Box<PlaybookRunArgs>),
 }
 
 const PLAYBOOK_RUN_HELP: &str = "\

@@ -206,6 +206,12 @@ fn supervise(dir: &Path, leftover: &mut Option<(Cgroups, String)>) -> std::io::R
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
+        // Except the CA certificates runvoyd is told to trust (an internal git server's).
+        .envs(
+            ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+                .into_iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        )
         .envs(job.sidecar_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(side_log.try_clone()?)

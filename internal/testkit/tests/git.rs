@@ -2,8 +2,8 @@
 //! credentials, from `git http-backend` behind a small HTTP server that demands basic auth)
 //! on loopback; the command starts in the checkout; a failed clone ends FAILED with the
 //! reason, exit code 125, before the command runs; a token is never sent over plain http and
-//! reaches no log, API answer or file. (A clone with a token over https is not covered: it
-//! needs a TLS server the sidecar trusts.)
+//! reaches no log, API answer or file; over https (a test CA given to runvoyd as
+//! `SSL_CERT_FILE`) the token clones the private repository.
 //!
 //! Needs the `git` CLI (daemon and http-backend) to make and serve the test repositories.
 
@@ -289,6 +289,15 @@ impl Drop for HttpGit {
 }
 
 fn http_git(root: PathBuf, token: &'static str) -> HttpGit {
+    serve_http_git(root, token, None)
+}
+
+/// Like [`http_git`], over TLS with `tls`.
+fn serve_http_git(
+    root: PathBuf,
+    token: &'static str,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> HttpGit {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -300,9 +309,20 @@ fn http_git(root: PathBuf, token: &'static str) -> HttpGit {
                 return;
             }
             let Ok(conn) = conn else { continue };
-            let (root, seen) = (root.clone(), seen.clone());
+            let (root, seen, tls) = (root.clone(), seen.clone(), tls.clone());
             std::thread::spawn(move || {
-                let _ = serve_git(conn, &root, token, &seen);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                let _ = match tls {
+                    None => serve_git(conn, &root, token, &seen),
+                    Some(cfg) => rustls::ServerConnection::new(cfg)
+                        .map_err(std::io::Error::other)
+                        .and_then(|tls| {
+                            let mut s = rustls::StreamOwned::new(tls, conn);
+                            serve_git(&mut s, &root, token, &seen)?;
+                            s.conn.send_close_notify();
+                            s.flush()
+                        }),
+                };
             });
         }
     });
@@ -313,16 +333,14 @@ fn http_git(root: PathBuf, token: &'static str) -> HttpGit {
     }
 }
 
-fn serve_git(
-    conn: TcpStream,
+fn serve_git<S: Read + Write>(
+    conn: S,
     root: &Path,
     token: &str,
     authorized: &std::sync::atomic::AtomicBool,
 ) -> std::io::Result<()> {
     use base64::Engine;
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut r = BufReader::new(conn.try_clone()?);
-    let mut w = conn;
+    let mut r = BufReader::new(conn);
     let mut line = String::new();
     r.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
@@ -348,10 +366,12 @@ fn serve_git(
         base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
     );
     if header("authorization").as_deref() != Some(want.as_str()) {
-        return w.write_all(
+        let w = r.get_mut();
+        w.write_all(
             b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
               Content-Length: 0\r\nConnection: close\r\n\r\n",
-        );
+        )?;
+        return w.flush();
     }
     authorized.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut body = Vec::new();
@@ -413,6 +433,7 @@ fn serve_git(
             None => {}
         }
     }
+    let w = r.get_mut();
     w.write_all(format!("HTTP/1.1 {status}\r\n").as_bytes())?;
     w.write_all(&resp)?;
     w.write_all(
@@ -422,7 +443,8 @@ fn serve_git(
         )
         .as_bytes(),
     )?;
-    w.write_all(rest)
+    w.write_all(rest)?;
+    w.flush()
 }
 
 /// Every file under `dir` whose bytes contain `needle`.
@@ -490,6 +512,126 @@ async fn a_private_repository_asks_for_github_token_which_never_travels_over_htt
         assert!(!one.contains(TOKEN));
     }
     assert!(!serde_json::to_string(&list).unwrap().contains(TOKEN));
+    assert!(!s.log().contains(TOKEN));
+    let hits = files_containing(&s.data_dir(), TOKEN.as_bytes());
+    assert!(hits.is_empty(), "{hits:?}");
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with the openssl CLI: (CA file,
+/// server config).
+fn tls_setup(dir: &Path) -> (PathBuf, std::sync::Arc<rustls::ServerConfig>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=runvoy test CA",
+    ]);
+    ssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("srv.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("srv.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    (dir.join("ca.pem"), std::sync::Arc::new(cfg))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_repository_is_cloned_over_https_with_github_token() {
+    const TOKEN: &str = "tok-https-41b7e0d2-private";
+    let r = repos();
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, tls) = tls_setup(certs.path());
+    let h = serve_http_git(r.root.path().to_path_buf(), TOKEN, Some(tls));
+    let s = TestServer::start_with(&[], &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let url = format!("https://127.0.0.1:{}/proj.git", h.port);
+
+    let mut req = run_in(&url, Some("v1"), None, "pwd; cat VERSION");
+    req.env.insert("GITHUB_TOKEN".into(), TOKEN.into());
+    let (e, out, system) = finished(&s, &req).await;
+    assert_eq!(e.status, Status::Succeeded, "{e:?} {system:?}");
+    assert!(out[0].ends_with("/proj"), "{out:?}");
+    assert_eq!(out[1], "1");
+    assert!(h.authorized.load(std::sync::atomic::Ordering::SeqCst));
+
+    // A wrong token is refused by the server, and named nowhere.
+    let mut bad = run_in(&url, None, None, "echo ran");
+    bad.env
+        .insert("GITHUB_TOKEN".into(), "tok-wrong-9d1e7a".into());
+    let (e, out, system) = finished(&s, &bad).await;
+    assert_eq!(e.status, Status::Failed, "{e:?}");
+    assert_eq!(e.exit_code, Some(125));
+    assert!(out.is_empty());
+    for l in system.iter().chain(e.failure_reason.iter()) {
+        assert!(!l.contains("tok-wrong-9d1e7a"), "{l}");
+    }
+
+    let c = s.client();
+    let list = c.list_executions(&Default::default()).await.unwrap();
+    for x in &list.executions {
+        let logs = serde_json::to_string(&s.all_logs(&x.execution_id).await).unwrap();
+        assert!(!logs.contains(TOKEN) && !logs.contains("tok-wrong-9d1e7a"));
+        let one = serde_json::to_string(&c.get_execution(&x.execution_id).await.unwrap()).unwrap();
+        assert!(!one.contains(TOKEN));
+    }
     assert!(!s.log().contains(TOKEN));
     let hits = files_containing(&s.data_dir(), TOKEN.as_bytes());
     assert!(hits.is_empty(), "{hits:?}");

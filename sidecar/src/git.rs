@@ -264,7 +264,10 @@ fn chain(e: &dyn std::error::Error) -> String {
 fn explain(e: &gix::Error, c: &Checkout) -> String {
     let full = chain(e);
     let lower = full.to_ascii_lowercase();
-    let hint = if lower.contains("not exported") || lower.contains("repository not found") {
+    let hint = if lower.contains("not exported")
+        || lower.contains("repository not found")
+        || lower.contains("status 404")
+    {
         "repository not found (or not readable without credentials)".to_owned()
     } else if lower.contains("didn't have any ref")
         || lower.contains("could not find")

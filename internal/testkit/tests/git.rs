@@ -602,7 +602,20 @@ async fn a_private_repository_is_cloned_over_https_with_github_token() {
     let (ca, tls) = tls_setup(certs.path());
     let h = serve_http_git(r.root.path().to_path_buf(), TOKEN, Some(tls));
     let s = TestServer::start_with(&[], &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
-    let url = format!("https://127.0.0.1:{}/proj.git", h.port);
+    let url = format!("https://127.0.0.1:{}/proj", h.port);
+
+    // A repository the server does not have is named as such, not as a missing ref.
+    let mut missing = run_in(
+        &format!("https://127.0.0.1:{}/absent.git", h.port),
+        Some("v1"),
+        None,
+        "true",
+    );
+    missing.env.insert("GITHUB_TOKEN".into(), TOKEN.into());
+    let (e, _, _) = finished(&s, &missing).await;
+    assert_eq!(e.status, Status::Failed, "{e:?}");
+    let reason = e.failure_reason.clone().unwrap_or_default();
+    assert!(reason.contains("repository not found"), "{reason}");
 
     let mut req = run_in(&url, Some("v1"), None, "pwd; cat VERSION");
     req.env.insert("GITHUB_TOKEN".into(), TOKEN.into());

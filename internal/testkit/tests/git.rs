@@ -649,3 +649,80 @@ async fn a_private_repository_is_cloned_over_https_with_github_token() {
     let hits = files_containing(&s.data_dir(), TOKEN.as_bytes());
     assert!(hits.is_empty(), "{hits:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_flags_and_a_playbooks_git_fields_check_out_the_repository() {
+    let r = repos();
+    let d = daemon(r.root.path());
+    let s = server();
+    let url = format!("git://127.0.0.1:{}/proj", d.port);
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        s.runvoy()
+            .args(args)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("runvoy")
+    };
+    let out = cli(&[
+        "run",
+        "-q",
+        "-g",
+        &url,
+        "-r",
+        "feature",
+        "--",
+        "cat VERSION",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "3\n");
+
+    std::fs::create_dir_all(dir.path().join(".runvoy")).unwrap();
+    std::fs::write(
+        dir.path().join(".runvoy/deep.yml"),
+        format!(
+            "description: read the marker\ngit_repo: {url}\ngit_ref: v1\ngit_path: sub/dir/\n\
+             commands:\n  - cat marker\n  - cat ../../VERSION\n"
+        ),
+    )
+    .unwrap();
+    let out = cli(&["playbook", "run", "deep", "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "deep\n1\n");
+    // -r overrides the playbook's git_ref.
+    let out = cli(&["playbook", "run", "deep", "-q", "-r", "main"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "deep\n2\n", "{out:?}");
+
+    // A failed clone: exit 125 from the remote side, the reason on stderr.
+    let out = cli(&["run", "-g", &url, "-r", "nope", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let all =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(all.contains("ref not found: nope"), "{all}");
+    // Refused before anything starts: credentials in the URL.
+    let before = s
+        .client()
+        .list_executions(&Default::default())
+        .await
+        .unwrap();
+    let out = cli(&[
+        "run",
+        "-g",
+        "https://u:hunter2@example.com/x.git",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("hunter2"),
+        "{out:?}"
+    );
+    let after = s
+        .client()
+        .list_executions(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(before.executions.len(), after.executions.len());
+}

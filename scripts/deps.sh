@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the machine packages a target needs, when they are missing.
 #   runtime: bubblewrap (runvoyd refuses to start without it unless --isolation process)
-#   test:    bubblewrap
+#   test:    bubblewrap; git and openssl (the git checkout tests serve and sign with them)
 #   web:     Debian's chromium for the browser tests, and node/npm
 #   lint:    python-hcl2 (PyPI) for scripts/check_terraform.py
 set -euo pipefail
@@ -17,7 +17,12 @@ if [ "$what" = lint ]; then
 fi
 
 case "$what" in
-  runtime|test) have bwrap || need+=(bubblewrap) ;;
+  runtime) have bwrap || need+=(bubblewrap) ;;
+  test)
+    have bwrap || need+=(bubblewrap)
+    have git || need+=(git)
+    have openssl || need+=(openssl)
+    ;;
   web) have chromium || need+=(chromium); have node || need+=(nodejs npm) ;;
   *) echo "deps.sh: unknown target $what" >&2; exit 2 ;;
 esac

@@ -3,7 +3,8 @@
 #   runtime: bubblewrap (runvoyd refuses to start without it unless --isolation process)
 #   test:    bubblewrap; docker.io and busybox-static for the Docker tests, and a running
 #            Docker engine (started here as `dockerd --bridge=none --iptables=false` when
-#            none answers and we are root)
+#            none answers and we are root); git and openssl (the git checkout tests serve
+#            and sign with them)
 #   web:     Debian's chromium for the browser tests, and node/npm
 #   lint:    python-hcl2 (PyPI) for scripts/check_terraform.py
 set -euo pipefail
@@ -24,6 +25,8 @@ case "$what" in
     have bwrap || need+=(bubblewrap)
     have dockerd || need+=(docker.io)
     [ -x /bin/busybox ] || need+=(busybox-static)
+    have git || need+=(git)
+    have openssl || need+=(openssl)
     ;;
   web) have chromium || need+=(chromium); have node || need+=(nodejs npm) ;;
   *) echo "deps.sh: unknown target $what" >&2; exit 2 ;;

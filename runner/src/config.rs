@@ -29,6 +29,9 @@ pub struct Config {
     pub banner: Vec<Vec<u8>>,
     /// Working directory of the command.
     pub workdir: Option<PathBuf>,
+    /// The command's directory relative to `workdir` (a git checkout and its path): relative,
+    /// without `..`.
+    pub checkout_dir: Option<PathBuf>,
     /// `.env` file whose variables are exported to the command (removed once read).
     pub env_file: Option<PathBuf>,
     /// Sandbox spec: start the command through its launcher (local compute only).
@@ -125,6 +128,22 @@ impl Config {
         let banner = get(env::BANNER)
             .map(|b| split_banner(b.as_bytes()))
             .unwrap_or_default();
+        let checkout_dir = get(runvoy_proto::git::env::CHECKOUT_DIR)
+            .map(|d| {
+                let p = PathBuf::from(d);
+                let plain = p
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if plain {
+                    Ok(p)
+                } else {
+                    Err(format!(
+                        "{} must be a relative path without .. or .",
+                        runvoy_proto::git::env::CHECKOUT_DIR
+                    ))
+                }
+            })
+            .transpose()?;
 
         Ok(Config {
             exec,
@@ -134,6 +153,7 @@ impl Config {
             banner,
             stdin_file: get(env::STDIN_FILE).map(PathBuf::from),
             workdir: get(env::WORKDIR).map(PathBuf::from),
+            checkout_dir,
             env_file: get(env::ENV_FILE).map(PathBuf::from),
             sandbox: get(runvoy_proto::sandbox::SANDBOX_ENV).map(PathBuf::from),
             budget,
@@ -226,6 +246,7 @@ mod tests {
         assert_eq!(c.kill_grace, Duration::from_secs(10));
         assert!(c.banner.is_empty());
         assert_eq!(c.workdir, None);
+        assert_eq!(c.checkout_dir, None);
         assert_eq!(c.budget, Budget::default());
     }
 
@@ -352,5 +373,30 @@ mod tests {
         );
         assert!(parse_env_file(b"NOEQUALS\n").is_err());
         assert!(parse_env_file(b"1BAD=x\n").is_err());
+    }
+
+    #[test]
+    fn checkout_dir_is_relative_and_plain() {
+        let ok = parse(
+            &[],
+            &[
+                ("RUNVOY_EXECUTION_ID", "e"),
+                ("RUNVOY_COMMAND", "true"),
+                ("RUNVOY_CHECKOUT_DIR", "repo/cmd/x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ok.checkout_dir, Some(PathBuf::from("repo/cmd/x")));
+        for bad in ["/etc", "repo/../..", "./repo"] {
+            let r = parse(
+                &[],
+                &[
+                    ("RUNVOY_EXECUTION_ID", "e"),
+                    ("RUNVOY_COMMAND", "true"),
+                    ("RUNVOY_CHECKOUT_DIR", bad),
+                ],
+            );
+            assert!(r.is_err(), "{bad}");
+        }
     }
 }

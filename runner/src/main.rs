@@ -6,6 +6,7 @@
 //! ([`runvoy_proto::record`]), then one exit record. It enforces the timeout, forwards
 //! SIGTERM/SIGINT to the command, and reaps zombies so it can run as pid 1.
 
+mod checkout;
 mod config;
 mod redact;
 mod sandbox;
@@ -102,6 +103,27 @@ fn run(config: &Config, signals: &SignalSet) -> i32 {
         if let Err(e) = res {
             return output_failed(&e);
         }
+    }
+
+    let report = checkout::read(&checkout::state_dir(config, config.sandbox.is_some()));
+    {
+        let mut sink = shared.sink();
+        let mut lines = report.notes.clone();
+        lines.extend(report.failed.iter().map(|f| f.clone().into_bytes()));
+        let res = lines
+            .iter()
+            .try_for_each(|line| emit_line(&mut sink, Stream::System, line))
+            .and_then(|_| sink.flush());
+        if let Err(e) = res {
+            return output_failed(&e);
+        }
+    }
+    if let Some(reason) = report.failed {
+        // The command never starts: its environment (it may hold secrets) is not needed.
+        if let Some(path) = &config.env_file {
+            let _ = std::fs::remove_file(path);
+        }
+        return finish(&shared, EXIT_RUNNER_ERROR, false, false, Some(reason));
     }
 
     let sandbox = match config.sandbox.as_deref().map(Sandbox::load).transpose() {
@@ -242,8 +264,14 @@ fn spawn(
         }
         None => Stdio::null(),
     };
+    let workdir = checkout::command_dir(config);
     let mut cmd = match sandbox {
-        Some(sb) => sb.command(program, args),
+        // The launcher's own --chdir is the work directory; a checkout moves it further in.
+        Some(sb) => sb.command(
+            program,
+            args,
+            config.checkout_dir.as_ref().and(workdir.as_deref()),
+        ),
         None => {
             let mut c = Command::new(program);
             c.args(args);
@@ -280,12 +308,12 @@ fn spawn(
         });
     }
     // In a sandbox the launcher sets the working directory inside it.
-    if let (Some(dir), None) = (&config.workdir, sandbox) {
+    if let (Some(dir), None) = (&workdir, sandbox) {
         cmd.current_dir(dir);
     }
     cmd.envs(vars);
     let shown = String::from_utf8_lossy(program.as_bytes()).into_owned();
-    cmd.spawn().map_err(|e| match &config.workdir {
+    cmd.spawn().map_err(|e| match &workdir {
         Some(dir) => format!(
             "cannot start {shown} in {}: {e}",
             String::from_utf8_lossy(dir.as_os_str().as_bytes())

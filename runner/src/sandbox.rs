@@ -85,10 +85,15 @@ impl Sandbox {
 
     /// The launcher command that runs `program args…` in the sandbox. The returned command
     /// must be spawned while `self` is alive (it inherits the seccomp descriptors).
-    pub fn command(&self, program: &OsStr, args: &[OsString]) -> Command {
+    /// `chdir` (a path inside the sandbox) replaces the launcher's own working directory.
+    pub fn command(&self, program: &OsStr, args: &[OsString], chdir: Option<&Path>) -> Command {
         let (launcher, largs) = self.spec.launcher.split_first().expect("checked in load");
         let mut cmd = Command::new(launcher);
         cmd.args(largs);
+        if let Some(dir) = chdir {
+            // bubblewrap keeps the last --chdir it is given.
+            cmd.arg("--chdir").arg(dir);
+        }
         for fd in &self.seccomp_fds {
             cmd.arg("--add-seccomp-fd").arg(fd.to_string());
         }

@@ -1,7 +1,9 @@
 //! `runvoy-sidecar`: prepares the shared workspace before `runvoy-runner` starts.
 //!
 //! Steps, in order: create the workspace, inject the runner binary, fetch the run's secrets
-//! (with `--secrets-json`: a single-use token POSTed to runvoyd), write the `.env` file, move
+//! (with `--secrets-json`: a single-use token POSTed to runvoyd), clone the run's git
+//! repository (`git.rs`; a `GITHUB_TOKEN` among the secrets or the run's environment
+//! authenticates it), write the `.env` file, move
 //! the command's standard input (if any) to `.runvoy/stdin`, then write `.runvoy/ready` last so the runner (or its launcher) can tell preparation finished.
 //! With `--serve-ready ADDR` it then answers TCP connections on ADDR (a startup probe that
 //! holds the runner container back on Cloud Run) and exits a few seconds after the first one.
@@ -13,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+
+mod git;
 
 /// Directory under the workspace holding runvoy's own files.
 const STATE_DIR: &str = ".runvoy";
@@ -62,11 +66,14 @@ struct Args {
     /// first one.
     #[arg(long, env = "RUNVOY_SERVE_READY")]
     serve_ready: Option<std::net::SocketAddr>,
+    /// The run's git checkout.
+    #[command(flatten)]
+    git: git::GitArgs,
 }
 
 /// Why preparation failed; decides the exit code.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     /// The input is unusable (bad variable name or value): exit 2.
     Invalid(String),
     /// An I/O step failed: exit 1.
@@ -95,7 +102,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let (Failure::Invalid(msg) | Failure::Io(msg)) = &f;
-            eprintln!("runvoy-sidecar: {msg}");
+            warn(msg);
             ExitCode::from(f.exit_code())
         }
     }
@@ -103,6 +110,10 @@ fn main() -> ExitCode {
 
 fn progress(msg: &str) {
     println!("### runvoy sidecar: {msg}");
+}
+
+fn warn(msg: &str) {
+    eprintln!("runvoy-sidecar: {msg}");
 }
 
 /// Runs every preparation step; the ready marker is only written when all succeeded.
@@ -122,8 +133,6 @@ fn run(args: &Args) -> Result<(), Failure> {
     if let Some(runner) = &args.runner_binary {
         inject_runner(runner, &state)?;
     }
-    // Fetching sources (a future `--git-repo` step) belongs here: after the workspace exists and
-    // before `.env` and the ready marker are written.
     if let Some((url, token)) = fetch {
         let secrets = fetch_secrets(&url, &token).inspect_err(|_| {
             // Nothing will consume the environment file now; it must not stay behind.
@@ -141,6 +150,9 @@ fn run(args: &Args) -> Result<(), Failure> {
             vars.push((key, value));
         }
     }
+    // After the workspace exists and the secrets are in (a token may be one), before `.env`
+    // and the ready marker are written.
+    git::checkout(&args.git, &args.workspace, &state, env.as_deref())?;
     if let Some(vars) = &env {
         write_env_file(&args.workspace, vars)?;
     }

@@ -118,6 +118,12 @@ pub(crate) struct RunPlan {
     pub lock: Option<String>,
     /// Secrets (a playbook's), merged with `--secret`.
     pub secrets: Vec<String>,
+    /// Git repository, ref and path, each unless the matching `--git-*` option is given.
+    pub git_repo: Option<String>,
+    /// See [`RunPlan::git_repo`].
+    pub git_ref: Option<String>,
+    /// See [`RunPlan::git_repo`].
+    pub git_path: Option<String>,
 }
 
 async fn run(client: &Client, a: RunArgs, ui: Ui) -> anyhow::Result<i32> {
@@ -175,6 +181,18 @@ pub(crate) async fn run_plan(
         Some(t) => Some(t),
         None => plan.timeout,
     };
+    let (git_repo, git_ref, git_path) = (
+        o.git_repo.or(plan.git_repo),
+        o.git_ref.or(plan.git_ref),
+        o.git_path.or(plan.git_path),
+    );
+    // The server checks the same rules; checking here first saves reading standard input.
+    runvoy_client::proto::git::Checkout::from_request(
+        git_repo.as_deref(),
+        git_ref.as_deref(),
+        git_path.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let stdin = if o.no_stdin { None } else { read_stdin()? };
     let req = RunRequest {
         command: plan.command,
@@ -192,6 +210,9 @@ pub(crate) async fn run_plan(
             names.dedup();
             names
         },
+        git_repo,
+        git_ref,
+        git_path,
     };
     let resp = if o.wait_lock {
         match start_waiting_for_lock(client, &req, ui).await? {

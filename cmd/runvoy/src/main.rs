@@ -205,6 +205,17 @@ pub struct RunOpts {
     /// Do not send standard input; the command reads end-of-file.
     #[arg(long)]
     pub no_stdin: bool,
+    /// Git repository the command starts in: cloned (shallow) before it runs. https://,
+    /// http:// or git://; no credentials in the URL (for a private repository pass the token
+    /// as -e GITHUB_TOKEN).
+    #[arg(short = 'g', long, value_name = "URL")]
+    pub git_repo: Option<String>,
+    /// Branch, tag or full commit id of --git-repo (default: its default branch).
+    #[arg(short = 'r', long, value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// Directory inside the checkout to start the command in.
+    #[arg(short = 'p', long, value_name = "DIR")]
+    pub git_path: Option<String>,
 }
 
 /// `runvoy run` arguments.

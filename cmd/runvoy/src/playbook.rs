@@ -33,7 +33,7 @@ pub enum PlaybookCmd {
     /// Run a playbook: its commands joined with && as one shell line, with the options of
     /// `runvoy run` overriding its image, timeout and lock.
     #[command(after_long_help = PLAYBOOK_RUN_HELP)]
-    Run(PlaybookRunArgs),
+    Run(Box<PlaybookRunArgs>),
 }
 
 const PLAYBOOK_RUN_HELP: &str = "\
@@ -41,8 +41,8 @@ Environment, lowest to highest: the playbook's env, local RUNVOY_USER_K=V variab
 --env-file files, then -e. --set KEY=VALUE changes a parameter (a variable the playbook's env
 declares) and refuses names it does not declare:
   runvoy playbook run terraform-example --set TERRAFORM_VERSION=1.9.8
-A playbook's secrets are injected like --secret (merged with --secret options).
-Playbooks naming git_repo are refused: this server cannot check out a repository yet.";
+-g/--git-repo, -r/--git-ref and -p/--git-path override the playbook's git_repo, git_ref and
+git_path. A playbook's secrets are injected like --secret (merged with --secret options).";
 
 /// `runvoy playbook run` arguments.
 #[derive(Debug, Args)]
@@ -90,15 +90,6 @@ pub async fn run(o: &Overrides, cmd: PlaybookCmd, ui: Ui) -> anyhow::Result<i32>
         }
         PlaybookCmd::Run(a) => {
             let (e, mut pb) = find(&a.name)?;
-            let refused = pb.unsupported();
-            if !refused.is_empty() {
-                anyhow::bail!(
-                    "playbook {} ({}) cannot run on this server; nothing was started: {}",
-                    e.name,
-                    e.path.display(),
-                    refused.join("; ")
-                );
-            }
             playbook::set_params(&mut pb, &a.set).map_err(anyhow::Error::msg)?;
             let timeout = match &pb.timeout {
                 None => None,
@@ -123,6 +114,9 @@ pub async fn run(o: &Overrides, cmd: PlaybookCmd, ui: Ui) -> anyhow::Result<i32>
                 timeout,
                 lock: pb.lock,
                 secrets: pb.secrets,
+                git_repo: pb.git_repo,
+                git_ref: pb.git_ref,
+                git_path: pb.git_path,
             };
             let client = crate::commands::client(o)?;
             run_plan(&client, plan, a.opts, ui).await
@@ -213,8 +207,5 @@ fn show_text(e: &Entry, pb: &Playbook) -> String {
         s.push_str(&format!("  {}. {c}\n", i + 1));
     }
     s.push_str(&format!("Runs:         {}\n", pb.command_line()));
-    for why in pb.unsupported() {
-        s.push_str(&format!("Not runnable: {why}\n"));
-    }
     s
 }

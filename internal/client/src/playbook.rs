@@ -22,10 +22,10 @@ pub struct Playbook {
     /// Image to run in; the server's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Git repository to check out before the commands (not supported by this server yet).
+    /// Git repository the sidecar clones before the commands, which start in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_repo: Option<String>,
-    /// Branch or tag of `git_repo`.
+    /// Branch, tag or full commit id of `git_repo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_ref: Option<String>,
     /// Directory inside `git_repo` to run in.
@@ -63,18 +63,6 @@ impl Playbook {
         self.commands.join(" && ")
     }
 
-    /// What this server cannot do of the playbook yet; the run must be refused when not empty.
-    pub fn unsupported(&self) -> Vec<String> {
-        let mut v = Vec::new();
-        if self.git_repo.is_some() || self.git_ref.is_some() || self.git_path.is_some() {
-            v.push(
-                "git_repo/git_ref/git_path: this server cannot check out a git repository \
-                 before a run yet"
-                    .to_string(),
-            );
-        }
-        v
-    }
 }
 
 /// A scalar (string, number, boolean) as a string; numbers keep the text they were written

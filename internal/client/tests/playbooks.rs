@@ -53,13 +53,9 @@ fn every_go_runvoy_example_loads_unchanged() {
     let oc = get("opencode-example");
     assert_eq!(oc.secrets, ["github-token"]);
     assert_eq!(oc.env["GH_VERSION"], "2.83.2");
-    // What this server cannot honour is reported, never dropped.
-    assert!(!oc.unsupported().is_empty());
-    assert!(!caddy.unsupported().is_empty());
     let pg = get("pg-restore-example");
-    assert!(pg.unsupported().is_empty());
     assert_eq!(pg.env.len(), 5);
-    assert!(get("aws-cli-example").unsupported().is_empty());
+    assert!(!get("aws-cli-example").commands.is_empty());
 }
 
 #[test]

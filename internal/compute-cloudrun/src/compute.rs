@@ -533,9 +533,25 @@ impl CloudRunCompute {
             .chain(spec.env.iter().map(|(n, v)| (n.clone(), v.clone())))
             .map(|(n, v)| json!({ "name": n, "value": v }))
             .collect();
+        let mut overrides = vec![json!({ "name": RUNNER, "env": env })];
+        if spec.git.is_some() {
+            // The sidecar clones; a token for it is the run's own variable (the runner gets
+            // the same one), never part of the URL.
+            let token = spec
+                .env
+                .get_key_value(runvoy_proto::git::DEFAULT_TOKEN_VAR)
+                .map(|(n, v)| (n.as_str(), v.clone()));
+            let sidecar: Vec<Value> = spec
+                .sidecar_settings()
+                .into_iter()
+                .chain(token)
+                .map(|(n, v)| json!({ "name": n, "value": v }))
+                .collect();
+            overrides.push(json!({ "name": SIDECAR, "env": sidecar }));
+        }
         json!({
             "overrides": {
-                "containerOverrides": [{ "name": RUNNER, "env": env }],
+                "containerOverrides": overrides,
                 "taskCount": 1,
                 "timeout": format!("{}s", self.task_timeout(spec)),
             }

@@ -53,6 +53,7 @@ fn spec(id: &str, command: &str) -> JobSpec {
         resources: Default::default(),
         secrets: Vec::new(),
         secrets_fetch: None,
+        git: None,
     }
 }
 
@@ -416,6 +417,76 @@ async fn the_runs_environment_reaches_the_runner_after_runvoys_settings() {
             .unwrap()
             .iter()
             .any(|v| v["name"] == "STAGE")
+    );
+}
+
+#[tokio::test]
+async fn a_git_checkout_reaches_the_sidecar_and_the_runner() {
+    let fake = FakeCloudRun::start().await;
+    let c = compute(&fake);
+    let id = new_execution_id();
+    let mut s = spec(&id, "make");
+    s.git = runvoy_proto::git::Checkout::from_request(
+        Some("https://example.com/acme/app.git"),
+        Some("v1"),
+        Some("cmd/x"),
+    )
+    .unwrap();
+    s.env.insert("GITHUB_TOKEN".into(), "tok".into());
+    c.start(&s).await.expect("start");
+    let name = fake.execution_of(&id).expect("execution");
+    let tpl = fake.execution_template(&name);
+    let env_of = |container: &str| -> Vec<(String, String)> {
+        tpl["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == container)
+            .unwrap()["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap().to_owned(),
+                    v["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let has =
+        |env: &[(String, String)], k: &str, v: &str| env.iter().any(|(n, x)| n == k && x == v);
+    let sidecar = env_of("sidecar");
+    assert!(
+        has(
+            &sidecar,
+            "RUNVOY_GIT_REPO",
+            "https://example.com/acme/app.git"
+        ),
+        "{sidecar:?}"
+    );
+    assert!(has(&sidecar, "RUNVOY_GIT_REF", "v1"));
+    assert!(has(&sidecar, "RUNVOY_GIT_PATH", "cmd/x"));
+    assert!(has(&sidecar, "GITHUB_TOKEN", "tok"));
+    let runner = env_of("runner");
+    assert!(
+        has(&runner, "RUNVOY_CHECKOUT_DIR", "app/cmd/x"),
+        "{runner:?}"
+    );
+    // Without a checkout the sidecar gets no override at all.
+    let other = new_execution_id();
+    c.start(&spec(&other, "true")).await.expect("start");
+    let run = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path.ends_with(":run"))
+        .expect("jobs.run");
+    assert_eq!(
+        run.body["overrides"]["containerOverrides"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
     );
 }
 

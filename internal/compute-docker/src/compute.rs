@@ -323,14 +323,27 @@ impl DockerCompute {
         // Who the runner container runs as is known only once it exists: the owner file comes
         // with the input (empty for root).
         cmd.extend(["--owner-file".to_owned(), format!("/{INPUT_DIR}/owner")]);
+        // A sidecar that clones needs a network: the runners' one, or the engine's default
+        // bridge when runners have none. Without a checkout it has none at all.
+        let network = match (&spec.git, self.cfg.network.as_str()) {
+            (None, _) => "none",
+            (Some(_), "none") => "bridge",
+            (Some(_), n) => n,
+        };
+        let env: Vec<String> = spec
+            .sidecar_settings()
+            .into_iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
         ContainerCreateBody {
             image: Some(self.cfg.sidecar_image.clone()),
             cmd: Some(cmd),
+            env: (!env.is_empty()).then_some(env),
             labels: Some(self.labels(&spec.execution_id, Some("sidecar"))),
-            network_disabled: Some(true),
+            network_disabled: Some(network == "none"),
             host_config: Some(HostConfig {
                 mounts: Some(self.workspace_mount(&spec.execution_id)),
-                network_mode: Some("none".to_owned()),
+                network_mode: Some(network.to_owned()),
                 // Root in the sidecar writes into a root-owned volume, then hands the workspace
                 // over to the image's user (CHOWN); nothing else is needed.
                 cap_drop: Some(vec!["ALL".to_owned()]),

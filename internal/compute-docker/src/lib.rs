@@ -5,7 +5,7 @@
 //! | object | name | what |
 //! |---|---|---|
 //! | volume | `runvoy-<instance>-<id>` | mounted at `/workspace` in both containers |
-//! | container | `runvoy-<instance>-<id>-sidecar` | the runvoy-sidecar image: injects the runner binary, writes `.env` and the standard input, then exits |
+//! | container | `runvoy-<instance>-<id>-sidecar` | the runvoy-sidecar image: injects the runner binary, clones the run's git repository (only then with a network), writes `.env` and the standard input, then exits |
 //! | container | `runvoy-<instance>-<id>-runner` | the registered image, entrypoint the injected static runner; its stdout is the record stream |
 //!
 //! Both containers are created by [`DockerCompute::start`] before the sidecar starts; the

@@ -92,6 +92,12 @@ pub(crate) struct JobFile {
     /// The `.env` names of the run's secrets, whose values the runner redacts (names only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_keys: Vec<String>,
+    /// The sidecar's run settings (`JobSpec::sidecar_settings`: the git checkout).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecar_env: Vec<(String, String)>,
+    /// The command's directory relative to the workspace (a git checkout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_dir: Option<String>,
 }
 
 /// Name of the standard-input file in an execution's directory.
@@ -263,6 +269,7 @@ impl LocalCompute {
             resources: Default::default(),
             secrets: Vec::new(),
             secrets_fetch: None,
+            git: None,
         });
         write_transient(&dir.join("env.json"), b"{}", 0o600).map_err(err)?;
         let body = serde_json::to_vec(&job).map_err(|e| e.to_string())?;
@@ -345,6 +352,12 @@ impl LocalCompute {
             sandbox_assets: self.assets(),
             secrets: spec.secrets_fetch.is_some(),
             secret_keys: spec.secrets.iter().map(|r| r.key_name.clone()).collect(),
+            sidecar_env: spec
+                .sidecar_settings()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            checkout_dir: spec.git.as_ref().map(|g| g.command_dir()),
         }
     }
 

@@ -210,6 +210,20 @@ fn supervise(dir: &Path, leftover: &mut Option<(Cgroups, String)>) -> std::io::R
                 .into_iter()
                 .flatten(),
         )
+        // Only what the sidecar needs: runvoyd's own environment (a token of the operator's,
+        // say) must not reach a clone of a repository the run names.
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        // Except the CA certificates runvoyd is told to trust (an internal git server's).
+        .envs(
+            ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+                .into_iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        )
+        .envs(job.sidecar_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(side_log.try_clone()?)
         .stderr(side_log)
@@ -404,6 +418,9 @@ fn runner_command(job: &JobFile, ws: &Path, sandbox_spec: Option<&Path>) -> Comm
     }
     if !job.secret_keys.is_empty() {
         envs.push((env::SECRET_KEYS.into(), job.secret_keys.join(",")));
+    }
+    if let Some(dir) = &job.checkout_dir {
+        envs.push((runvoy_proto::git::env::CHECKOUT_DIR.into(), dir.clone()));
     }
     if job.stdin {
         // Relative to the runner's working directory, the workspace, in every isolation mode.

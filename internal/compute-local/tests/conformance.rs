@@ -51,6 +51,7 @@ impl ComputePlatform for Local {
             resources: Default::default(),
             secrets: Vec::new(),
             secrets_fetch: None,
+            git: None,
         }
     }
     async fn command_exits(&self, _id: &str, _code: i32) {}

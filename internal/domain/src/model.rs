@@ -282,6 +282,8 @@ pub struct JobSpec {
     /// How the sidecar fetches them (set when `secrets` is not empty). The token is good for
     /// this execution only, once, while it is unfinished.
     pub secrets_fetch: Option<crate::secrets::SecretsFetch>,
+    /// The git repository the sidecar clones before the command starts in it.
+    pub git: Option<runvoy_proto::git::Checkout>,
 }
 
 impl JobSpec {
@@ -317,7 +319,19 @@ impl JobSpec {
                 vars.push((name, limit.to_string()));
             }
         }
+        if let Some(git) = &self.git {
+            vars.push((runvoy_proto::git::env::CHECKOUT_DIR, git.command_dir()));
+        }
         vars
+    }
+
+    /// The sidecar's settings for this run beyond the workspace and its input files: the git
+    /// checkout (`runvoy_proto::git::env`). Empty without one.
+    pub fn sidecar_settings(&self) -> Vec<(&'static str, String)> {
+        self.git
+            .as_ref()
+            .map(runvoy_proto::git::Checkout::sidecar_env)
+            .unwrap_or_default()
     }
 }
 

@@ -160,6 +160,7 @@ fn validate_run(req: &RunRequest) -> Result<(), DomainError> {
         ));
     }
     runvoy_proto::check_env(&req.env).map_err(DomainError::Invalid)?;
+    git_of(req)?;
     if let Some(l) = &req.lock
         && !runvoy_proto::valid_lock_name(l)
     {
@@ -177,6 +178,16 @@ fn validate_run(req: &RunRequest) -> Result<(), DomainError> {
         ));
     }
     Ok(())
+}
+
+/// The run's git checkout, validated (`runvoy_proto::git`).
+fn git_of(req: &RunRequest) -> Result<Option<runvoy_proto::git::Checkout>, DomainError> {
+    runvoy_proto::git::Checkout::from_request(
+        req.git_repo.as_deref(),
+        req.git_ref.as_deref(),
+        req.git_path.as_deref(),
+    )
+    .map_err(DomainError::Invalid)
 }
 
 /// Checks a run's resource request against the server's maxima.
@@ -241,6 +252,7 @@ impl Service {
         let (command, argv) = command_of(&req)?;
         let stdin = stdin_of(&req)?;
         let secrets = self.secret_refs(&req).await?;
+        let git = git_of(&req)?;
         let now = self.clock.now_ms();
         let image = run_image.id;
         let mut e = Execution {
@@ -293,10 +305,15 @@ impl Service {
             env: req.env,
             timeout_secs: timeout,
             kill_grace_secs: self.config.kill_grace_secs,
-            banner: vec![format!(
+            banner: std::iter::once(format!(
                 "### runvoy runner: execution {} started by {} (request {})",
                 e.id, caller.user.email, caller.request_id
-            )],
+            ))
+            .chain(
+                git.as_ref()
+                    .map(|g| format!("### runvoy runner: {}", g.describe())),
+            )
+            .collect(),
             max_output_bytes: self.config.max_output_bytes,
             max_output_lines: self.config.max_output_lines,
             resources,
@@ -305,6 +322,7 @@ impl Service {
                 _ => None,
             },
             secrets,
+            git,
         };
         let compute = self.compute.clone();
         let started = (|| async { compute.start(&spec).await })

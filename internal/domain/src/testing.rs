@@ -2241,6 +2241,7 @@ mod compute_conformance_tests {
                 resources: Default::default(),
                 secrets: Vec::new(),
                 secrets_fetch: None,
+                git: None,
             }
         }
         async fn command_exits(&self, id: &str, code: i32) {

@@ -99,7 +99,28 @@ fn spec_of(template: &Value) -> Option<JobSpec> {
         resources: Resources::default(),
         secrets: Vec::new(),
         secrets_fetch: None,
+        git: git_of(template),
     })
+}
+
+/// The run's git checkout, from the sidecar container's variables (as `runvoy-sidecar` reads
+/// them).
+fn git_of(template: &Value) -> Option<runvoy_proto::git::Checkout> {
+    use runvoy_proto::git::env;
+    let sidecar = template["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "sidecar")?;
+    let get = |name: &str| {
+        sidecar["env"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == name)?["value"]
+            .as_str()
+    };
+    runvoy_proto::git::Checkout::from_request(get(env::REPO), get(env::REF), get(env::PATH))
+        .ok()
+        .flatten()
 }
 
 /// `projects/P/locations/L/jobs/J/executions/E` → (P, L, J).

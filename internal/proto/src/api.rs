@@ -108,6 +108,17 @@ pub struct RunRequest {
     /// `key_name`). Only the names travel; the values reach the command's `.env` only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Repository the sidecar clones (shallow) before the command starts in it: `https://`,
+    /// `http://` or `git://`, without credentials in the URL (a `GITHUB_TOKEN` in `env`
+    /// authenticates https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_repo: Option<String>,
+    /// Branch, tag or full commit id to check out; the remote's default branch when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Directory inside the checkout the command starts in (relative, no `..`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_path: Option<String>,
 }
 
 /// Most environment variables in a run request.

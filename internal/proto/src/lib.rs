@@ -4,6 +4,7 @@
 //! * [`api`]: REST request and response bodies under `/api/v1`.
 //! * [`health`]: reconciler reports.
 //! * [`envfile`]: the workspace `.env` file between the sidecar and the runner.
+//! * [`git`]: a run's git checkout: validation, workspace layout, sidecar variables.
 //! * [`sandbox`]: how the local compute asks the runner to start the command in bubblewrap.
 //! * [`ws`]: WebSocket frames sent on `/api/v1/executions/{id}/logs/ws`.
 //!
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod envfile;
+pub mod git;
 pub mod health;
 pub mod record;
 pub mod sandbox;

@@ -267,6 +267,11 @@ async fn playbooks_list_show_and_run() {
         pbs.join("build-caddy-example.yml"),
     )
     .unwrap();
+    std::fs::copy(
+        fixtures.join("opencode-example.yml"),
+        pbs.join("opencode-example.yml"),
+    )
+    .unwrap();
     std::fs::write(pbs.join("typo.yml"), "commands: [a]\nlcok: x\n").unwrap();
 
     let out = cli(&s, dir.path(), &["playbook", "list"]);
@@ -330,9 +335,9 @@ async fn playbooks_list_show_and_run() {
         .list_executions(&Default::default())
         .await
         .unwrap();
-    let out = cli(&s, dir.path(), &["playbook", "run", "build-caddy-example"]);
+    let out = cli(&s, dir.path(), &["playbook", "run", "opencode-example"]);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
-    assert!(text(&out.stderr).contains("git_repo"), "{out:?}");
+    assert!(text(&out.stderr).contains("secrets"), "{out:?}");
     let out = cli(&s, dir.path(), &["playbook", "run", "typo"]);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(text(&out.stderr).contains("typo.yml:2:1"), "{out:?}");

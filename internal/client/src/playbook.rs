@@ -62,7 +62,6 @@ impl Playbook {
     pub fn command_line(&self) -> String {
         self.commands.join(" && ")
     }
-
 }
 
 /// A scalar (string, number, boolean) as a string; numbers keep the text they were written

@@ -445,7 +445,10 @@ impl DockerCompute {
             _ => self.image_file(runner, "/etc/passwd").await?,
         };
         let (uid, primary) = match u.parse::<u32>() {
-            Ok(uid) => (uid, id_entry(&passwd, |e| e[2] == u).map(|e| e[3].to_owned())),
+            Ok(uid) => (
+                uid,
+                id_entry(&passwd, |e| e[2] == u).map(|e| e[3].to_owned()),
+            ),
             Err(_) => match id_entry(&passwd, |e| e[0] == u) {
                 Some(e) => (
                     e[2].parse().map_err(|_| bad_user(&user))?,
@@ -917,7 +920,7 @@ impl LogSource for DockerLogSource {
 }
 
 /// The first `name:x:id:...` line of a passwd or group file whose fields pass `pick`.
-fn id_entry<'a>(file: &'a str, pick: impl Fn(&[&str]) -> bool) -> Option<Vec<&'a str>> {
+fn id_entry(file: &str, pick: impl Fn(&[&str]) -> bool) -> Option<Vec<&str>> {
     file.lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|e| e.len() >= 4 && pick(e))

@@ -31,6 +31,9 @@ impl ComputePlatform for Engine {
             max_output_bytes: 0,
             max_output_lines: 0,
             resources: Default::default(),
+            secrets: Vec::new(),
+            secrets_fetch: None,
+            git: None,
         }
     }
     async fn command_exits(&self, _id: &str, _code: i32) {}

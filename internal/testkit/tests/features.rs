@@ -329,7 +329,7 @@ async fn playbooks_list_show_and_run() {
         "{out:?}"
     );
 
-    // What this server cannot do is refused before anything starts.
+    // A playbook naming a secret nobody stored is refused before anything starts.
     let before = s
         .client()
         .list_executions(&Default::default())
@@ -337,7 +337,7 @@ async fn playbooks_list_show_and_run() {
         .unwrap();
     let out = cli(&s, dir.path(), &["playbook", "run", "opencode-example"]);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
-    assert!(text(&out.stderr).contains("secrets"), "{out:?}");
+    assert!(text(&out.stderr).contains("SECRET_NOT_FOUND"), "{out:?}");
     let out = cli(&s, dir.path(), &["playbook", "run", "typo"]);
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(text(&out.stderr).contains("typo.yml:2:1"), "{out:?}");

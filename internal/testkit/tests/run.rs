@@ -152,7 +152,10 @@ async fn remote_exit_codes_are_returned() {
         ("exit 42", 42),
         ("kill -9 $$", 137),
         (
-            if runvoy_testkit::backend::test_backend().local_compute() {
+            // (The `gcp` test backend's fake platform runs its tasks on local compute.)
+            if runvoy_testkit::backend::test_backend()
+                != runvoy_testkit::backend::TestBackend::Docker
+            {
                 // The runner runs from its installed path: no copy of it in any workspace.
                 "test ! -e .runvoy/runvoy-runner && test -d .runvoy"
             } else {

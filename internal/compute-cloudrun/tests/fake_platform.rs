@@ -10,7 +10,7 @@ use runvoy_compute_cloudrun::{CloudRunCompute, CloudRunConfig, StaticToken, job_
 use runvoy_domain::JobSpec;
 use runvoy_domain::new_execution_id;
 use runvoy_domain::ports::{Compute, ComputeError, ComputeState};
-use runvoy_domain::testing::{ComputePlatform, compute_conformance};
+use runvoy_domain::testing::{ComputePlatform, compute_conformance, job_spec};
 use runvoy_fake_gcp::FakeCloudRun;
 use serde_json::{Value, json};
 
@@ -38,22 +38,9 @@ fn compute(fake: &FakeCloudRun) -> CloudRunCompute {
 
 fn spec(id: &str, command: &str) -> JobSpec {
     JobSpec {
-        execution_id: id.to_owned(),
-        command: command.to_owned(),
-        argv: None,
-        stdin: None,
-        image: IMAGE.to_owned(),
-        image_settings: None,
-        env: BTreeMap::new(),
         timeout_secs: Some(100),
-        kill_grace_secs: 1,
         banner: vec!["runvoy: hello".into()],
-        max_output_bytes: 0,
-        max_output_lines: 0,
-        resources: Default::default(),
-        secrets: Vec::new(),
-        secrets_fetch: None,
-        git: None,
+        ..job_spec(id, command, IMAGE)
     }
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use runvoy_compute_docker::{DockerCompute, DockerComputeConfig};
 use runvoy_compute_local::Bus;
 use runvoy_domain::JobSpec;
-use runvoy_domain::testing::{ComputePlatform, compute_conformance};
+use runvoy_domain::testing::{ComputePlatform, compute_conformance, job_spec};
 
 /// The image the commands run in (a `docker import` of busybox-static).
 const IMAGE: &str = "runvoy-test/busybox:test";
@@ -18,22 +18,8 @@ struct Engine;
 impl ComputePlatform for Engine {
     fn spec(&self, id: &str, command: &str) -> JobSpec {
         JobSpec {
-            execution_id: id.to_owned(),
-            command: command.to_owned(),
-            argv: None,
-            stdin: None,
-            image: IMAGE.to_owned(),
-            image_settings: None,
-            env: Default::default(),
             timeout_secs: Some(120),
-            kill_grace_secs: 1,
-            banner: Vec::new(),
-            max_output_bytes: 0,
-            max_output_lines: 0,
-            resources: Default::default(),
-            secrets: Vec::new(),
-            secrets_fetch: None,
-            git: None,
+            ..job_spec(id, command, IMAGE)
         }
     }
     async fn command_exits(&self, _id: &str, _code: i32) {}

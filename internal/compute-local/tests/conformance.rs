@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use runvoy_compute_local::{Bus, Isolation, Limits, LocalCompute, LocalComputeConfig};
 use runvoy_domain::JobSpec;
-use runvoy_domain::testing::{ComputePlatform, compute_conformance};
+use runvoy_domain::testing::{ComputePlatform, compute_conformance, job_spec};
 
 /// `target/<profile>`, where the workspace's binaries are (test executables live in `deps/`).
 fn bin(name: &str) -> PathBuf {
@@ -36,22 +36,8 @@ struct Local;
 impl ComputePlatform for Local {
     fn spec(&self, id: &str, command: &str) -> JobSpec {
         JobSpec {
-            execution_id: id.to_owned(),
-            command: command.to_owned(),
-            argv: None,
-            stdin: None,
-            image: String::new(),
-            image_settings: None,
-            env: Default::default(),
             timeout_secs: Some(120),
-            kill_grace_secs: 1,
-            banner: Vec::new(),
-            max_output_bytes: 0,
-            max_output_lines: 0,
-            resources: Default::default(),
-            secrets: Vec::new(),
-            secrets_fetch: None,
-            git: None,
+            ..job_spec(id, command, "")
         }
     }
     async fn command_exits(&self, _id: &str, _code: i32) {}

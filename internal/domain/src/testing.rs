@@ -84,6 +84,29 @@ pub fn image(reference: &str, memory_mb: Option<u64>, rid: &str, now_ms: i64) ->
     }
 }
 
+/// A job spec running the shell line `command` in `image`, with nothing else set (no timeout,
+/// a 1 s kill grace); tests override what they need with `..job_spec(…)`.
+pub fn job_spec(id: &str, command: &str, image: &str) -> JobSpec {
+    JobSpec {
+        execution_id: id.to_owned(),
+        command: command.to_owned(),
+        argv: None,
+        stdin: None,
+        image: image.to_owned(),
+        image_settings: None,
+        env: BTreeMap::new(),
+        timeout_secs: None,
+        kill_grace_secs: 1,
+        banner: Vec::new(),
+        max_output_bytes: 0,
+        max_output_lines: 0,
+        resources: Default::default(),
+        secrets: Vec::new(),
+        secrets_fetch: None,
+        git: None,
+    }
+}
+
 /// A stdout record whose text is its seq.
 pub fn record(seq: u64) -> LogRecord {
     LogRecord {
@@ -2225,24 +2248,7 @@ mod compute_conformance_tests {
     #[async_trait]
     impl ComputePlatform for Play<'_> {
         fn spec(&self, id: &str, command: &str) -> JobSpec {
-            JobSpec {
-                execution_id: id.to_owned(),
-                command: command.to_owned(),
-                argv: None,
-                stdin: None,
-                image: "img".into(),
-                image_settings: None,
-                env: BTreeMap::new(),
-                timeout_secs: None,
-                kill_grace_secs: 1,
-                banner: Vec::new(),
-                max_output_bytes: 0,
-                max_output_lines: 0,
-                resources: Default::default(),
-                secrets: Vec::new(),
-                secrets_fetch: None,
-                git: None,
-            }
+            job_spec(id, command, "img")
         }
         async fn command_exits(&self, id: &str, code: i32) {
             self.0.end(id, code);

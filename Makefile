@@ -16,7 +16,7 @@ IMAGE_REPO ?=
 IMAGE_TAG ?= dev
 DEBUG_BIN := target/debug
 
-.PHONY: run stop run-gcp-local stop-gcp-local deps build build-release runner-static static-bins images test-images test test-gcp-suites docker-test-images test-docker-suites test-rust test-web lint lint-terraform fmt bench emulators clean
+.PHONY: fuzz fuzz-smoke fuzz-tool test-api-schema run stop run-gcp-local stop-gcp-local deps build build-release runner-static static-bins images test-images test test-gcp-suites docker-test-images test-docker-suites test-rust test-web lint lint-terraform fmt bench emulators clean
 
 ## deps: install what runvoy needs on this machine (bubblewrap for isolation; best effort).
 deps:
@@ -121,6 +121,7 @@ test-web: build
 
 lint: lint-terraform
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## lint-terraform: the Terraform's formatting, and its references and invariants checked without
@@ -145,6 +146,34 @@ bench: deps build-release docker-test-images
 	$(RELEASE_BIN)/runvoy-bench --bin-dir $(RELEASE_BIN) --docker-image runvoy-test/busybox:test
 	@echo "== Firestore writes per execution (Google's emulator counts no time, only writes)"
 	@$(CARGO) test -q -p runvoy-store-firestore --test emulator writes_per_execution_meet_the_goal -- --nocapture 2>&1 | grep "firestore writes per execution"
+
+## test-api-schema: schemathesis (PyPI, scripts/schemathesis/requirements.txt) against a real
+## runvoyd with the admin key and a viewer key (scripts/schemathesis/run.sh; config and seed
+## in scripts/schemathesis/schemathesis.toml). Needs the binaries built.
+test-api-schema:
+	bash scripts/schemathesis/run.sh $(DEBUG_BIN)
+
+## fuzz: each libFuzzer target (fuzz/, see docs/FUZZING.md) for FUZZ_TIME seconds (default 600),
+## starting from its committed corpus; new inputs go to target/fuzz/corpus, crashes to
+## fuzz/artifacts. fuzz-smoke: the committed corpus replayed, then FUZZ_SMOKE_TIME seconds
+## (default 20) of new inputs per target; a crash fails it. Built with cargo-fuzz on the stable
+## toolchain, without a sanitizer (`-s none`: the code under test is safe Rust).
+FUZZ_TARGETS := runner_records record_line pubsub_push cloudevent playbook env_file
+FUZZ_TIME ?= 600
+FUZZ_SMOKE_TIME ?= 20
+FUZZ_RUN = $(CARGO) fuzz run -s none --target-dir target/fuzz
+fuzz-tool:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz: fuzz-tool
+	@for t in $(FUZZ_TARGETS); do mkdir -p target/fuzz/corpus/$$t; \
+	  echo "== fuzz $$t ($(FUZZ_TIME) s)"; \
+	  $(FUZZ_RUN) $$t target/fuzz/corpus/$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_TIME) -max_len=8192 -print_final_stats=1 || exit 1; done
+
+fuzz-smoke: fuzz-tool
+	@for t in $(FUZZ_TARGETS); do rm -rf target/fuzz/smoke/$$t; mkdir -p target/fuzz/smoke/$$t; \
+	  echo "== fuzz-smoke $$t"; \
+	  $(FUZZ_RUN) $$t target/fuzz/smoke/$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SMOKE_TIME) -max_len=8192 || exit 1; done
 
 clean:
 	$(CARGO) clean

@@ -6,12 +6,7 @@
 //! ([`runvoy_proto::record`]), then one exit record. It enforces the timeout, forwards
 //! SIGTERM/SIGINT to the command, and reaps zombies so it can run as pid 1.
 
-mod checkout;
-mod config;
-mod redact;
-mod sandbox;
-mod sink;
-mod split;
+use runvoy_runner::{checkout, config, redact, sandbox, sink, split};
 
 use std::ffi::OsString;
 use std::io::{self, Read};

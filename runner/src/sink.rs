@@ -102,7 +102,6 @@ fn held_slot(stream: Stream) -> Option<usize> {
 
 impl<W: Write> Sink<W> {
     /// A sink for execution `exec` writing to `out`, with no output budget.
-    #[cfg(test)]
     pub fn new(exec: String, out: W) -> Self {
         Self::with_budget(exec, out, Budget::default())
     }
@@ -139,7 +138,6 @@ impl<W: Write> Sink<W> {
     }
 
     /// Values masked so far.
-    #[cfg(test)]
     pub fn redactions(&self) -> u64 {
         self.redactions
     }
@@ -218,7 +216,6 @@ impl<W: Write> Sink<W> {
     }
 
     /// Number of log records written so far (for tests).
-    #[cfg(test)]
     pub fn lines(&self) -> u64 {
         self.lines
     }
@@ -428,14 +425,12 @@ impl<W: Write> Sink<W> {
         }
     }
 
-    /// The underlying writer (for tests).
-    #[cfg(test)]
+    /// The underlying writer (for tests and the fuzz targets).
     pub fn get_ref(&self) -> &W {
         &self.out
     }
 
     /// The underlying writer (for tests).
-    #[cfg(test)]
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.out
     }

@@ -111,6 +111,7 @@ pub(crate) async fn run(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Page size, 1–1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Comma-separated statuses.
     status: Option<String>,
@@ -190,7 +191,7 @@ pub(crate) async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(scope): Extension<Scope>,
-    Query(p): Query<ListParams>,
+    Query(mut p): Query<ListParams>,
 ) -> Result<Response, ApiError> {
     let limit = p.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
@@ -208,6 +209,14 @@ pub(crate) async fn list(
                 "unknown status {s:?}; use STARTING, RUNNING, SUCCEEDED, FAILED, STOPPED or TERMINATING"
             ))
         })?);
+    }
+    // An empty `cursor=` or `since=` is the parameter left blank, as a form sends it: absent.
+    let blank = |v: &Option<String>| v.as_deref().is_some_and(str::is_empty);
+    if blank(&p.cursor) {
+        p.cursor = None;
+    }
+    if blank(&p.since) {
+        p.since = None;
     }
     if let Some(c) = &p.cursor {
         let ok = c.split_once('-').is_some_and(|(ms, id)| {
@@ -330,8 +339,10 @@ pub(crate) async fn kill(
 #[serde(deny_unknown_fields)]
 pub(crate) struct LogsParams {
     /// Return records with `seq` greater than this (default 0).
+    #[param(minimum = 0)]
     after_seq: Option<u64>,
     /// Page size, 1–10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 

@@ -59,7 +59,7 @@ use utoipa::{Modify, OpenApi};
         runvoy_proto::DeleteSecretResponse, runvoy_proto::SecretsFetchRequest,
         runvoy_proto::FetchedSecret, runvoy_proto::SecretsFetchResponse,
     )),
-    modifiers(&Security, &Aliases)
+    modifiers(&Security, &Aliases, &Statuses, &RunShape)
 )]
 pub struct ApiDoc;
 
@@ -115,6 +115,151 @@ impl Modify for Aliases {
     }
 }
 
+/// The statuses every route can answer besides its own, documented from the access policy
+/// and the extractors rather than repeated on each handler: 401/403 and the security
+/// requirement on routes that take credentials (403 only where some role is refused or
+/// ownership is checked), 429 where failed authentications are rate-limited, 503 where the
+/// store is read (it may be unavailable), 400/413/415 on JSON bodies, 400 on path and query
+/// parameters, 404 on path parameters. Each with the one error body.
+struct Statuses;
+
+impl Modify for Statuses {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use crate::policy::{Access, Grant};
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::security::SecurityRequirement;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in api.paths.paths.iter_mut() {
+            let route = path.strip_prefix("/api/v1").unwrap_or(path);
+            for (method, op) in [
+                ("GET", item.get.as_mut()),
+                ("POST", item.post.as_mut()),
+                ("PUT", item.put.as_mut()),
+                ("DELETE", item.delete.as_mut()),
+                ("PATCH", item.patch.as_mut()),
+            ] {
+                let Some(op) = op else { continue };
+                // `{id}` in the document is `{*id}` in the router (image ids hold '/').
+                let rule = crate::policy::lookup(method, route)
+                    .or_else(|| crate::policy::lookup(method, &route.replace("{id}", "{*id}")));
+                let Some(rule) = rule else { continue };
+                let mut add: Vec<(&str, &str)> = Vec::new();
+                match rule.access {
+                    Access::Public => {}
+                    Access::Key(_, grants) => {
+                        add.push((
+                            "401",
+                            "UNAUTHORIZED: no API key, or an unknown or revoked one",
+                        ));
+                        if grants.iter().any(|g| *g != Grant::All)
+                            || matches!(rule.access, Access::Key(r, _) if r != crate::policy::Resource::None)
+                        {
+                            add.push(("403", "FORBIDDEN: the caller's role may not do this"));
+                        }
+                        add.push((
+                            "429",
+                            "RATE_LIMITED: too many failed authentications from this address",
+                        ));
+                        op.security = Some(vec![SecurityRequirement::new(
+                            "api_key",
+                            Vec::<String>::new(),
+                        )]);
+                    }
+                    Access::LogToken | Access::SecretsToken => {
+                        add.push((
+                            "401",
+                            "UNAUTHORIZED: no token, or an invalid or expired one",
+                        ));
+                        add.push(("403", "FORBIDDEN: the token is not good for this execution"));
+                        add.push((
+                            "429",
+                            "RATE_LIMITED: too many failed authentications from this address",
+                        ));
+                    }
+                }
+                if route != "/openapi.json" && route != "/health" {
+                    add.push(("503", "UNAVAILABLE: the store or compute cannot be reached"));
+                }
+                let params = op.parameters.as_deref().unwrap_or_default();
+                if op.request_body.is_some() {
+                    add.push(("400", "INVALID_REQUEST: the body is not valid JSON for this route, or a field is invalid"));
+                    add.push(("413", "PAYLOAD_TOO_LARGE: the body is over the limit"));
+                    add.push(("415", "UNSUPPORTED_MEDIA_TYPE: the body must be JSON (Content-Type: application/json)"));
+                }
+                if !params.is_empty() {
+                    add.push(("400", "INVALID_REQUEST: a parameter is invalid"));
+                }
+                if params.iter().any(|p| p.parameter_in == ParameterIn::Path) {
+                    add.push(("404", "NOT_FOUND: no such resource"));
+                }
+                for (status, description) in add {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description));
+                }
+            }
+        }
+    }
+}
+
+/// `RunRequest` takes a non-blank `command` or a non-empty `argv` whose first word is not
+/// empty, never both: a rule across fields, which the derived schema cannot say alone.
+struct RunShape;
+
+impl Modify for RunShape {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{
+            AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, Type,
+        };
+        let Some(c) = api.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(base)) = c.schemas.get("RunRequest").cloned() else {
+            return;
+        };
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        // No NUL anywhere; at least one character that is not white space.
+        let command = string()
+            .pattern(Some(r"^[^\u0000]*[^\s\u0000][^\u0000]*$"))
+            .max_length(Some(runvoy_domain::MAX_COMMAND_BYTES));
+        let shell = ObjectBuilder::new()
+            .property("command", command)
+            .property("argv", ObjectBuilder::new().schema_type(Type::Null))
+            .required("command");
+        let words = ArrayBuilder::new()
+            .items(string().pattern(Some(r"^[^\u0000]*$")))
+            .prefix_items([Schema::from(string().min_length(Some(1)))])
+            .min_items(Some(1))
+            .max_items(Some(runvoy_domain::MAX_ARGV_WORDS));
+        let exact = ObjectBuilder::new()
+            .property("argv", words)
+            .property("command", string().max_length(Some(0)))
+            .required("argv");
+        let shaped = AllOfBuilder::new()
+            .item(base)
+            .item(AnyOfBuilder::new().item(shell).item(exact))
+            .build();
+        c.schemas
+            .insert("RunRequest".to_owned(), RefOr::T(Schema::AllOf(shaped)));
+    }
+}
+
 /// `GET /api/v1/openapi.json`.
 pub(crate) async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
@@ -164,7 +309,9 @@ mod tests {
             "{run}"
         );
         let schemas = &doc["components"]["schemas"];
-        assert!(schemas["RunRequest"]["properties"]["lock"].is_object());
+        // RunRequest is its fields (allOf[0]) and the command-or-argv rule (allOf[1]).
+        assert!(schemas["RunRequest"]["allOf"][0]["properties"]["lock"].is_object());
+        assert!(schemas["RunRequest"]["allOf"][1]["anyOf"].is_array());
         assert!(schemas["Execution"]["properties"]["lock"].is_object());
         assert!(schemas["ErrorBody"]["properties"]["lock"].is_object());
         assert!(schemas["LockHolder"]["properties"]["execution_id"].is_object());

@@ -9,7 +9,7 @@ use crate::extract::Path;
 use crate::users::user_to_api;
 
 /// The records a request created or last changed, and the server log lines carrying its id.
-#[utoipa::path(get, path = "/api/v1/trace/{request_id}", params(("request_id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/trace/{request_id}", params(("request_id" = String, Path, pattern = "^[A-Za-z0-9_-]{8,64}$")),
     responses((status = 200, body = TraceResponse), (status = 400, body = runvoy_proto::ErrorBody),
               (status = 403, body = runvoy_proto::ErrorBody)),
     security(("api_key" = [])))]

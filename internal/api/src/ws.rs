@@ -30,6 +30,7 @@ pub(crate) struct WsParams {
     /// Token from a `websocket_url`.
     token: Option<String>,
     /// Resume after this seq (default 0).
+    #[param(minimum = 0)]
     after_seq: Option<u64>,
 }
 

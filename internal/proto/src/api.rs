@@ -94,6 +94,7 @@ pub struct RunRequest {
     pub env: BTreeMap<String, String>,
     /// Timeout in seconds; the command is killed and the execution FAILED when it fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 604800))]
     pub timeout: Option<u64>,
     /// Resources for this run, instead of the server's defaults; each at most the server's
     /// maximum.
@@ -488,8 +489,21 @@ pub struct UserList {
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// The new user's email.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 254,
+            pattern = "^\\s*(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\\s*$"
+        )
+    )]
     pub email: String,
     /// `admin`, `operator`, `developer` or `viewer`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^\\s*([Aa][Dd][Mm][Ii][Nn]|[Oo][Pp][Ee][Rr][Aa][Tt][Oo][Rr]|[Dd][Ee][Vv][Ee][Ll][Oo][Pp][Ee][Rr]|[Vv][Ii][Ee][Ww][Ee][Rr])\\s*$"
+        )
+    )]
     pub role: String,
 }
 
@@ -530,8 +544,21 @@ pub struct RevokeUserRequest {
 #[serde(deny_unknown_fields)]
 pub struct SetRoleRequest {
     /// The user to change.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 254,
+            pattern = "^\\s*(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\\s*$"
+        )
+    )]
     pub email: String,
     /// The new role.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^\\s*([Aa][Dd][Mm][Ii][Nn]|[Oo][Pp][Ee][Rr][Aa][Tt][Oo][Rr]|[Dd][Ee][Vv][Ee][Ll][Oo][Pp][Ee][Rr]|[Vv][Ii][Ee][Ww][Ee][Rr])\\s*$"
+        )
+    )]
     pub role: String,
 }
 
@@ -553,19 +580,24 @@ pub struct UserChangeResponse {
 #[serde(deny_unknown_fields)]
 pub struct RegisterImageRequest {
     /// Image reference: `[registry/]name[:tag][@sha256:digest]` (at most 256 characters).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub image: String,
     /// CPU for runs in this image, in cores (fractions allowed); at most the server's maximum
     /// for runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0, maximum = 1024.0))]
     pub cpu: Option<f64>,
     /// Memory for runs in this image, in MiB; at most the server's maximum for runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub memory: Option<u64>,
     /// Timeout in seconds of runs in this image that set none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 604800))]
     pub timeout: Option<u64>,
     /// Identity the runs get from compute (a Cloud Run service account email).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9@._-]{1,256}$"))]
     pub service_account: Option<String>,
     /// `true` makes it the default image (the previous default stops being it); absent makes
     /// it the default only when no image is; `false` never does.
@@ -820,14 +852,23 @@ mod tests {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSecretRequest {
     /// Unique name: 1-128 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    )]
     pub name: String,
     /// The environment variable the value is injected as (`[A-Za-z_][A-Za-z0-9_]*`, not
     /// `RUNVOY_*`, `LD_*`, `PATH`, `HOME`...).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+    )]
     pub key_name: String,
     /// Free text.
     #[serde(default)]
     pub description: String,
     /// The value (at most 64 KiB; stored only encrypted).
+    #[cfg_attr(feature = "openapi", schema(max_length = 65536))]
     pub value: String,
 }
 
@@ -837,12 +878,17 @@ pub struct CreateSecretRequest {
 pub struct UpdateSecretRequest {
     /// New environment variable name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+    )]
     pub key_name: Option<String>,
     /// New description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// New value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 65536))]
     pub value: Option<String>,
 }
 

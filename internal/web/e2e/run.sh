@@ -5,7 +5,7 @@
 # Screenshots are written to artifacts/web/ at the repository root.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -d node_modules/playwright-core ]; then
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/fast-check ]; then
   npm ci --no-audit --no-fund
 fi
-exec node --test --test-concurrency=1 --test-reporter=spec "$@" ansi.test.mjs web.test.mjs
+exec node --test --test-concurrency=1 --test-reporter=spec "$@" ansi.test.mjs ansi.property.test.mjs web.test.mjs

@@ -158,22 +158,23 @@ impl Modify for Statuses {
                     .or_else(|| crate::policy::lookup(method, &route.replace("{id}", "{*id}")));
                 let Some(rule) = rule else { continue };
                 let mut add: Vec<(&str, &str)> = Vec::new();
+                let rate_limited = (
+                    "429",
+                    "RATE_LIMITED: too many failed authentications from this address",
+                );
                 match rule.access {
                     Access::Public => {}
-                    Access::Key(_, grants) => {
+                    Access::Key(resource, grants) => {
                         add.push((
                             "401",
                             "UNAUTHORIZED: no API key, or an unknown or revoked one",
                         ));
                         if grants.iter().any(|g| *g != Grant::All)
-                            || matches!(rule.access, Access::Key(r, _) if r != crate::policy::Resource::None)
+                            || resource != crate::policy::Resource::None
                         {
                             add.push(("403", "FORBIDDEN: the caller's role may not do this"));
                         }
-                        add.push((
-                            "429",
-                            "RATE_LIMITED: too many failed authentications from this address",
-                        ));
+                        add.push(rate_limited);
                         op.security = Some(vec![SecurityRequirement::new(
                             "api_key",
                             Vec::<String>::new(),
@@ -185,10 +186,7 @@ impl Modify for Statuses {
                             "UNAUTHORIZED: no token, or an invalid or expired one",
                         ));
                         add.push(("403", "FORBIDDEN: the token is not good for this execution"));
-                        add.push((
-                            "429",
-                            "RATE_LIMITED: too many failed authentications from this address",
-                        ));
+                        add.push(rate_limited);
                     }
                 }
                 if route != "/openapi.json" && route != "/health" {
